@@ -1,0 +1,466 @@
+"""Geometry in numpy: the 162-vertex icosphere and its rays, ray meshes, rotations, the
+perspective camera and primitive meshes with a side id per face.
+
+Conventions (shared by the GL renderer, the soft rasteriser and the datasets):
+- right-handed world; the camera looks down its own -z axis (OpenGL);
+- image row 0 is the top; pixel (row, col) has its centre at NDC
+  x = (col + 0.5) / W * 2 - 1, y = 1 - (row + 0.5) / H * 2;
+- depth is the eye-space distance along the viewing axis (positive in front of the camera);
+- a pose is ``x_world = R @ (scale * x_object) + t``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# ---------------------------------------------------------------------------- icosphere
+
+
+def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
+    p = (1.0 + 5.0**0.5) / 2.0
+    v = np.array(
+        [[-1, p, 0], [1, p, 0], [-1, -p, 0], [1, -p, 0],
+         [0, -1, p], [0, 1, p], [0, -1, -p], [0, 1, -p],
+         [p, 0, -1], [p, 0, 1], [-p, 0, -1], [-p, 0, 1]], dtype=np.float64)
+    f = np.array(
+        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11],
+         [1, 5, 9], [5, 11, 4], [11, 10, 2], [10, 7, 6], [7, 1, 8],
+         [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9],
+         [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]], dtype=np.int64)
+    return v / np.linalg.norm(v, axis=1, keepdims=True), f
+
+
+def _subdivide(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    verts = list(v)
+    cache: dict[tuple[int, int], int] = {}
+
+    def mid(a: int, b: int) -> int:
+        key = (min(a, b), max(a, b))
+        if key not in cache:
+            m = verts[a] + verts[b]
+            verts.append(m / np.linalg.norm(m))
+            cache[key] = len(verts) - 1
+        return cache[key]
+
+    faces = []
+    for a, b, c in f:
+        ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+        faces += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+    return np.array(verts), np.array(faces, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def icosphere(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere: (verts float32 (V,3), faces int32 (F,3)), faces counter-clockwise seen
+    from outside. ``subdivisions=2`` gives the model's 162 vertices and 320 faces."""
+    v, f = _icosahedron()
+    for _ in range(subdivisions):
+        v, f = _subdivide(v, f)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    flip = (n * v[f].mean(1)).sum(1) < 0
+    f[flip] = f[flip][:, ::-1]
+    v, f = v.astype(np.float32), f.astype(np.int32)
+    v.setflags(write=False)
+    f.setflags(write=False)
+    return v, f
+
+
+N_RAYS = 162
+N_FACES = 320
+
+
+def ico_rays() -> np.ndarray:
+    """The 162 fixed unit rays from the centre along which the model's vertices move."""
+    return icosphere(2)[0]
+
+
+def ico_faces() -> np.ndarray:
+    return icosphere(2)[1]
+
+
+def ray_mesh(lengths: np.ndarray) -> np.ndarray:
+    """Vertices (..., 162, 3) of the mesh whose vertex i lies at ``lengths[..., i] * ray_i``."""
+    lengths = np.asarray(lengths, dtype=np.float32)
+    if lengths.shape[-1] != N_RAYS:
+        raise ValueError(f"lengths: last axis must be {N_RAYS} ray lengths, got shape {lengths.shape}")
+    return lengths[..., None] * ico_rays()
+
+
+# ---------------------------------------------------------------------------- rotations
+
+
+def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
+    """Rodrigues: axis-angle vectors (..., 3) (angle = norm, in radians) -> matrices (..., 3, 3)."""
+    aa = np.asarray(aa, dtype=np.float64)
+    theta = np.linalg.norm(aa, axis=-1, keepdims=True)
+    k = aa / np.where(theta > 1e-12, theta, 1.0)
+    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
+    zero = np.zeros_like(kx)
+    K = np.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(aa.shape[:-1] + (3, 3))
+    s, c = np.sin(theta)[..., None], np.cos(theta)[..., None]
+    eye = np.broadcast_to(np.eye(3), K.shape)
+    return eye + s * K + (1 - c) * (K @ K)
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) as (w, x, y, z), normalised here -> matrices (..., 3, 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    m = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
+    return np.stack(m, -1).reshape(q.shape[:-1] + (3, 3))
+
+
+def axis_angle_to_quat(aa: np.ndarray) -> np.ndarray:
+    aa = np.asarray(aa, dtype=np.float64)
+    theta = np.linalg.norm(aa, axis=-1, keepdims=True)
+    k = aa / np.where(theta > 1e-12, theta, 1.0)
+    return np.concatenate([np.cos(theta / 2), np.sin(theta / 2) * k], -1)
+
+
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = np.where(q[..., :1] < 0, -q, q)  # the shorter of the two equivalent rotations
+    s = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    theta = 2 * np.arctan2(s, q[..., :1])
+    return q[..., 1:] * np.where(s > 1e-12, theta / np.where(s > 1e-12, s, 1.0), 2.0)
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (w, x, y, z) with w >= 0."""
+    m = np.asarray(m, dtype=np.float64)
+    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    cand = np.stack([
+        np.stack([1 + tr, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+        np.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
+        np.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
+        np.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+    ], -2)
+    # pick the numerically largest candidate (Shepperd's method)
+    diag = np.stack([tr, m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], -1)
+    best = np.argmax(diag, -1)
+    q = np.take_along_axis(cand, best[..., None, None], -2)[..., 0, :]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def matrix_to_axis_angle(m: np.ndarray) -> np.ndarray:
+    return quat_to_axis_angle(matrix_to_quat(m))
+
+
+def random_rotation(rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+    """Uniformly random rotation matrices (Haar measure) from normalised Gaussian quaternions."""
+    q = rng.standard_normal((1 if n is None else n, 4))
+    m = quat_to_matrix(q)
+    return m[0] if n is None else m
+
+
+# ---------------------------------------------------------------------------- camera
+
+
+def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> np.ndarray:
+    """World-to-eye 4x4 matrix of a camera at ``eye`` looking at ``target``."""
+    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
+    f = target - eye
+    if np.linalg.norm(f) < 1e-9:
+        raise ValueError("look_at: eye and target coincide; put the camera away from its target")
+    f = f / np.linalg.norm(f)
+    s = np.cross(f, up)
+    if np.linalg.norm(s) < 1e-9:
+        raise ValueError("look_at: up is parallel to the viewing direction; choose another up")
+    s = s / np.linalg.norm(s)
+    u = np.cross(s, f)
+    m = np.eye(4)
+    m[0, :3], m[1, :3], m[2, :3] = s, u, -f
+    m[:3, 3] = -m[:3, :3] @ eye
+    return m
+
+
+def perspective(fov_y_deg: float, aspect: float, near: float, far: float) -> np.ndarray:
+    """OpenGL projection matrix (eye space -> clip space)."""
+    if not (0 < fov_y_deg < 180) or not (0 < near < far):
+        raise ValueError("perspective: need 0 < fov_y_deg < 180 and 0 < near < far")
+    t = 1.0 / np.tan(np.radians(fov_y_deg) / 2)
+    m = np.zeros((4, 4))
+    m[0, 0], m[1, 1] = t / aspect, t
+    m[2, 2], m[2, 3] = (far + near) / (near - far), 2 * far * near / (near - far)
+    m[3, 2] = -1.0
+    return m
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A perspective camera. The default looks at the origin from +z, 4 units away."""
+
+    eye: tuple[float, float, float] = (0.0, 0.0, 4.0)
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    up: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    fov_y_deg: float = 35.0
+    near: float = 0.5
+    far: float = 20.0
+
+    def view(self) -> np.ndarray:
+        return look_at(self.eye, self.target, self.up)
+
+    def projection(self, aspect: float = 1.0) -> np.ndarray:
+        return perspective(self.fov_y_deg, aspect, self.near, self.far)
+
+    def view_projection(self, aspect: float = 1.0) -> np.ndarray:
+        return self.projection(aspect) @ self.view()
+
+    def project(self, points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """World points (..., 3) -> (pixel coordinates (..., 2) as (col, row), continuous, and
+        eye-space depth (...))."""
+        p = np.asarray(points, dtype=np.float64)
+        eye_p = p @ self.view()[:3, :3].T + self.view()[:3, 3]
+        clip = np.concatenate([p, np.ones(p.shape[:-1] + (1,))], -1) @ self.view_projection(width / height).T
+        ndc = clip[..., :2] / clip[..., 3:4]
+        col = (ndc[..., 0] + 1) / 2 * width
+        row = (1 - ndc[..., 1]) / 2 * height
+        return np.stack([col, row], -1), -eye_p[..., 2]
+
+
+# ---------------------------------------------------------------------------- meshes
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh: vertices (V,3) float32, faces (F,3) int32 counter-clockwise from
+    outside, and a side id per face (F,) that picks the face's colour."""
+
+    verts: np.ndarray
+    faces: np.ndarray
+    side_ids: np.ndarray = field(default=None)  # type: ignore[assignment]
+    n_sides: int = 1
+
+    def __post_init__(self):
+        self.verts = np.ascontiguousarray(self.verts, dtype=np.float32)
+        self.faces = np.ascontiguousarray(self.faces, dtype=np.int32)
+        if self.side_ids is None:
+            self.side_ids = np.zeros(len(self.faces), np.int32)
+        self.side_ids = np.asarray(self.side_ids, dtype=np.int32)
+
+    def transformed(self, rotation=None, translation=None, scale: float = 1.0) -> "Mesh":
+        return Mesh(transform_points(self.verts, rotation, translation, scale), self.faces,
+                    self.side_ids, self.n_sides)
+
+    def face_colours(self, side_colours: np.ndarray) -> np.ndarray:
+        """Per-face colours (F,3) from one colour per side (n_sides,3)."""
+        return np.asarray(side_colours, np.float32)[self.side_ids]
+
+
+def transform_points(points, rotation=None, translation=None, scale: float = 1.0) -> np.ndarray:
+    """``R @ (scale * p) + t``; rotation is a 3x3 matrix or an axis-angle 3-vector."""
+    p = np.asarray(points, dtype=np.float64) * scale
+    if rotation is not None:
+        r = np.asarray(rotation, dtype=np.float64)
+        r = axis_angle_to_matrix(r) if r.shape == (3,) else r
+        p = p @ r.T
+    if translation is not None:
+        p = p + np.asarray(translation, dtype=np.float64)
+    return p.astype(np.float32)
+
+
+def face_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    v = np.asarray(verts, dtype=np.float64)
+    n = np.cross(v[..., faces[:, 1], :] - v[..., faces[:, 0], :], v[..., faces[:, 2], :] - v[..., faces[:, 0], :])
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def face_areas(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    v = np.asarray(verts, dtype=np.float64)
+    n = np.cross(v[..., faces[:, 1], :] - v[..., faces[:, 0], :], v[..., faces[:, 2], :] - v[..., faces[:, 0], :])
+    return 0.5 * np.linalg.norm(n, axis=-1)
+
+
+def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points uniformly on the surface (area-weighted faces, uniform barycentrics)."""
+    a = face_areas(verts, faces)
+    idx = rng.choice(len(faces), size=n, p=a / a.sum())
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    tri = np.asarray(verts, np.float64)[faces[idx]]
+    return (tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])).astype(np.float32)
+
+
+def ray_lengths_of_mesh(verts: np.ndarray, faces: np.ndarray, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Distance from ``origin`` along each of the 162 rays to the farthest hit of the mesh
+    (Moller-Trumbore), 0 where a ray misses. For a star-shaped mesh about ``origin`` this gives
+    the ray mesh that best matches it."""
+    rays = ico_rays().astype(np.float64)
+    tri = np.asarray(verts, np.float64)[faces] - np.asarray(origin, np.float64)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    p = np.cross(rays[:, None, :], e2[None])  # (R,F,3)
+    det = (p * e1[None]).sum(-1)
+    ok = np.abs(det) > 1e-12
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = -tri[:, 0][None]
+    u = (s * p).sum(-1) * inv
+    q = np.cross(s, e1[None])
+    v = (rays[:, None, :] * q).sum(-1) * inv
+    t = (e2[None] * q).sum(-1) * inv
+    hit = ok & (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (t > 0)
+    return np.where(hit, t, 0.0).max(1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- primitives
+
+
+def _revolve(profile: list[tuple[float, float]], n: int, caps_side: list[int]) -> Mesh:
+    """Surface of revolution about y of a polyline ``profile`` of (radius, y) points from bottom
+    to top; segment k gets side id ``caps_side[k]``. Radius-0 end points close the surface."""
+    ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    verts, index = [], []
+    for r, y in profile:
+        if r == 0:
+            index.append([len(verts)] * n)
+            verts.append((0.0, y, 0.0))
+        else:
+            index.append(list(range(len(verts), len(verts) + n)))
+            verts += [(r * np.cos(a), y, -r * np.sin(a)) for a in ang]
+    faces, sides = [], []
+    for k in range(len(profile) - 1):
+        lo, hi = index[k], index[k + 1]
+        for i in range(n):
+            j = (i + 1) % n
+            for tri in ((lo[i], lo[j], hi[j]), (lo[i], hi[j], hi[i])):
+                if len(set(tri)) == 3:
+                    faces.append(tri)
+                    sides.append(caps_side[k])
+    return Mesh(np.array(verts), np.array(faces), np.array(sides), max(caps_side) + 1)
+
+
+def cube(size: float = 1.0) -> Mesh:
+    """Axis-aligned cube of edge ``size``; sides 0..5 are +x, -x, +y, -y, +z, -z."""
+    h = size / 2
+    verts, faces, sides = [], [], []
+    for s, (axis, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1), (2, 1), (2, -1)]):
+        u, v = [(a) for a in range(3) if a != axis]
+        quad = []
+        for cu, cv in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+            p = [0.0, 0.0, 0.0]
+            p[axis], p[u], p[v] = sign * h, cu * h, cv * h
+            quad.append(p)
+        b = len(verts)
+        verts += quad
+        tris = [(b, b + 1, b + 2), (b, b + 2, b + 3)]
+        # orient outward
+        n = np.cross(np.subtract(quad[1], quad[0]), np.subtract(quad[2], quad[0]))
+        if n[axis] * sign < 0:
+            tris = [t[::-1] for t in tris]
+        faces += tris
+        sides += [s, s]
+    return Mesh(np.array(verts), np.array(faces), np.array(sides), 6)
+
+
+def sphere(radius: float = 0.5, subdivisions: int = 3) -> Mesh:
+    """Icosphere; its 8 octants are its sides."""
+    v, f = icosphere(subdivisions)
+    c = v[f].mean(1)
+    sides = (c[:, 0] > 0) * 4 + (c[:, 1] > 0) * 2 + (c[:, 2] > 0)
+    return Mesh(v * radius, f, sides, 8)
+
+
+def cylinder(radius: float = 0.5, height: float = 1.0, n: int = 32) -> Mesh:
+    """Sides: 0 bottom cap, 1 wall, 2 top cap."""
+    h = height / 2
+    return _revolve([(0, -h), (radius, -h), (radius, h), (0, h)], n, [0, 1, 2])
+
+
+def cone(radius: float = 0.5, height: float = 1.0, n: int = 32) -> Mesh:
+    """Sides: 0 base, 1 mantle."""
+    h = height / 2
+    return _revolve([(0, -h), (radius, -h), (0, h)], n, [0, 1])
+
+
+def pyramid(size: float = 1.0, height: float = 1.0) -> Mesh:
+    """Square pyramid; sides: 0 base, 1..4 the triangles."""
+    h, s = height / 2, size / 2
+    base = [(-s, -h, -s), (s, -h, -s), (s, -h, s), (-s, -h, s)]
+    apex = (0.0, h, 0.0)
+    verts = base + [apex]
+    faces = [(0, 1, 2), (0, 2, 3)] + [(i, (i + 1) % 4, 4)[::-1] for i in range(4)]
+    m = Mesh(np.array(verts), np.array(faces), np.array([0, 0, 1, 2, 3, 4]), 5)
+    return _orient_outward(m)
+
+
+def torus(major: float = 0.35, minor: float = 0.15, n_major: int = 32, n_minor: int = 16) -> Mesh:
+    """Torus about y; its 4 quadrants (by angle about y) are its sides."""
+    a = np.linspace(0, 2 * np.pi, n_major, endpoint=False)
+    b = np.linspace(0, 2 * np.pi, n_minor, endpoint=False)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    r = major + minor * np.cos(B)
+    verts = np.stack([r * np.cos(A), minor * np.sin(B), -r * np.sin(A)], -1).reshape(-1, 3)
+    faces, sides = [], []
+    for i in range(n_major):
+        for j in range(n_minor):
+            p, q = i * n_minor + j, ((i + 1) % n_major) * n_minor + j
+            p2, q2 = i * n_minor + (j + 1) % n_minor, ((i + 1) % n_major) * n_minor + (j + 1) % n_minor
+            faces += [(p, q, q2), (p, q2, p2)]
+            sides += [int(4 * i / n_major)] * 2
+    return _orient_outward(Mesh(verts, np.array(faces), np.array(sides), 4), centre_of=lambda c: c * [1, 0, 1] * (major / np.maximum(np.linalg.norm(c * [1, 0, 1], axis=1, keepdims=True), 1e-9)))
+
+
+def _orient_outward(m: Mesh, centre_of=None) -> Mesh:
+    """Flip faces whose normal points towards the centre (or a per-face reference point)."""
+    c = m.verts[m.faces].mean(1)
+    ref = np.zeros_like(c) if centre_of is None else centre_of(c)
+    n = face_normals(m.verts, m.faces)
+    f = m.faces.copy()
+    flip = ((c - ref) * n).sum(1) < 0
+    f[flip] = f[flip][:, ::-1]
+    return Mesh(m.verts, f, m.side_ids, m.n_sides)
+
+
+PRIMITIVES = {"cube": cube, "sphere": sphere, "cylinder": cylinder, "cone": cone,
+              "pyramid": pyramid, "torus": torus}
+
+
+def primitive(name: str, **kwargs) -> Mesh:
+    """A primitive of unit extent (it fits in a cube of edge 1 centred at the origin)."""
+    if name not in PRIMITIVES:
+        raise ValueError(f"primitive: unknown name {name!r}; choose one of {sorted(PRIMITIVES)}")
+    return PRIMITIVES[name](**kwargs)
+
+
+# ---------------------------------------------------------------------------- spherical harmonics
+
+
+def real_sph_harm(dirs: np.ndarray, degree: int) -> np.ndarray:
+    """Real, orthonormal spherical harmonics up to ``degree`` at unit directions (N,3):
+    (N, (degree+1)^2). Built by the associated-Legendre recurrence, so any degree works."""
+    d = np.asarray(dirs, np.float64)
+    x, y, z = d[:, 0], d[:, 1], d[:, 2]
+    theta = np.arccos(np.clip(z, -1, 1))
+    phi = np.arctan2(y, x)
+    ct, st = np.cos(theta), np.sin(theta)
+    L = degree
+    P = np.zeros((L + 1, L + 1, len(d)))
+    P[0, 0] = 1.0
+    for m in range(1, L + 1):
+        P[m, m] = -(2 * m - 1) * st * P[m - 1, m - 1]
+    for m in range(L):
+        P[m + 1, m] = (2 * m + 1) * ct * P[m, m]
+    for m in range(L + 1):
+        for l in range(m + 2, L + 1):
+            P[l, m] = ((2 * l - 1) * ct * P[l - 1, m] - (l + m - 1) * P[l - 2, m]) / (l - m)
+    from math import factorial, pi, sqrt
+    out = []
+    for l in range(L + 1):
+        for m in range(-l, l + 1):
+            am = abs(m)
+            k = sqrt((2 * l + 1) / (4 * pi) * factorial(l - am) / factorial(l + am))
+            if m == 0:
+                out.append(k * P[l, 0])
+            elif m > 0:
+                out.append(sqrt(2) * k * np.cos(m * phi) * P[l, m])
+            else:
+                out.append(sqrt(2) * k * np.sin(am * phi) * P[l, am])
+    return np.stack(out, 1).astype(np.float32)

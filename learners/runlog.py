@@ -1,0 +1,101 @@
+"""What every long run shares: its directory ``runs/<name>/``, a TensorBoard writer, a progress
+bar, and atomic checkpoints that ``--resume`` continues from."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learners import checkpoint
+
+
+class RunLog:
+    def __init__(self, out_dir: str | Path, name: str, total_steps: int, start_step: int = 0,
+                 config: dict | None = None, progress: bool = True):
+        self.dir = Path(out_dir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=start_step if start_step else None)
+        if config is not None:
+            (self.dir / "config.json").write_text(json.dumps(config, indent=2))
+            self.tb.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", start_step)
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True,
+                            file=sys.stderr, disable=None)
+        self._t0 = time.time()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            if v is not None and np.isfinite(v):
+                self.tb.add_scalar(k, float(v), step)
+
+    def image(self, tag: str, img: np.ndarray, step: int) -> None:
+        """``img`` is (H, W, 3) or (H, W) float in [0,1] or uint8."""
+        a = np.asarray(img)
+        if a.ndim == 2:
+            a = a[..., None]
+        self.tb.add_image(tag, a, step, dataformats="HWC")
+
+    def progress(self, n: int = 1, **postfix: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def save(self, state: dict[str, Any]) -> Path:
+        return checkpoint.save(state, self.checkpoint_path)
+
+    def load(self) -> dict[str, Any]:
+        return checkpoint.load(self.checkpoint_path)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        p = self.dir / name
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=float))
+        tmp.replace(p)
+        return p
+
+    def close(self) -> None:
+        self.tb.flush()
+        self.tb.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
+    """Tile (N, H, W, C) images into one (rows*H, cols*W, C) picture with a white gutter."""
+    imgs = np.asarray(images)
+    if imgs.ndim == 3:
+        imgs = imgs[..., None]
+    n, h, w, c = imgs.shape
+    rows = (n + cols - 1) // cols
+    fill = 255 if imgs.dtype == np.uint8 else 1.0
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, dtype=imgs.dtype)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
+    return out
+
+
+def save_png(path: str | Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    Image.fromarray(a).save(str(path))

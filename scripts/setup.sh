@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian/Ubuntu machine: headless OpenGL system packages,
+# a virtual environment at .venv, torch 2.13.0 (CPU build) first, then gen3d with its dev extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+GL_PKGS="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup: need root or sudo to run: $*" >&2; exit 1; fi
+}
+
+missing=""
+for p in $GL_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then missing="$missing python3-venv"; fi
+if [ -n "$missing" ]; then
+  if command -v apt-get >/dev/null; then
+    echo "setup: installing system packages:$missing"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq $missing
+  else
+    echo "setup: please install the headless OpenGL libraries ($GL_PKGS) with your package manager" >&2
+    exit 1
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+stamp=.venv/.gen3d-installed
+want=$(cat pyproject.toml | sha1sum | cut -c1-12)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+
+$VPY -m pip install -q --upgrade pip
+# torch first: a looser requirement would let pip choose a multi-GB CUDA build.
+$VPY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+  || $VPY -m pip install -q torch==2.13.0
+$VPY -m pip install -q -e ".[dev]"
+echo "$want" > "$stamp"
+echo "setup: done (.venv ready)"
