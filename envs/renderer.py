@@ -1,0 +1,311 @@
+"""The batched headless mesh renderer (moderngl + EGL).
+
+``MeshRenderer.render_rays`` draws B ray meshes (162 ray lengths each, a pose and colours) in
+one instanced draw into one atlas framebuffer and reads it back once; ``render_meshes`` does
+the same for meshes of any topology (the datasets' primitives). Lighting is Lambertian: up to
+three directional lights plus ambient, flat normals, two-sided. Every GL object is made once
+in ``__init__`` (buffers grow only when a larger batch of general meshes needs it), so memory
+does not grow with calls. Batches above ``max_batch`` are drawn in chunks of ``max_batch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs import shaders
+from envs.gl import create_context, describe
+from envs.validate import check_array, check_batch, check_colours, check_pose
+from gen3d import geometry as geo
+
+
+@dataclass(frozen=True)
+class Lights:
+    """Directional lights (unit vectors pointing towards each light, world frame) with RGB
+    intensities, plus an ambient term. At most three."""
+
+    directions: tuple = ((0.4, 0.6, 0.7), (-0.7, 0.2, 0.4), (0.1, -0.6, 0.5))
+    colours: tuple = ((0.55, 0.55, 0.55), (0.3, 0.3, 0.3), (0.2, 0.2, 0.2))
+    ambient: tuple = (0.25, 0.25, 0.25)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = np.zeros((3, 3), np.float32)
+        c = np.zeros((3, 3), np.float32)
+        n = len(self.directions)
+        if n > 3 or len(self.colours) != n:
+            raise ValueError("lights: give at most 3 directions and one colour for each")
+        if n:
+            dd = np.asarray(self.directions, np.float32)
+            d[:n] = dd / np.linalg.norm(dd, axis=1, keepdims=True)
+            c[:n] = np.asarray(self.colours, np.float32)
+        return d, c, np.asarray(self.ambient, np.float32)
+
+
+@dataclass
+class Render:
+    """Images of a batch: ``rgb`` (B,H,W,3) uint8, or float32 in [0,1] on request; ``depth``
+    (B,H,W) float32 eye-space depth, 0 where nothing was drawn; ``mask`` (B,H,W) bool."""
+
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class _Atlas:
+    cols: int
+    rows: int
+    w: int
+    h: int
+    extra: dict = field(default_factory=dict)
+
+
+class MeshRenderer:
+    """Renders batches of meshes at ``width`` x ``height`` from one camera.
+
+    ``float_colour`` keeps colour in a 32-bit float attachment (no 8-bit quantisation);
+    ``cull`` drops back faces, which halves llvmpipe's triangle set-up and is exact for closed
+    meshes faced outward (ray meshes with lengths >= 0 always are) seen from outside;
+    ``device_index`` picks an EGL device on multi-GPU machines.
+    """
+
+    def __init__(self, width: int = 64, height: int = 64, max_batch: int = 256,
+                 camera: geo.Camera | None = None, lights: Lights | None = None,
+                 float_colour: bool = False, cull: bool = True, device_index: int | None = None,
+                 ctx=None):
+        for name, v in (("width", width), ("height", height), ("max_batch", max_batch)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.width, self.height, self.max_batch = int(width), int(height), int(max_batch)
+        self.ctx = ctx if ctx is not None else create_context(device_index=device_index)
+        self.gl = describe(self.ctx)
+        limit = min(int(self.ctx.info["GL_MAX_RENDERBUFFER_SIZE"]),
+                    int(self.ctx.info["GL_MAX_TEXTURE_SIZE"]), *self.ctx.info["GL_MAX_VIEWPORT_DIMS"])
+        cols = max(1, min(int(np.ceil(np.sqrt(self.max_batch))), limit // self.width))
+        rows = int(np.ceil(self.max_batch / cols))
+        if cols * self.width > limit or rows * self.height > limit:
+            raise ValueError(
+                f"max_batch={self.max_batch} tiles of {self.width}x{self.height} need an atlas of "
+                f"{cols * self.width}x{rows * self.height} pixels, over this GL's limit of {limit}; "
+                "lower max_batch or the resolution")
+        self.atlas = _Atlas(cols, rows, self.width, self.height)
+        self.float_colour = bool(float_colour)
+        self.cull = bool(cull)
+        self._make_gl_objects()
+        self.set_camera(camera or geo.Camera())
+        self.set_lights(lights or Lights())
+
+    # ------------------------------------------------------------------ GL set-up
+
+    def _make_gl_objects(self) -> None:
+        ctx, a = self.ctx, self.atlas
+        size = (a.cols * a.w, a.rows * a.h)
+        self._colour_rb = ctx.renderbuffer(size, 4, dtype="f4" if self.float_colour else "f1")
+        self._depth_rb = ctx.renderbuffer(size, 1, dtype="f4")
+        self._zbuf = ctx.depth_renderbuffer(size)
+        self.fbo = ctx.framebuffer([self._colour_rb, self._depth_rb], self._zbuf)
+        for i in range(4):  # GL_CLIP_DISTANCE0..3: each tile's frustum sides
+            ctx.enable_direct(0x3000 + i)
+        self.ray_prog = ctx.program(vertex_shader=shaders.RAY_VS, geometry_shader=shaders.GS,
+                                    fragment_shader=shaders.FS)
+        self.mesh_prog = ctx.program(vertex_shader=shaders.MESH_VS, geometry_shader=shaders.GS,
+                                     fragment_shader=shaders.FS)
+        # ray meshes: indexed draw of the icosphere's faces; no vertex attributes at all
+        self._ibo = ctx.buffer(geo.ico_faces().astype(np.int32).tobytes())
+        self.ray_vao = ctx.vertex_array(self.ray_prog, [], index_buffer=self._ibo, index_element_size=4)
+        bm = self.max_batch
+        self._rays_tex = ctx.texture((geo.N_RAYS, 1), 3, geo.ico_rays().astype(np.float32).tobytes(), dtype="f4")
+        self._len_tex = ctx.texture((geo.N_RAYS, bm), 1, dtype="f4")
+        self._pose_tex = ctx.texture((3, bm), 4, dtype="f4")
+        self._vcol_tex = ctx.texture((geo.N_RAYS, bm), 3, dtype="f4")
+        self._fcol_tex = ctx.texture((geo.N_FACES, bm), 3, dtype="f4")
+        for t in (self._rays_tex, self._len_tex, self._pose_tex, self._vcol_tex, self._fcol_tex):
+            t.filter = (0x2600, 0x2600)  # GL_NEAREST: texelFetch only, but keep it complete
+        self._mesh_vbo = None
+        self._mesh_vao = None
+        self._mesh_cap = 0
+        for p in (self.ray_prog, self.mesh_prog):
+            _set(p, "grid", (a.cols, a.rows))
+        for name, unit in (("rays", 0), ("lengths", 1), ("poses", 2), ("vcolours", 3), ("fcolours", 4)):
+            _set(self.ray_prog, name, unit)
+        _set(self.mesh_prog, "per_face", 0)
+
+    def set_camera(self, camera: geo.Camera) -> None:
+        self.camera = camera
+        view = camera.view().astype(np.float32)
+        proj = camera.projection(self.width / self.height).astype(np.float32)
+        for p in (self.ray_prog, self.mesh_prog):
+            # GLSL matrices are column-major
+            _set(p, "view", view.T)
+            _set(p, "proj", proj.T)
+        for p in (self.ray_prog, self.mesh_prog):
+            _set(p, "eye", tuple(float(x) for x in camera.eye))
+
+    def set_lights(self, lights: Lights) -> None:
+        self.lights = lights
+        d, c, amb = lights.arrays()
+        for p in (self.ray_prog, self.mesh_prog):
+            _set(p, "light_dir", d)
+            _set(p, "light_rgb", c)
+            _set(p, "ambient", tuple(float(x) for x in amb))
+
+    # ------------------------------------------------------------------ drawing
+
+    def render_rays(self, lengths, rotation=None, translation=None, colours=None, scale=None,
+                    depth: bool = False, mask: bool = False, as_float: bool = False) -> Render:
+        """Render B ray meshes: vertex i of mesh b at ``R_b (s_b * lengths[b,i] * ray_i) + t_b``.
+
+        lengths (B,162) >= 0; rotation (B,3) axis-angle or (B,3,3) matrices (default identity);
+        translation (B,3) (default 0); colours (B,162,3) per vertex, (B,320,3) per face or (B,3)
+        one per mesh, in [0,1] (default grey); scale (B,) > 0 (default 1).
+        """
+        lengths = check_array("lengths", lengths, (None, geo.N_RAYS), nonneg=True)
+        b = check_batch("lengths", lengths)
+        poses = check_pose(b, rotation, translation, scale)
+        cols, per_face = check_colours(b, colours, (geo.N_RAYS, geo.N_FACES))
+        parts = []
+        for s in range(0, b, self.max_batch):
+            e = min(b, s + self.max_batch)
+            n = e - s
+            self._len_tex.write(lengths[s:e].tobytes(), viewport=(0, 0, geo.N_RAYS, n))
+            self._pose_tex.write(poses[s:e].tobytes(), viewport=(0, 0, 3, n))
+            tex = self._fcol_tex if per_face else self._vcol_tex
+            tex.write(cols[s:e].tobytes(), viewport=(0, 0, cols.shape[1], n))
+            self._rays_tex.use(0)
+            self._len_tex.use(1)
+            self._pose_tex.use(2)
+            self._vcol_tex.use(3)
+            self._fcol_tex.use(4)
+            _set(self.ray_prog, "per_face", int(per_face))
+            self._begin(n)
+            self.ray_vao.render(instances=n)
+            parts.append(self._read(n, depth, mask, as_float))
+        return _concat(parts)
+
+    def render_meshes(self, meshes, colours=None, rotation=None, translation=None, scale=None,
+                      depth: bool = False, mask: bool = False, as_float: bool = False) -> Render:
+        """Render B meshes of any topology (``geometry.Mesh`` or (verts, faces) pairs).
+
+        colours: per mesh, (F,3) per face, (n_sides,3) one per side (``Mesh.side_ids``) or (3,);
+        default grey. Poses as in ``render_rays``.
+        """
+        meshes = [m if isinstance(m, geo.Mesh) else geo.Mesh(*m) for m in meshes]
+        if not meshes:
+            raise ValueError("meshes: the batch is empty; pass at least one mesh")
+        b = len(meshes)
+        poses = check_pose(b, rotation, translation, scale)
+        if colours is None:
+            colours = [np.full(3, 0.7, np.float32)] * b
+        if len(colours) != b:
+            raise ValueError(f"colours: need one entry per mesh ({b}), got {len(colours)}")
+        parts = []
+        for s in range(0, b, self.max_batch):
+            e = min(b, s + self.max_batch)
+            data = [self._mesh_corners(meshes[i], colours[i], poses[i], i - s) for i in range(s, e)]
+            self._upload_meshes(np.concatenate(data))
+            self._begin(e - s)
+            self._mesh_vao.render(vertices=sum(len(d) for d in data))
+            parts.append(self._read(e - s, depth, mask, as_float))
+        return _concat(parts)
+
+    def _mesh_corners(self, m: geo.Mesh, colour, pose: np.ndarray, tile: int) -> np.ndarray:
+        v = check_array("mesh vertices", m.verts, (None, 3))
+        if len(m.faces) == 0 or m.faces.min() < 0 or m.faces.max() >= len(v):
+            raise ValueError("mesh faces: need at least one face, each indexing a vertex")
+        c = check_array("colours", colour, None, unit=True)
+        if c.shape == (3,):
+            c = np.broadcast_to(c, (len(m.faces), 3))
+        elif c.shape == (m.n_sides, 3) and c.shape[0] != len(m.faces):
+            c = c[m.side_ids]
+        if c.shape != (len(m.faces), 3):
+            raise ValueError(f"colours: a mesh with {len(m.faces)} faces and {m.n_sides} sides "
+                             f"needs (3,), ({m.n_sides},3) or ({len(m.faces)},3); got {c.shape}")
+        w = v @ pose[:, :3].T + pose[:, 3]
+        corners = w[m.faces]  # (F,3,3)
+        out = np.empty((len(m.faces), 3, 7), np.float32)
+        out[..., 0:3] = corners
+        out[..., 3:6] = c[:, None]
+        out[..., 6] = tile
+        return out.reshape(-1, 7)
+
+    def _upload_meshes(self, data: np.ndarray) -> None:
+        nbytes = data.nbytes
+        if nbytes > self._mesh_cap:
+            if self._mesh_vao is not None:
+                self._mesh_vao.release()
+                self._mesh_vbo.release()
+            self._mesh_cap = max(nbytes, 2 * self._mesh_cap, 1 << 16)
+            self._mesh_vbo = self.ctx.buffer(reserve=self._mesh_cap)
+            self._mesh_vao = self.ctx.vertex_array(
+                self.mesh_prog, [(self._mesh_vbo, "3f 3f 1f", "pos", "colour", "tile")])
+        self._mesh_vbo.write(data.tobytes())
+
+    def _used(self, n: int) -> tuple[int, int]:
+        rows = -(-n // self.atlas.cols)
+        return self.atlas.cols * self.width, rows * self.height
+
+    def _begin(self, n: int) -> None:
+        w, h = self._used(n)
+        self.fbo.use()
+        self.ctx.viewport = (0, 0, self.atlas.cols * self.width, self.atlas.rows * self.height)
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
+        self.ctx.enable(self.ctx.DEPTH_TEST)
+        if self.cull:
+            self.ctx.enable(self.ctx.CULL_FACE)
+            self.ctx.front_face = "ccw"
+        else:
+            self.ctx.disable(self.ctx.CULL_FACE)
+
+    def _read(self, n: int, depth: bool, mask: bool, as_float: bool) -> Render:
+        w, h = self._used(n)
+        rows = h // self.atlas.h
+        dt = "f4" if self.float_colour else "f1"
+        raw = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=4, dtype=dt),
+                            np.float32 if self.float_colour else np.uint8).reshape(h, w, 4)
+        rgb = _untile(raw, rows, self.atlas, n, slice(0, 3))
+        if as_float and not self.float_colour:
+            rgb = rgb.astype(np.float32) * np.float32(1 / 255)
+        elif self.float_colour and not as_float:
+            rgb = (np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        out = Render(rgb)
+        if mask:
+            out.mask = _untile(raw, rows, self.atlas, n, slice(3, 4))[..., 0] > 0
+        if depth:
+            d = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=1, dtype="f4",
+                                            attachment=1), np.float32).reshape(h, w, 1)
+            out.depth = _untile(d, rows, self.atlas, n, slice(0, 1))[..., 0]
+        err = self.ctx.error
+        if err != "GL_NO_ERROR":
+            raise RuntimeError(f"OpenGL reported {err} while rendering; the images are not valid")
+        return out
+
+    def release(self) -> None:
+        """Free every GL object and the context (when this renderer made it)."""
+        self.ctx.release()
+
+
+def _set(prog, name: str, value) -> None:
+    """Set a uniform if the compiled program kept it (drivers drop unused ones)."""
+    if name in prog:
+        if isinstance(value, np.ndarray):
+            prog[name].write(np.ascontiguousarray(value, np.float32).tobytes())
+        else:
+            prog[name].value = value
+
+
+def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int, ch: slice) -> np.ndarray:
+    """(rows*H, cols*W, C) atlas read bottom-up -> (n, H, W, c) images with row 0 at the top,
+    channels ``ch`` only, in one copy."""
+    view = atlas.reshape(rows, a.h, a.cols, a.w, atlas.shape[-1]).transpose(0, 2, 1, 3, 4)
+    view = view[:, :, ::-1, :, ch]
+    out = np.empty((rows, a.cols) + view.shape[2:], atlas.dtype)
+    np.copyto(out, view)
+    return out.reshape((rows * a.cols,) + view.shape[2:])[:n]
+
+
+def _concat(parts: list[Render]) -> Render:
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda k: None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    return Render(cat("rgb"), cat("depth"), cat("mask"))
