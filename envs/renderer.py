@@ -10,6 +10,7 @@ does not grow with calls. Batches above ``max_batch`` are drawn in chunks of ``m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,16 @@ from envs import shaders
 from envs.gl import create_context, describe
 from envs.validate import check_array, check_batch, check_colours, check_pose
 from gen3d import geometry as geo
+
+
+def _current(method):
+    """Run a method with this renderer's context current: a process may hold several
+    contexts, and GL calls go to whichever is current."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.ctx:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,13 @@ class MeshRenderer:
                 f"{cols * self.width}x{rows * self.height} pixels, over this GL's limit of {limit}; "
                 "lower max_batch or the resolution")
         self.atlas = _Atlas(cols, rows, self.width, self.height)
+        # power-of-two framebuffer: the shader's pixel -> NDC mapping is then exact
+        self._fb_size = (_pow2(cols * self.width), _pow2(rows * self.height))
+        if max(self._fb_size) > limit:
+            raise ValueError(
+                f"max_batch={self.max_batch} tiles of {self.width}x{self.height} need a "
+                f"{self._fb_size[0]}x{self._fb_size[1]} framebuffer, over this GL's limit of "
+                f"{limit}; lower max_batch or the resolution")
         self.float_colour = bool(float_colour)
         self.cull = bool(cull)
         self._make_gl_objects()
@@ -98,15 +116,14 @@ class MeshRenderer:
 
     # ------------------------------------------------------------------ GL set-up
 
+    @_current
     def _make_gl_objects(self) -> None:
         ctx, a = self.ctx, self.atlas
-        size = (a.cols * a.w, a.rows * a.h)
+        size = self._fb_size
         self._colour_rb = ctx.renderbuffer(size, 4, dtype="f4" if self.float_colour else "f1")
         self._depth_rb = ctx.renderbuffer(size, 1, dtype="f4")
         self._zbuf = ctx.depth_renderbuffer(size)
         self.fbo = ctx.framebuffer([self._colour_rb, self._depth_rb], self._zbuf)
-        for i in range(4):  # GL_CLIP_DISTANCE0..3: each tile's frustum sides
-            ctx.enable_direct(0x3000 + i)
         self.ray_prog = ctx.program(vertex_shader=shaders.RAY_VS, geometry_shader=shaders.GS,
                                     fragment_shader=shaders.FS)
         self.mesh_prog = ctx.program(vertex_shader=shaders.MESH_VS, geometry_shader=shaders.GS,
@@ -127,10 +144,13 @@ class MeshRenderer:
         self._mesh_cap = 0
         for p in (self.ray_prog, self.mesh_prog):
             _set(p, "grid", (a.cols, a.rows))
+            _set(p, "tile_px", (float(a.w), float(a.h)))
+            _set(p, "atlas_px", tuple(float(x) for x in self._fb_size))
         for name, unit in (("rays", 0), ("lengths", 1), ("poses", 2), ("vcolours", 3), ("fcolours", 4)):
             _set(self.ray_prog, name, unit)
         _set(self.mesh_prog, "per_face", 0)
 
+    @_current
     def set_camera(self, camera: geo.Camera) -> None:
         self.camera = camera
         view = camera.view().astype(np.float32)
@@ -142,6 +162,7 @@ class MeshRenderer:
         for p in (self.ray_prog, self.mesh_prog):
             _set(p, "eye", tuple(float(x) for x in camera.eye))
 
+    @_current
     def set_lights(self, lights: Lights) -> None:
         self.lights = lights
         d, c, amb = lights.arrays()
@@ -152,6 +173,7 @@ class MeshRenderer:
 
     # ------------------------------------------------------------------ drawing
 
+    @_current
     def render_rays(self, lengths, rotation=None, translation=None, colours=None, scale=None,
                     depth: bool = False, mask: bool = False, as_float: bool = False) -> Render:
         """Render B ray meshes: vertex i of mesh b at ``R_b (s_b * lengths[b,i] * ray_i) + t_b``.
@@ -183,6 +205,7 @@ class MeshRenderer:
             parts.append(self._read(n, depth, mask, as_float))
         return _concat(parts)
 
+    @_current
     def render_meshes(self, meshes, colours=None, rotation=None, translation=None, scale=None,
                       depth: bool = False, mask: bool = False, as_float: bool = False) -> Render:
         """Render B meshes of any topology (``geometry.Mesh`` or (verts, faces) pairs).
@@ -248,7 +271,7 @@ class MeshRenderer:
     def _begin(self, n: int) -> None:
         w, h = self._used(n)
         self.fbo.use()
-        self.ctx.viewport = (0, 0, self.atlas.cols * self.width, self.atlas.rows * self.height)
+        self.ctx.viewport = (0, 0) + self._fb_size
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
         self.ctx.enable(self.ctx.DEPTH_TEST)
         if self.cull:
@@ -283,6 +306,10 @@ class MeshRenderer:
     def release(self) -> None:
         """Free every GL object and the context (when this renderer made it)."""
         self.ctx.release()
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
 
 
 def _set(prog, name: str, value) -> None:

@@ -1,0 +1,178 @@
+"""Gymnasium environments around the renderer: ``gen3d/MeshRender-v0``.
+
+One-step episodes. ``reset`` draws a target image from a pluggable source (or takes
+``options={"target": image}``) and returns it as the observation; ``step(action)`` renders the
+mesh the action describes (``envs/spaces.py``), returns the render as the observation and the
+log-likelihood of the target under a Gaussian pixel model centred on the render as the reward,
+and ends the episode. ``MeshRenderVectorEnv`` renders N actions in one atlas draw; its targets
+come in ``reset(options={"targets": (N,H,W,3)})``. The GL context is made on first use, in the
+process that steps the environment.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs import spaces
+from envs.renderer import Lights, MeshRenderer
+from gen3d import geometry as geo
+
+TargetSource = Callable[[np.random.Generator], np.ndarray]
+
+
+class ImageTargets:
+    """Targets drawn uniformly from an array of images (N,H,W,3) uint8."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = np.asarray(images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or len(self.images) == 0:
+            raise ValueError(f"images: need (N,H,W,3) with N >= 1, got {self.images.shape}")
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        return self.images[rng.integers(len(self.images))]
+
+
+class RandomMeshTargets:
+    """Targets rendered from random blobs: smooth random ray lengths, pose and colour."""
+
+    def __init__(self, renderer_fn: Callable[[], MeshRenderer]):
+        self._renderer_fn = renderer_fn
+
+    def action(self, rng: np.random.Generator) -> np.ndarray:
+        y = geo.real_sph_harm(geo.ico_rays(), 2)
+        coef = rng.normal(0, 0.08, y.shape[1])
+        lengths = np.clip(0.7 + y @ coef, 0.2, 1.5)
+        return spaces.pack(lengths[None], rng.uniform(-1, 1, (1, 3)), rng.uniform(-0.2, 0.2, (1, 3)),
+                           rng.uniform(0.2, 1, (1, 3)))[0]
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        a = self.action(rng)
+        return render_actions(self._renderer_fn(), a[None]).rgb[0]
+
+
+def render_actions(renderer: MeshRenderer, actions: np.ndarray, **kwargs):
+    return renderer.render_rays(**spaces.unpack(actions), **kwargs)
+
+
+class _Base:
+    """Shared construction: spaces, lazily made renderer."""
+
+    def _setup(self, width: int, height: int, sigma: float, camera, lights, max_batch: int):
+        if sigma <= 0:
+            raise ValueError(f"sigma: the pixel noise must be > 0, got {sigma}")
+        self.width, self.height, self.sigma = width, height, float(sigma)
+        self.camera, self.lights, self.max_batch = camera, lights, max_batch
+        self._renderer: MeshRenderer | None = None
+        lo, hi = spaces.bounds()
+        self.single_action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
+        self.single_observation_space = gym.spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+
+    @property
+    def renderer(self) -> MeshRenderer:
+        if self._renderer is None:
+            self._renderer = MeshRenderer(self.width, self.height, self.max_batch,
+                                          camera=self.camera or geo.Camera(),
+                                          lights=self.lights or Lights())
+        return self._renderer
+
+    def _check_target(self, t, n: int | None) -> np.ndarray:
+        t = np.asarray(t)
+        shape = (self.height, self.width, 3) if n is None else (n, self.height, self.width, 3)
+        if t.shape != shape or t.dtype != np.uint8:
+            raise ValueError(f"target: must be uint8 of shape {shape}, got {t.dtype} {t.shape}")
+        return t
+
+
+class MeshRenderEnv(_Base, gym.Env):
+    """One mesh, one render, one reward. Action and observation spaces: ``envs/spaces.py``."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, width: int = 64, height: int = 64, sigma: float = 0.1,
+                 target_source: TargetSource | None = None, camera: geo.Camera | None = None,
+                 lights: Lights | None = None, render_mode: str | None = None):
+        self._setup(width, height, sigma, camera, lights, max_batch=1)
+        self.action_space = self.single_action_space
+        self.observation_space = self.single_observation_space
+        self.render_mode = render_mode
+        self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
+        self._target: np.ndarray | None = None
+        self._last: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "target" in options:
+            self._target = self._check_target(options["target"], None).copy()
+        else:
+            self._target = self._check_target(self.target_source(self.np_random), None)
+        self._last = self._target
+        return self._target.copy(), {}
+
+    def step(self, action):
+        if self._target is None:
+            raise RuntimeError("step() before reset(): call reset() to draw a target first")
+        img = render_actions(self.renderer, np.asarray(action, np.float32)[None]).rgb[0]
+        reward = float(spaces.gaussian_loglik(self._target[None], img[None], self.sigma)[0])
+        self._last = img
+        return img, reward, True, False, {}
+
+    def render(self):
+        return None if self._last is None else self._last.copy()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
+
+
+class MeshRenderVectorEnv(_Base, VectorEnv):
+    """N meshes per step in one atlas draw. No autoreset: every step is a whole episode, and
+    the next ``reset(options={"targets": ...})`` sets the targets for the next step."""
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.DISABLED}
+
+    def __init__(self, num_envs: int = 16, width: int = 64, height: int = 64, sigma: float = 0.1,
+                 target_source: TargetSource | None = None, camera: geo.Camera | None = None,
+                 lights: Lights | None = None, render_mode: str | None = None):
+        if num_envs < 1:
+            raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
+        self._setup(width, height, sigma, camera, lights, max_batch=num_envs)
+        self.num_envs = num_envs
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.render_mode = render_mode
+        self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
+        self._targets: np.ndarray | None = None
+        self._rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        if options and "targets" in options:
+            self._targets = self._check_target(options["targets"], self.num_envs).copy()
+        else:
+            self._targets = np.stack([self.target_source(self._rng) for _ in range(self.num_envs)])
+        return self._targets.copy(), {}
+
+    def step(self, actions):
+        if self._targets is None:
+            raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
+        a = np.asarray(actions, np.float32)
+        if a.shape != (self.num_envs, spaces.ACTION_DIM):
+            raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), got {a.shape}")
+        t0 = time.perf_counter()
+        imgs = render_actions(self.renderer, a).rgb
+        rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
+        done = np.ones(self.num_envs, bool)
+        return imgs, rewards, done, np.zeros(self.num_envs, bool), {"render_s": time.perf_counter() - t0}
+
+    def close_extras(self, **kwargs):
+        if self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
