@@ -265,13 +265,20 @@ class MeshRenderer:
         self._mesh_vbo.write(data.tobytes())
 
     def _used(self, n: int) -> tuple[int, int]:
+        """Width and height of the atlas region the first n tiles cover."""
+        cols = min(n, self.atlas.cols)
         rows = -(-n // self.atlas.cols)
-        return self.atlas.cols * self.width, rows * self.height
+        return cols * self.width, rows * self.height
 
     def _begin(self, n: int) -> None:
         w, h = self._used(n)
+        # draw only over the region in use (llvmpipe bins the whole viewport); power-of-two
+        # sides keep the shader's pixel -> NDC mapping exact
+        vp = (_pow2(w), _pow2(h))
         self.fbo.use()
-        self.ctx.viewport = (0, 0) + self._fb_size
+        self.ctx.viewport = (0, 0) + vp
+        for p in (self.ray_prog, self.mesh_prog):
+            _set(p, "atlas_px", (float(vp[0]), float(vp[1])))
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
         self.ctx.enable(self.ctx.DEPTH_TEST)
         if self.cull:
@@ -324,11 +331,12 @@ def _set(prog, name: str, value) -> None:
 def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int, ch: slice) -> np.ndarray:
     """(rows*H, cols*W, C) atlas read bottom-up -> (n, H, W, c) images with row 0 at the top,
     channels ``ch`` only, in one copy."""
-    view = atlas.reshape(rows, a.h, a.cols, a.w, atlas.shape[-1]).transpose(0, 2, 1, 3, 4)
+    cols = atlas.shape[1] // a.w
+    view = atlas.reshape(rows, a.h, cols, a.w, atlas.shape[-1]).transpose(0, 2, 1, 3, 4)
     view = view[:, :, ::-1, :, ch]
-    out = np.empty((rows, a.cols) + view.shape[2:], atlas.dtype)
+    out = np.empty((rows, cols) + view.shape[2:], atlas.dtype)
     np.copyto(out, view)
-    return out.reshape((rows * a.cols,) + view.shape[2:])[:n]
+    return out.reshape((rows * cols,) + view.shape[2:])[:n]
 
 
 def _concat(parts: list[Render]) -> Render:

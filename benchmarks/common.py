@@ -1,0 +1,53 @@
+"""Shared bits of the benchmark scripts: a machine description and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def machine(gl: dict | None = None) -> dict:
+    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            "lp_num_threads": os.environ.get("LP_NUM_THREADS")}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    if gl:
+        info["gl"] = gl
+    return info
+
+
+def write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2))
+        print(f"wrote {path}")
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    w = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.rjust(w[c]) for c in cols), "  ".join("-" * w[c] for c in cols)]
+    lines += ["  ".join(_fmt(r.get(c)).rjust(w[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
