@@ -56,6 +56,20 @@ class RandomMeshTargets:
         return render_actions(self._renderer_fn(), a[None]).rgb[0]
 
 
+_RENDERERS: dict[tuple, MeshRenderer] = {}
+
+
+def shared_renderer(width: int, height: int, min_batch: int, camera=None, lights=None) -> MeshRenderer:
+    """This process's renderer for these settings, made on first use and shared by every
+    environment that asks (one GL context per process, whatever the batch sizes)."""
+    key = (width, height, camera or geo.Camera(), lights or Lights())
+    r = _RENDERERS.get(key)
+    if r is None or r.max_batch < min_batch:
+        r = MeshRenderer(width, height, max(min_batch, 1), camera=key[2], lights=key[3])
+        _RENDERERS[key] = r
+    return r
+
+
 def render_actions(renderer: MeshRenderer, actions: np.ndarray, **kwargs):
     return renderer.render_rays(**spaces.unpack(actions), **kwargs)
 
@@ -76,9 +90,8 @@ class _Base:
     @property
     def renderer(self) -> MeshRenderer:
         if self._renderer is None:
-            self._renderer = MeshRenderer(self.width, self.height, self.max_batch,
-                                          camera=self.camera or geo.Camera(),
-                                          lights=self.lights or Lights())
+            self._renderer = shared_renderer(self.width, self.height, self.max_batch,
+                                             self.camera, self.lights)
         return self._renderer
 
     def _check_target(self, t, n: int | None) -> np.ndarray:
@@ -126,9 +139,7 @@ class MeshRenderEnv(_Base, gym.Env):
         return None if self._last is None else self._last.copy()
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.release()
-            self._renderer = None
+        self._renderer = None  # the shared renderer lives as long as the process
 
 
 class MeshRenderVectorEnv(_Base, VectorEnv):
@@ -168,11 +179,11 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), got {a.shape}")
         t0 = time.perf_counter()
         imgs = render_actions(self.renderer, a).rgb
+        t1 = time.perf_counter()
         rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
         done = np.ones(self.num_envs, bool)
-        return imgs, rewards, done, np.zeros(self.num_envs, bool), {"render_s": time.perf_counter() - t0}
+        info = {"render_s": t1 - t0, "reward_s": time.perf_counter() - t1}
+        return imgs, rewards, done, np.zeros(self.num_envs, bool), info
 
     def close_extras(self, **kwargs):
-        if self._renderer is not None:
-            self._renderer.release()
-            self._renderer = None
+        self._renderer = None

@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gen3d.geometry import N_RAYS
+from gen3d.geometry import ACTION_DIM, MAX_LENGTH, MAX_TRANSLATION, N_RAYS
+from gen3d.geometry import ACTION_SLICES as SLICES
 
-MAX_LENGTH = 2.0
-MAX_TRANSLATION = 1.0
-SLICES = {
-    "lengths": slice(0, N_RAYS),
-    "rotation": slice(N_RAYS, N_RAYS + 3),
-    "translation": slice(N_RAYS + 3, N_RAYS + 6),
-    "colours": slice(N_RAYS + 6, N_RAYS + 6 + 3 * N_RAYS),
-}
-ACTION_DIM = N_RAYS + 6 + 3 * N_RAYS
+__all__ = ["ACTION_DIM", "MAX_LENGTH", "MAX_TRANSLATION", "SLICES", "bounds", "pack", "unpack",
+           "gaussian_loglik"]
 
 
 def bounds() -> tuple[np.ndarray, np.ndarray]:

@@ -464,3 +464,18 @@ def real_sph_harm(dirs: np.ndarray, degree: int) -> np.ndarray:
             else:
                 out.append(sqrt(2) * k * np.sin(am * phi) * P[l, am])
     return np.stack(out, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- ray-mesh parameters
+# The renderer's action layout for one mesh (a flat float32 vector); envs/spaces.py builds the
+# gymnasium Box from it and the mesh model writes it, so it lives here, with no GL or torch.
+
+MAX_LENGTH = 2.0
+MAX_TRANSLATION = 1.0
+ACTION_SLICES = {
+    "lengths": slice(0, N_RAYS),
+    "rotation": slice(N_RAYS, N_RAYS + 3),
+    "translation": slice(N_RAYS + 3, N_RAYS + 6),
+    "colours": slice(N_RAYS + 6, N_RAYS + 6 + 3 * N_RAYS),
+}
+ACTION_DIM = N_RAYS + 6 + 3 * N_RAYS

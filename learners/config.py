@@ -120,7 +120,7 @@ def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") ->
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {prefix}{unknown[0]!r}; valid keys under "
+            f"{where}: unknown key '{prefix}{unknown[0]}'; valid keys under "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, f in fields.items():
@@ -131,7 +131,7 @@ def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") ->
     try:
         obj = cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
+        raise ConfigError(f"{where}: {prefix}{e}") from None
     return obj
 
 

@@ -1,0 +1,151 @@
+"""Primitives image data for the mesh task: primitives with a distinct colour on each side,
+lit by three lights, at random rotations, scales and positions, rendered at 64x64
+(configurable). Generated from a seed, cached on disk, split into train and held-out parts.
+
+The truth (primitive kind, rotation, translation, scale, side colours) is kept for scoring
+only: the learner never trains on it.
+
+gen3d must not import the GL renderer, so the caller passes a ``render`` function: given
+meshes, per-side colours and poses it returns ``(rgb uint8 (N,H,W,3), mask bool (N,H,W))``
+(``learners.mesh_data.render_fn`` wraps ``envs.MeshRenderer.render_meshes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gen3d import geometry as geo
+
+CACHE_VERSION = 1
+
+# well-separated hues for the sides; each object draws its sides' colours from these
+PALETTE = np.array([
+    [0.90, 0.10, 0.10], [0.10, 0.75, 0.15], [0.15, 0.30, 0.95], [0.95, 0.85, 0.10],
+    [0.85, 0.15, 0.85], [0.10, 0.80, 0.85], [0.95, 0.50, 0.05], [0.55, 0.25, 0.90],
+    [0.95, 0.95, 0.95], [0.50, 0.90, 0.40],
+], np.float32)
+
+
+@dataclass
+class MeshImageConfig:
+    kinds: list[str] = field(default_factory=lambda: ["cube", "sphere", "cylinder", "cone", "pyramid"])
+    """Primitive kinds to draw (of cube, sphere, cylinder, cone, pyramid, torus). The torus is
+    left out by default: a mesh on rays from its centre cannot represent its hole."""
+    n_train: int = 4000
+    """Training images."""
+    n_test: int = 500
+    """Held-out images, scored at the end of a run."""
+    size: int = 64
+    """Image width and height in pixels."""
+    scale: tuple[float, float] = (1.0, 1.5)
+    """Uniform scale range applied to the unit-extent primitive."""
+    translation: float = 0.25
+    """Each coordinate of the position is uniform in [-translation, translation]."""
+    seed: int = 0
+    """Seed of the whole set (the split is part of it)."""
+    cache_dir: str = "data_cache"
+    """Where generated sets are kept, keyed by a hash of these settings."""
+
+    def __post_init__(self):
+        bad = sorted(set(self.kinds) - set(geo.PRIMITIVES))
+        if bad or not self.kinds:
+            raise ValueError(f"kinds: unknown {bad}; choose from {sorted(geo.PRIMITIVES)}")
+        if self.n_train < 1 or self.n_test < 1 or self.size < 8:
+            raise ValueError("n_train and n_test must be >= 1 and size >= 8")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale: need 0 < low <= high, got {self.scale}")
+
+
+@dataclass
+class MeshImages:
+    """One split: images and masks, with the truth kept for scoring."""
+
+    images: np.ndarray      # (N,H,W,3) uint8
+    masks: np.ndarray       # (N,H,W) bool
+    kind: np.ndarray        # (N,) index into kinds
+    rotation: np.ndarray    # (N,3,3)
+    translation: np.ndarray  # (N,3)
+    scale: np.ndarray       # (N,)
+    colours: np.ndarray     # (N, max_sides, 3) per-side colours
+    kinds: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def mesh(self, i: int) -> geo.Mesh:
+        """Object i's true mesh in the world (camera-fixed) frame."""
+        return geo.primitive(self.kinds[self.kind[i]]).transformed(
+            self.rotation[i], self.translation[i], float(self.scale[i]))
+
+
+RenderFn = Callable[[list, list, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def sample_scenes(cfg: MeshImageConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    max_sides = max(geo.primitive(k).n_sides for k in cfg.kinds)
+    colours = np.stack([PALETTE[rng.permutation(len(PALETTE))[:max_sides]] for _ in range(n)])
+    return {
+        "kind": rng.integers(len(cfg.kinds), size=n),
+        "rotation": geo.random_rotation(rng, n).astype(np.float32),
+        "translation": rng.uniform(-cfg.translation, cfg.translation, (n, 3)).astype(np.float32),
+        "scale": rng.uniform(*cfg.scale, n).astype(np.float32),
+        "colours": colours.astype(np.float32),
+    }
+
+
+def generate(cfg: MeshImageConfig, render: RenderFn) -> tuple[MeshImages, MeshImages]:
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.n_train + cfg.n_test
+    s = sample_scenes(cfg, n, rng)
+    meshes = [geo.primitive(k) for k in cfg.kinds]
+    rgb, mask = [], []
+    for lo in range(0, n, 256):
+        hi = min(n, lo + 256)
+        ms = [meshes[k] for k in s["kind"][lo:hi]]
+        cols = [s["colours"][i][: meshes[s["kind"][i]].n_sides] for i in range(lo, hi)]
+        a, b = render(ms, cols, s["rotation"][lo:hi], s["translation"][lo:hi], s["scale"][lo:hi])
+        rgb.append(a)
+        mask.append(b)
+    s["images"], s["masks"] = np.concatenate(rgb), np.concatenate(mask)
+    train = MeshImages(**{k: v[: cfg.n_train] for k, v in s.items()}, kinds=list(cfg.kinds))
+    test = MeshImages(**{k: v[cfg.n_train:] for k, v in s.items()}, kinds=list(cfg.kinds))
+    return train, test
+
+
+def cache_path(cfg: MeshImageConfig) -> Path:
+    d = asdict(cfg)
+    d.pop("cache_dir")
+    key = hashlib.sha1(json.dumps([CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.cache_dir) / f"mesh_images_{key}.npz"
+
+
+def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImages, MeshImages]:
+    """The cached set for ``cfg``; generated (and cached atomically) when absent and a
+    ``render`` function is given."""
+    path = cache_path(cfg)
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                data = {k: z[k] for k in z.files}
+            split = cfg.n_train
+            return tuple(  # type: ignore[return-value]
+                MeshImages(**{k: (v[:split] if i == 0 else v[split:]) for k, v in data.items()},
+                           kinds=list(cfg.kinds)) for i in range(2))
+        except Exception as e:
+            raise ValueError(f"dataset cache {path} is unreadable ({e}); delete it to regenerate") from None
+    if render is None:
+        raise FileNotFoundError(f"dataset cache {path} is missing; generate it by running the "
+                                "config once (python -m learners.run --config ...)")
+    train, test = generate(cfg, render)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    fields = ["images", "masks", "kind", "rotation", "translation", "scale", "colours"]
+    np.savez_compressed(tmp, **{k: np.concatenate([getattr(train, k), getattr(test, k)]) for k in fields})
+    tmp.replace(path)
+    return train, test

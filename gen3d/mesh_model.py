@@ -1,0 +1,224 @@
+"""The sequential generative model for meshes, with its inference network.
+
+Generative: z_t ~ N(0, I) (10 per step), s_t = LSTM(s_{t-1}, z_t) (300 hidden), u = sum_t
+write(s_t) is the mean of a Gaussian p(m | z) = N(u, diag(sigma_m^2)) over mesh parameters m
+in an unconstrained space, and ``decode`` maps m to the renderer's action (162 ray lengths,
+pose, per-vertex colours). The projection is the black-box OpenGL renderer.
+
+Inference: q(z_t | x, s_{t-1}) from a conv encoder of the image and the LSTM state.
+
+Gradients (see ``sample``): z is reparameterised, so the KL to the prior is pathwise; the
+reconstruction term reaches every parameter (inference and generative) through the score of
+log p(m | z), with m sampled and detached: the renderer is never differentiated.
+
+Mesh parameterisations (``MeshModelConfig.shape`` / ``colour``):
+- ``sh``: ray lengths ``r0 * exp(Y @ c)`` with Y the real spherical harmonics up to a stated
+  degree at the 162 rays (smooth, few dimensions), colours ``sigmoid(Y_c @ c_rgb)``;
+- ``raw``: one log-length per ray, one colour logit per vertex and channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gen3d import geometry as geo
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class MeshModelConfig:
+    T: int = 1
+    """Generative steps (the paper's mesh experiments use 1)."""
+    z_dim: int = 10
+    """Gaussian latents per step."""
+    hidden: int = 300
+    """LSTM hidden units."""
+    channels: int = 32
+    """Width of the first conv layer of the image encoder (doubles per layer)."""
+    shape: Literal["sh", "raw"] = "sh"
+    """Ray lengths from spherical harmonics (``sh``) or one per ray (``raw``)."""
+    shape_degree: int = 4
+    """Highest spherical-harmonic degree of the ray lengths (``sh``): (d+1)^2 coefficients."""
+    colour: Literal["sh", "raw", "uniform"] = "sh"
+    """Per-vertex colours from spherical harmonics, one per vertex, or one per mesh."""
+    colour_degree: int = 2
+    """Highest spherical-harmonic degree of the colours (``sh``)."""
+    rotation: bool = False
+    """Also infer a rotation. Off by default: for a mesh on rays from its centre, shape in
+    the camera frame already covers it, and a redundant noisy dimension only adds variance."""
+    base_radius: float = 0.6
+    """Ray length of the initial sphere."""
+    init_std: float = 0.1
+    """Initial std of p(m | z) in the unconstrained space."""
+    min_std: float = 0.005
+    """Floor of that std: keeps score-function gradients bounded."""
+
+    def __post_init__(self):
+        if self.T < 1 or self.z_dim < 1 or self.hidden < 1:
+            raise ValueError("T, z_dim and hidden must be >= 1")
+        if not 0 < self.min_std <= self.init_std:
+            raise ValueError("need 0 < min_std <= init_std")
+
+
+class Encoder(nn.Module):
+    """Conv encoder of (B,3,H,W) images in [0,1] to (B, F) features; H, W multiples of 16."""
+
+    def __init__(self, size: int, channels: int, out: int = 256):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 4, 2, 1), nn.ELU(), nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ELU(),
+            nn.Conv2d(2 * c, 4 * c, 4, 2, 1), nn.ELU(), nn.Conv2d(4 * c, 8 * c, 4, 2, 1), nn.ELU(),
+            nn.Flatten(), nn.Linear(8 * c * (size // 16) ** 2, out), nn.ELU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x - 0.5)
+
+
+class MeshDecoder(nn.Module):
+    """Unconstrained mesh parameters -> renderer actions (torch, differentiable)."""
+
+    def __init__(self, cfg: MeshModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        rays = geo.ico_rays()
+        if cfg.shape == "sh":
+            self.register_buffer("Ys", torch.from_numpy(geo.real_sph_harm(rays, cfg.shape_degree)))
+            n_shape = self.Ys.shape[1]
+        else:
+            n_shape = geo.N_RAYS
+        if cfg.colour == "sh":
+            self.register_buffer("Yc", torch.from_numpy(geo.real_sph_harm(rays, cfg.colour_degree)))
+            n_col = 3 * self.Yc.shape[1]
+        else:
+            n_col = 3 * geo.N_RAYS if cfg.colour == "raw" else 3
+        sizes = {"shape": n_shape, "translation": 3, "rotation": 3 if cfg.rotation else 0, "colour": n_col}
+        self.slices, o = {}, 0
+        for k, n in sizes.items():
+            self.slices[k] = slice(o, o + n)
+            o += n
+        self.dim = o
+
+    def forward(self, m: Tensor) -> Tensor:
+        lead = m.shape[:-1]
+        m = m.reshape(-1, self.dim)
+        s = m[:, self.slices["shape"]]
+        log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
+        lengths = (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
+        trans = geo.MAX_TRANSLATION * torch.tanh(m[:, self.slices["translation"]])
+        rot = (m[:, self.slices["rotation"]].clamp(-math.pi, math.pi) if self.cfg.rotation
+               else m.new_zeros(len(m), 3))
+        c = m[:, self.slices["colour"]]
+        if self.cfg.colour == "sh":
+            c = (c.reshape(-1, 3, self.Yc.shape[1]) @ self.Yc.T).transpose(1, 2)
+        elif self.cfg.colour == "raw":
+            c = c.reshape(-1, geo.N_RAYS, 3)
+        else:
+            c = c[:, None, :].expand(-1, geo.N_RAYS, 3)
+        colours = torch.sigmoid(c).reshape(len(m), -1)
+        return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
+
+
+@dataclass
+class Samples:
+    """K samples per image, and what the estimators and the bound need of them."""
+
+    m: Tensor          # (B,K,D) mesh parameters, detached (what was rendered)
+    m_rsample: Tensor  # (B,K,D) the same, reparameterised (pathwise grad; for LAX/RELAX)
+    logp: Tensor       # (B,K) log p(m | z), grad to every parameter; m detached
+    kl: Tensor         # (B,K) sum_t KL(q(z_t|.) || N(0,I)), pathwise
+    log_pz: Tensor     # (B,K) log p(z) of the sampled z (for multi-sample bounds)
+    log_qz: Tensor     # (B,K) log q(z | x)
+    features: Tensor   # (B,F) detached image features
+    noise: Tensor      # (B,K,D) the standard-normal noise of m
+    actions: Tensor    # (B,K,ACTION_DIM) renderer actions, detached
+
+
+class MeshModel(nn.Module):
+    def __init__(self, cfg: MeshModelConfig, image_size: int = 64):
+        super().__init__()
+        if image_size % 16:
+            raise ValueError(f"image size must be a multiple of 16, got {image_size}")
+        self.cfg = cfg
+        self.encoder = Encoder(image_size, cfg.channels)
+        self.decoder = MeshDecoder(cfg)
+        self.q = nn.Linear(256 + cfg.hidden, 2 * cfg.z_dim)
+        self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)
+        self.write = nn.Linear(cfg.hidden, self.decoder.dim)
+        nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
+        nn.init.zeros_(self.write.bias)
+        self.log_std = nn.Parameter(torch.full((self.decoder.dim,), math.log(cfg.init_std)))
+
+    def std(self) -> Tensor:
+        return self.cfg.min_std + torch.exp(self.log_std)
+
+    def _unroll(self, feat: Tensor, eps_z: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """feat (N,F); eps_z (N,T,z) or None for the posterior mean. Returns mean of m (N,D),
+        KL (N), log p(z) (N), log q(z) (N)."""
+        n = len(feat)
+        h = feat.new_zeros(n, self.cfg.hidden)
+        c = torch.zeros_like(h)
+        u = feat.new_zeros(n, self.decoder.dim)
+        kl = feat.new_zeros(n)
+        lpz = feat.new_zeros(n)
+        lqz = feat.new_zeros(n)
+        for t in range(self.cfg.T):
+            mu, log_sd = self.q(torch.cat([feat, h], 1)).chunk(2, 1)
+            log_sd = log_sd.clamp(-8, 4)
+            e = torch.zeros_like(mu) if eps_z is None else eps_z[:, t]
+            z = mu + torch.exp(log_sd) * e
+            kl = kl + 0.5 * (mu**2 + torch.exp(2 * log_sd) - 1 - 2 * log_sd).sum(1)
+            lpz = lpz - 0.5 * (z**2 + LOG_2PI).sum(1)
+            lqz = lqz - 0.5 * (e**2 + LOG_2PI).sum(1) - log_sd.sum(1)
+            h, c = self.lstm(z, (h, c))
+            u = u + self.write(h)
+        return u, kl, lpz, lqz
+
+    def sample(self, images: Tensor, k: int, noise: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Samples:
+        """K samples of mesh parameters for each image (B,3,H,W) in [0,1]. ``noise`` (B,K,D)
+        for m may come from an estimator (antithetic pairs); z's noise is drawn here."""
+        b = len(images)
+        feat = self.encoder(images)
+        eps_z = torch.randn(b * k, self.cfg.T, self.cfg.z_dim, generator=generator, device=images.device)
+        u, kl, lpz, lqz = self._unroll(feat.repeat_interleave(k, 0), eps_z)
+        u = u.reshape(b, k, -1)
+        if noise is None:
+            noise = torch.randn(b, k, self.decoder.dim, generator=generator, device=images.device)
+        std = self.std()
+        m_r = u + std * noise
+        m = m_r.detach()
+        logp = (-0.5 * ((m - u) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
+        with torch.no_grad():
+            actions = self.decoder(m)
+        return Samples(m, m_r, logp, kl.reshape(b, k), lpz.reshape(b, k), lqz.reshape(b, k),
+                       feat.detach(), noise, actions)
+
+    @torch.no_grad()
+    def infer(self, images: Tensor) -> Tensor:
+        """The most likely mesh of each image (posterior mean z, mean m): actions (B, A)."""
+        u, *_ = self._unroll(self.encoder(images), None)
+        return self.decoder(u)
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Actions of n meshes from the prior (z ~ N(0, I), mean m)."""
+        h = torch.zeros(n, self.cfg.hidden)
+        c = torch.zeros_like(h)
+        u = torch.zeros(n, self.decoder.dim)
+        for _ in range(self.cfg.T):
+            h, c = self.lstm(torch.randn(n, self.cfg.z_dim, generator=generator), (h, c))
+            u = u + self.write(h)
+        return self.decoder(u)
+
+
+def images_to_tensor(images: np.ndarray, device="cpu") -> Tensor:
+    """(N,H,W,3) uint8 -> (N,3,H,W) float in [0,1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0

@@ -1,0 +1,305 @@
+"""The main job: infer meshes from images through the OpenGL black box.
+
+    python -m learners.run --config configs/primitives.yaml
+
+Each step draws B training images, samples K meshes per image from the model, renders them in
+Ray workers (rewards = log p(x | render(mesh))), and turns rewards and log-probabilities into a
+gradient with the configured estimator; the KL to the prior is pathwise. The step's renders go
+out in micro-batches: micro-batch i renders while the learner samples i+1 and back-propagates
+i-1, and all samples of a step come from that step's parameters (exactly on-policy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.renderer import MeshRenderer
+from gen3d import estimators
+from gen3d import geometry as geo
+from gen3d.data import mesh_images
+from gen3d.data.mesh_images import MeshImageConfig
+from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
+from learners import checkpoint, mesh_eval
+from learners.config import to_dict
+from learners.runlog import RunLog, image_grid, save_png
+from workers import cluster
+from workers.cluster import RayConfig
+from workers.pool import PoolConfig, RenderPool
+from workers.worker import EnvSpec
+
+
+@dataclass
+class EstimatorConfig:
+    name: str = "rloo"
+    """Gradient estimator by name (``gen3d.estimators.available()``; yours once registered)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Its constructor's keyword arguments."""
+    lr: float = 1e-3
+    """Learning rate of the estimator's own parameters (neural baselines, control variates)."""
+
+    def __post_init__(self):
+        if self.name not in estimators.available():
+            raise ValueError(f"name: unknown estimator {self.name!r}; choose one of "
+                             f"{estimators.available()} or register your own (gen3d.estimators)")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 6000
+    """Optimiser steps."""
+    batch: int = 32
+    """Images per step (B)."""
+    samples: int = 8
+    """Meshes sampled per image (K): B*K renders a step."""
+    microbatches: int = 2
+    """A step's images go to the workers in this many parts, so rendering overlaps learning."""
+    lr: float = 1e-3
+    """Adam learning rate of the model."""
+    grad_clip: float = 0.0
+    """Clip the model's gradient norm to this (0: off)."""
+    sigma: float = 0.1
+    """Std of the Gaussian pixel likelihood (images in [0,1])."""
+    time_limit_s: float = 0.0
+    """Stop training after this many seconds (0: no limit), then score as usual."""
+    torch_threads: int = 1
+    """Threads torch may use in the learner (the rest of the CPUs render)."""
+    log_every: int = 25
+    """Scalars to TensorBoard every this many steps."""
+    image_every: int = 500
+    """Input | reconstruction grids every this many steps."""
+    checkpoint_every: int = 250
+    """Atomic checkpoint every this many steps (and at the end)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class EvalConfig:
+    n_test: int = 0
+    """Held-out images to score at the end (0: all)."""
+    chamfer_points: int = 2000
+    """Surface points per mesh for the Chamfer distance."""
+    n_obj: int = 6
+    """Inferred meshes written as .obj files."""
+
+
+@dataclass
+class MeshRunConfig:
+    name: str = "primitives"
+    """Run name: everything goes to ``<out_dir>/<name>/``."""
+    out_dir: str = "runs"
+    """Parent directory of runs."""
+    seed: int = 0
+    """Seed of the model's initialisation, batches and samples."""
+    device: str = "cpu"
+    """Torch device of the learner ("cpu", "cuda")."""
+    data: MeshImageConfig = field(default_factory=MeshImageConfig)
+    model: MeshModelConfig = field(default_factory=MeshModelConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def local_renderer(cfg: MeshRunConfig, max_batch: int = 256) -> MeshRenderer:
+    """The learner's own renderer: dataset generation and scoring (not training renders)."""
+    return MeshRenderer(cfg.data.size, cfg.data.size, max_batch)
+
+
+def render_fn(r: MeshRenderer):
+    def render(meshes, colours, rotation, translation, scale):
+        out = r.render_meshes(meshes, colours, rotation, translation, scale, mask=True)
+        return out.rgb, out.mask
+    return render
+
+
+def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
+    tc = cfg.train
+    torch.set_num_threads(tc.torch_threads)
+    torch.manual_seed(cfg.seed)
+    dev = torch.device(cfg.device)
+    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
+    if tc.samples < getattr(est, "min_samples", 1):
+        raise ValueError(f"estimator {cfg.estimator.name!r} needs train.samples >= {est.min_samples}")
+
+    # data: generated once from the seed and cached (the truth is kept for scoring only)
+    local = local_renderer(cfg)
+    train, test = mesh_images.load(cfg.data, render_fn(local))
+
+    model = MeshModel(cfg.model, cfg.data.size).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    size_lazy_parameters(est, model, tc.samples, dev)
+    est_params = list(est.parameters())
+    est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    start = 0
+    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=to_dict(cfg), progress=tc.progress)
+    if resume:
+        st = log.load()
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        for g in opt.param_groups:  # a learning rate changed for the resumed run applies
+            g["lr"] = tc.lr
+        est.load_state_dict(st["estimator"])
+        if est_opt is not None:
+            est_opt.load_state_dict(st["est_opt"])
+        gen.set_state(st["gen"])
+        rng.bit_generator.state = st["rng"]
+        start = st["step"]
+        log.close()
+        log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=to_dict(cfg), progress=tc.progress)
+
+    def save(step: int) -> None:
+        log.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                  "estimator": est.state_dict(),
+                  "est_opt": est_opt.state_dict() if est_opt else None,
+                  "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
+                  "config": to_dict(cfg)})
+
+    cluster.start(cfg.ray)
+    pool = RenderPool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
+                                      "sigma": tc.sigma}), cfg.pool, targets=train.images)
+    k, b = tc.samples, tc.batch
+    parts = np.array_split(np.arange(b), min(tc.microbatches, b))
+    t_start = time.time()
+    history = []
+    step = start
+    try:
+        for step in range(start + 1, tc.steps + 1):
+            t0 = time.perf_counter()
+            idx = rng.integers(len(train), size=b)
+            x = images_to_tensor(train.images[idx], dev)
+            opt.zero_grad(set_to_none=True)
+            if est_opt:
+                est_opt.zero_grad(set_to_none=True)
+            # 1. sample every micro-batch and send it out: micro-batch i renders while i+1 samples
+            sent = []
+            for p in parts:
+                noise = est.noise((len(p), k, model.decoder.dim), generator=gen, device=dev)
+                s = model.sample(x[p], k, noise=noise, generator=gen)
+                if not torch.isfinite(s.actions).all():
+                    raise FloatingPointError(
+                        f"step {step}: the model produced NaN/inf mesh parameters; the last "
+                        f"checkpoint ({log.checkpoint_path}) is intact; lower train.lr")
+                ticket = pool.submit(s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy(),
+                                     target_idx=np.repeat(idx[p], k))
+                sent.append((p, s, ticket))
+            # 2. as rewards come back, form each micro-batch's surrogate and back-propagate
+            rewards, kls, wait, grads = [], [], 0.0, []
+            want_var = step % tc.log_every == 0 and len(parts) > 1
+            for p, s, ticket in sent:
+                res = pool.collect(ticket)
+                wait += res.wait_s
+                r = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev).reshape(len(p), k)
+                batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
+                                         log_prior=s.log_pz - s.log_qz, noise=s.noise)
+                loss = est.loss(batch)
+                if est.objective == "elbo":
+                    loss = loss + s.kl.mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"step {step}: the loss is {loss.item()} (NaN/inf from the model); the "
+                        f"last checkpoint ({log.checkpoint_path}) is intact; lower train.lr or "
+                        "raise model.min_std")
+                (loss * len(p) / b).backward()
+                if want_var:
+                    grads.append(torch.cat([q.grad.flatten() for q in model.parameters()
+                                            if q.grad is not None]).clone())
+                rewards.append(r)
+                kls.append(s.kl.detach())
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            if est_opt:
+                est_opt.step()
+            dt = time.perf_counter() - t0
+            r_all, kl_all = torch.cat(rewards), torch.cat(kls)
+            elbo = float((r_all - kl_all).mean())
+            history.append(elbo)
+            log.progress(1, elbo=elbo)
+            if step % tc.log_every == 0:
+                vals = {"train/elbo_nats": elbo, "train/reward_mean": float(r_all.mean()),
+                        "train/reward_var": float(r_all.var(1).mean()),
+                        "train/kl_nats": float(kl_all.mean()),
+                        "train/model_std": float(model.std().detach().mean()),
+                        "speed/renders_per_s": b * k / dt, "speed/step_s": dt,
+                        "speed/wait_s": wait, "speed/wait_frac": wait / dt}
+                if grads:  # per-micro-batch gradients, differences taken in sequence
+                    g = torch.stack([grads[0]] + [grads[i] - grads[i - 1] for i in range(1, len(grads))])
+                    g = g * len(parts)  # each a full-batch-scale estimate
+                    vals["grad/var_mean"] = float(g.var(0).mean())
+                    vals["grad/norm"] = float(grads[-1].norm())
+                vals.update({f"estimator/{kk}": v for kk, v in est.stats().items()})
+                log.scalars(step, vals)
+            if step % tc.image_every == 0:
+                grid_step(log, model, local, test, step, dev)
+            if step % tc.checkpoint_every == 0:
+                save(step)
+            if tc.time_limit_s and time.time() - t_start > tc.time_limit_s:
+                break
+        save(step)
+        report = final_report(cfg, log, model, local, train, test, dev, step, time.time() - t_start)
+        report["speed"] = {"pool": pool.stats}
+        log.write_json("report.json", report)
+        return report
+    finally:
+        pool.close()
+        log.close()
+        local.release()
+
+
+def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
+    """Estimators whose networks size themselves on first use (neural baselines, LAX) get a
+    dry run on a dummy batch, frozen, so their optimiser sees real parameters from the start."""
+    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in est.parameters()):
+        return
+    d = model.decoder.dim
+    dummy = estimators.Batch(torch.zeros(1, k, device=dev, requires_grad=True),
+                             torch.zeros(1, k, device=dev),
+                             sample=torch.zeros(1, k, d, device=dev, requires_grad=True),
+                             features=torch.zeros(1, model.encoder.net[-2].out_features, device=dev),
+                             log_prior=torch.zeros(1, k, device=dev),
+                             noise=torch.zeros(1, k, d, device=dev))
+    est.eval()
+    est.loss(dummy)
+    est.train()
+
+
+def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, dev) -> None:
+    from envs import spaces
+
+    imgs = data.images[:8]
+    recon = r.render_rays(**spaces.unpack(mesh_eval.infer_actions(model, imgs, dev))).rgb
+    log.image("input|reconstruction", image_grid(np.concatenate([imgs, recon]), 8), step)
+
+
+def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
+                 step: int, wall_s: float) -> dict:
+    n = cfg.eval.n_test or len(test)
+    sub = mesh_images.MeshImages(**{f.name: getattr(test, f.name)[:n] if f.name != "kinds" else test.kinds
+                                    for f in dataclasses.fields(test)})
+    actions = mesh_eval.infer_actions(model, sub.images, dev)
+    scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+    radius, floor = mesh_eval.sphere_floor(r, train, sub)
+    scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
+                   "wall_s": wall_s})
+    log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
+                       "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
+    grid = image_grid(np.concatenate([sub.images[:16], renders[:16]]), 16)
+    save_png(log.dir / "heldout_grid.png", grid)
+    log.image("eval/input|reconstruction", grid, step)
+    for i in range(min(cfg.eval.n_obj, n)):
+        v, f, c = mesh_eval.action_mesh(actions[i])
+        mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{sub.kinds[sub.kind[i]]}.obj", v, f, c)
+    return {"scores": scores, "name": cfg.name, "checkpoint": str(log.checkpoint_path)}
+
+
+__all__ = ["MeshRunConfig", "run", "checkpoint"]

@@ -1,0 +1,132 @@
+"""End-to-end runs of the main job on a tiny config (CPU, llvmpipe, local Ray)."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from learners.config import ConfigError, from_dict, load
+
+
+def tiny(tmp_path, **train):
+    from learners.mesh_train import MeshRunConfig
+
+    d = {
+        "name": "tiny", "out_dir": str(tmp_path / "runs"), "seed": 3,
+        "data": {"n_train": 48, "n_test": 12, "size": 32, "cache_dir": str(tmp_path / "cache")},
+        "model": {"hidden": 32, "channels": 8, "shape_degree": 2, "colour": "uniform"},
+        "estimator": {"name": "rloo"},
+        "train": {"steps": 4, "batch": 4, "samples": 4, "log_every": 2, "image_every": 2,
+                  "checkpoint_every": 2, "progress": False, **train},
+        "pool": {"workers": 2, "chunk": 8, "worker_cpus": 0.5},
+        "ray": {"num_cpus": 2},
+        "eval": {"chamfer_points": 200, "n_obj": 2},
+    }
+    return from_dict(MeshRunConfig, d, "tiny")
+
+
+def test_end_to_end_writes_checkpoint_events_and_a_report_in_range(tmp_path):
+    from learners.mesh_train import run
+
+    report = run(tiny(tmp_path))
+    run_dir = tmp_path / "runs" / "tiny"
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "heldout_grid.png").is_file() and len(list(run_dir.glob("*.obj"))) == 2
+    s = json.loads((run_dir / "report.json").read_text())["scores"]
+    assert s == report["scores"] | {}  # the file holds what run returned
+    assert 0 <= s["iou"] <= 1 and 0 <= s["iou_sphere_floor"] <= 1
+    assert 0 < s["psnr"] < 100 and 0 < s["chamfer"] < 3 and s["steps"] == 4
+    pool = report["speed"]["pool"]
+    assert pool["completed"] == pool["requested"] == 4 * 4 * 4 + 0  # steps * B * K
+    obj = next(run_dir.glob("*.obj")).read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj) == 162 and sum(line.startswith("f ") for line in obj) == 320
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    from learners.mesh_train import run
+
+    a = tiny(tmp_path / "a")
+    run(a)
+    b = tiny(tmp_path / "b")
+    b.train.steps = 2
+    run(b)
+    b.train.steps = 4
+    run(b, resume=True)
+    wa = torch.load(tmp_path / "a/runs/tiny/checkpoint.pt", weights_only=False)
+    wb = torch.load(tmp_path / "b/runs/tiny/checkpoint.pt", weights_only=False)
+    assert wa["step"] == wb["step"] == 4
+    for k, v in wa["model"].items():
+        torch.testing.assert_close(wb["model"][k], v, rtol=0, atol=0, msg=k)
+
+
+def test_nan_from_the_model_is_a_clear_error_and_the_checkpoint_stays_intact(tmp_path):
+    from learners.mesh_train import run
+
+    cfg = tiny(tmp_path)
+    cfg.train.steps = 2
+    run(cfg)
+    ck = tmp_path / "runs/tiny/checkpoint.pt"
+    state = torch.load(ck, weights_only=False)
+    w = state["model"]["write.weight"]
+    w[0, 0] = float("nan")  # the model now writes NaN mesh parameters
+    torch.save(state, ck)
+    digest = hashlib.sha1(ck.read_bytes()).hexdigest()
+    cfg.train.steps = 6
+    with pytest.raises(FloatingPointError, match="NaN.*checkpoint.*intact"):
+        run(cfg, resume=True)
+    assert hashlib.sha1(ck.read_bytes()).hexdigest() == digest
+
+
+def test_bad_config_keys_and_types_are_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("task: mesh\ntrain:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*train\.stepz.*valid keys"):
+        load(p)
+    p.write_text("task: mesh\ntrain:\n  steps: many\n")
+    with pytest.raises(ConfigError, match=r"train\.steps must be an integer"):
+        load(p)
+    p.write_text("task: mesh\n")
+    with pytest.raises(ConfigError, match=r"estimator\.name: unknown estimator 'nope'"):
+        load(p, ["estimator.name=nope"])
+    with pytest.raises(ConfigError, match=r"data\.kinds: unknown \['blob'\]"):
+        load(p, ["data.kinds=[cube, blob]"])
+    # the command line says it and starts nothing
+    proc = subprocess.run([sys.executable, "-m", "learners.run", "--config", str(p),
+                           "--set", "model.hiden=3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "model.hiden" in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_missing_or_corrupt_dataset_cache_is_a_clear_error(tmp_path):
+    from gen3d.data import mesh_images
+
+    cfg = mesh_images.MeshImageConfig(n_train=4, n_test=2, size=32, cache_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="missing.*learners.run"):
+        mesh_images.load(cfg)
+    mesh_images.cache_path(cfg).write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="unreadable.*delete it"):
+        mesh_images.load(cfg)
+
+
+def test_generated_data_keeps_a_truth_that_renders_back_to_the_image(tmp_path):
+    from envs.renderer import MeshRenderer
+    from gen3d.data import mesh_images
+    from learners.mesh_train import render_fn
+
+    cfg = mesh_images.MeshImageConfig(n_train=6, n_test=3, size=32, cache_dir=str(tmp_path))
+    r = MeshRenderer(32, 32, 16)
+    try:
+        train, test = mesh_images.load(cfg, render_fn(r))
+        again, _ = mesh_images.load(cfg)  # from the cache now
+        np.testing.assert_array_equal(train.images, again.images)
+        assert len(train) == 6 and len(test) == 3 and train.masks.any(axis=(1, 2)).all()
+        m = test.mesh(1)
+        cols = test.colours[1][: m.n_sides]
+        img = r.render_meshes([m], [cols], mask=True)
+        np.testing.assert_array_equal(img.rgb[0], test.images[1])
+    finally:
+        r.release()

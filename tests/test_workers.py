@@ -1,0 +1,96 @@
+"""Render workers and their pool, on a local Ray."""
+
+import numpy as np
+import pytest
+
+from envs import spaces
+from gen3d import geometry as geo
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from workers import cluster
+    from workers.pool import PoolConfig, RenderPool
+    from workers.worker import EnvSpec
+
+    cluster.start(cluster.RayConfig(num_cpus=2))
+    p = RenderPool(EnvSpec(kwargs={"width": 32, "height": 32, "sigma": 0.1}),
+                   PoolConfig(workers=2, chunk=8, worker_cpus=0.5))
+    yield p
+    p.close()
+
+
+def _actions(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = geo.real_sph_harm(geo.ico_rays(), 2)
+    lengths = np.clip(0.7 + rng.normal(0, 0.1, (n, 9)) @ y.T, 0.3, 1.2)
+    return spaces.pack(lengths, translation=rng.uniform(-0.3, 0.3, (n, 3)),
+                       colours=rng.uniform(0.2, 1, (n, 3)))
+
+
+def test_rewards_match_a_local_render(pool, renderer):
+    from envs.mesh_env import render_actions
+    from envs.renderer import MeshRenderer
+
+    a = _actions(20)
+    local = MeshRenderer(32, 32, max_batch=32)
+    imgs = render_actions(local, a).rgb
+    local.release()
+    targets = np.roll(imgs, 1, axis=0)
+    res = pool.evaluate(a, targets=targets, return_images=True)
+    np.testing.assert_array_equal(res.images, imgs)
+    np.testing.assert_allclose(res.rewards, spaces.gaussian_loglik(targets, imgs, 0.1), rtol=1e-9)
+
+
+def test_a_worker_killed_mid_step_loses_nothing_and_counts_nothing_twice(pool):
+    import ray
+
+    a = _actions(40, seed=1)
+    targets = np.zeros((40, 32, 32, 3), np.uint8)
+    clean = pool.evaluate(a, targets=targets, return_images=True)
+    before = dict(pool.stats)
+    ticket = pool.submit(a, targets=targets, return_images=True)  # 5 requests over 2 workers
+    ray.kill(pool.actors[0], no_restart=True)
+    res = pool.collect(ticket)
+    d = {k: pool.stats[k] - before[k] for k in before}
+    assert res.images.shape == (40, 32, 32, 3)
+    np.testing.assert_array_equal(res.images, clean.images)  # every image, in its place
+    np.testing.assert_array_equal(res.rewards, clean.rewards)
+    assert d["restarts"] >= 1 and d["resent"] > 0
+    assert d["sent"] == d["requested"] + d["resent"] == 40 + d["resent"]
+    assert d["completed"] == 40  # each render used exactly once
+    # the restarted worker serves the next step
+    np.testing.assert_array_equal(pool.evaluate(a, targets=targets).rewards, clean.rewards)
+
+
+def test_a_bad_request_gets_an_error_and_the_worker_lives(pool):
+    a = _actions(4)
+    with pytest.raises(ValueError, match="rejected the request.*actions"):
+        pool.evaluate(a[:, :100], targets=np.zeros((4, 32, 32, 3), np.uint8))
+    bad = a.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pool.evaluate(bad, targets=np.zeros((4, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="target_idx"):
+        pool.evaluate(a, target_idx=np.arange(4))  # no targets were set
+    before = pool.stats["restarts"]
+    assert pool.evaluate(a, targets=np.zeros((4, 32, 32, 3), np.uint8)).rewards.shape == (4,)
+    assert pool.stats["restarts"] == before
+
+
+def test_targets_by_index_are_sent_once(pool):
+    a = _actions(12, seed=3)
+    targets = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    pool.set_targets(targets)
+    idx = np.arange(12) % 5
+    np.testing.assert_allclose(pool.evaluate(a, target_idx=idx).rewards,
+                               pool.evaluate(a, targets=targets[idx]).rewards)
+
+
+def test_worker_class_works_without_ray():
+    from workers.worker import EnvSpec, RenderWorker
+
+    w = RenderWorker(EnvSpec(kwargs={"width": 32, "height": 32}))
+    reply = w.evaluate(7, _actions(3), targets=np.zeros((3, 32, 32, 3), np.uint8))
+    assert reply["request_id"] == 7 and reply["renders"] == 3 and reply["rewards"].shape == (3,)
+    assert "error" in w.evaluate(8, np.zeros((0, 654)), targets=np.zeros((0, 32, 32, 3), np.uint8))

@@ -1,0 +1,99 @@
+"""``RenderWorker``: one Ray actor, one GL context, hosting a vectorised gymnasium environment.
+
+A request is a batch of actions with its targets (images, or indices into target images the
+worker was given once); the reply is the rewards, and the rendered images only when asked, so
+that across machines rewards, not images, cross the network. A bad request is answered with
+an error reply; it never kills the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EnvSpec:
+    """Which gymnasium environment a worker makes, and its keyword arguments. Any registered
+    environment with the same action/observation spaces and ``reset(options={"targets"})``
+    can stand in for the renderer."""
+
+    env_id: str = "gen3d/MeshRender-v0"
+    kwargs: dict = field(default_factory=dict)
+
+
+class RenderWorker:
+    """Plain class; ``workers.pool`` wraps it with ``ray.remote``. Tests may use it directly."""
+
+    def __init__(self, spec: EnvSpec, targets: Any = None, egl_device: int | None = None):
+        if egl_device is not None:
+            os.environ["GEN3D_EGL_DEVICE"] = str(egl_device)
+        self.spec = spec
+        self.targets = None if targets is None else np.asarray(targets)
+        self._envs: dict[int, Any] = {}
+        self.renders = 0
+        self.pid = os.getpid()
+        # make the GL context now, in this process: a bad GL set-up fails at start, not mid-run
+        self._env(1)
+
+    def _env(self, n: int):
+        env = self._envs.get(n)
+        if env is None:
+            import gymnasium as gym
+
+            import envs  # noqa: F401  (registers gen3d/MeshRender-v0)
+
+            try:
+                env = gym.make_vec(self.spec.env_id, num_envs=n,
+                                   vectorization_mode="vector_entry_point", **self.spec.kwargs)
+            except (gym.error.Error, ValueError):  # an env without a vectorised entry point
+                env = gym.make_vec(self.spec.env_id, num_envs=n, vectorization_mode="sync",
+                                   **self.spec.kwargs)
+            env.reset(seed=0)  # makes the renderer (GL context) here
+            self._envs[n] = env
+        return env
+
+    def set_targets(self, targets) -> int:
+        self.targets = np.asarray(targets)
+        return len(self.targets)
+
+    def evaluate(self, request_id: int, actions, targets=None, target_idx=None,
+                 return_images: bool = False) -> dict:
+        """Rewards of ``actions`` (N, A) against ``targets`` (N,H,W,3) uint8, or against this
+        worker's target images at ``target_idx`` (N,)."""
+        t0 = time.perf_counter()
+        try:
+            a = np.asarray(actions, np.float32)
+            if a.ndim != 2 or len(a) == 0:
+                raise ValueError(f"actions: need a non-empty (N, A) array, got shape {a.shape}")
+            if targets is None:
+                if target_idx is None or self.targets is None:
+                    raise ValueError("targets: send target images, or target_idx after set_targets()")
+                idx = np.asarray(target_idx)
+                if idx.shape != (len(a),) or idx.min() < 0 or idx.max() >= len(self.targets):
+                    raise ValueError(f"target_idx: need {len(a)} indices in [0, {len(self.targets)})")
+                targets = self.targets[idx]
+            env = self._env(len(a))
+            env.reset(options={"targets": np.asarray(targets)})
+            obs, rewards, *_, info = env.step(a)
+            self.renders += len(a)
+            reply = {"request_id": request_id, "rewards": np.asarray(rewards, np.float64),
+                     "renders": len(a), "pid": self.pid, "worker_s": time.perf_counter() - t0,
+                     "render_s": float(np.sum(info.get("render_s", 0.0)))}
+            if return_images:
+                reply["images"] = np.asarray(obs)
+            return reply
+        except Exception as e:  # a bad request must not kill the worker
+            return {"request_id": request_id, "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=3), "pid": self.pid}
+
+    def ping(self) -> dict:
+        from envs.mesh_env import _RENDERERS
+
+        gl = next(iter(_RENDERERS.values())).gl if _RENDERERS else None
+        return {"pid": self.pid, "renders": self.renders, "gl": gl}
