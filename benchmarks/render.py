@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, table, write_json  # noqa: E402
-from envs.renderer import MeshRenderer  # noqa: E402
-from gen3d import geometry as geo  # noqa: E402
+from benchmarks.common import machine, table, write_json
+from envs.renderer import MeshRenderer
+from gen3d import geometry as geo
 
 
 def random_meshes(rng, b: int, n_sets: int = 4):

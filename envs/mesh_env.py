@@ -12,7 +12,7 @@ process that steps the environment.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np

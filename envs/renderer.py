@@ -342,5 +342,5 @@ def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int, ch: slice) -> np.nd
 def _concat(parts: list[Render]) -> Render:
     if len(parts) == 1:
         return parts[0]
-    cat = lambda k: None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    cat = lambda k: None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])
     return Render(cat("rgb"), cat("depth"), cat("mask"))

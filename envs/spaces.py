@@ -18,8 +18,16 @@ import numpy as np
 from gen3d.geometry import ACTION_DIM, MAX_LENGTH, MAX_TRANSLATION, N_RAYS
 from gen3d.geometry import ACTION_SLICES as SLICES
 
-__all__ = ["ACTION_DIM", "MAX_LENGTH", "MAX_TRANSLATION", "SLICES", "bounds", "pack", "unpack",
-           "gaussian_loglik"]
+__all__ = [
+    "ACTION_DIM",
+    "MAX_LENGTH",
+    "MAX_TRANSLATION",
+    "SLICES",
+    "bounds",
+    "gaussian_loglik",
+    "pack",
+    "unpack",
+]
 
 
 def bounds() -> tuple[np.ndarray, np.ndarray]:

@@ -246,7 +246,7 @@ class Mesh:
             self.side_ids = np.zeros(len(self.faces), np.int32)
         self.side_ids = np.asarray(self.side_ids, dtype=np.int32)
 
-    def transformed(self, rotation=None, translation=None, scale: float = 1.0) -> "Mesh":
+    def transformed(self, rotation=None, translation=None, scale: float = 1.0) -> Mesh:
         return Mesh(transform_points(self.verts, rotation, translation, scale), self.faces,
                     self.side_ids, self.n_sides)
 

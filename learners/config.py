@@ -12,8 +12,9 @@ import dataclasses
 import importlib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 

@@ -164,6 +164,11 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                   "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
                   "config": to_dict(cfg)})
 
+    oracle = None
+    if getattr(est, "pathwise", False):  # trains through the soft rasteriser, not the GL pool
+        from learners import pathwise
+
+        oracle = pathwise.make_oracle(cfg, model, dev)
     cluster.start(cfg.ray)
     pool = RenderPool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                       "sigma": tc.sigma}), cfg.pool, targets=train.images)
@@ -171,6 +176,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
     t_start = time.time()
     history = []
+    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0}  # after a warm-up of 3 steps
     step = start
     try:
         for step in range(start + 1, tc.steps + 1):
@@ -182,7 +188,16 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 est_opt.zero_grad(set_to_none=True)
             # 1. sample every micro-batch and send it out: micro-batch i renders while i+1 samples
             sent = []
-            for p in parts:
+            if oracle is not None:  # differentiable oracle: pathwise rewards, no workers
+                for p in parts:
+                    s = model.sample(x[p], k, generator=gen)
+                    r = oracle.loglik(s.m_rsample, x[p])
+                    loss = -r.mean() + s.kl.mean()
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"step {step}: the loss is {loss.item()} (NaN/inf)")
+                    (loss * len(p) / b).backward()
+                    sent.append((p, s, r.detach()))
+            for p in ([] if oracle is not None else parts):
                 noise = est.noise((len(p), k, model.decoder.dim), generator=gen, device=dev)
                 s = model.sample(x[p], k, noise=noise, generator=gen)
                 if not torch.isfinite(s.actions).all():
@@ -196,6 +211,10 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             rewards, kls, wait, grads = [], [], 0.0, []
             want_var = step % tc.log_every == 0 and len(parts) > 1
             for p, s, ticket in sent:
+                if oracle is not None:
+                    rewards.append(ticket)
+                    kls.append(s.kl.detach())
+                    continue
                 res = pool.collect(ticket)
                 wait += res.wait_s
                 r = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev).reshape(len(p), k)
@@ -221,6 +240,10 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             if est_opt:
                 est_opt.step()
             dt = time.perf_counter() - t0
+            if step - start > 3:
+                timing["steps"] += 1
+                timing["step_s"] += dt
+                timing["wait_s"] += wait
             r_all, kl_all = torch.cat(rewards), torch.cat(kls)
             elbo = float((r_all - kl_all).mean())
             history.append(elbo)
@@ -247,7 +270,12 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 break
         save(step)
         report = final_report(cfg, log, model, local, train, test, dev, step, time.time() - t_start)
-        report["speed"] = {"pool": pool.stats}
+        n_t = max(timing["steps"], 1)
+        report["speed"] = {"pool": dict(pool.stats), "steps_per_s": n_t / max(timing["step_s"], 1e-9),
+                           "renders_per_s": n_t * b * k / max(timing["step_s"], 1e-9),
+                           "wait_frac": timing["wait_s"] / max(timing["step_s"], 1e-9),
+                           "learner_step_s": timing["step_s"] / n_t}
+        report["elbo_history"] = history
         log.write_json("report.json", report)
         return report
     finally:
@@ -302,4 +330,4 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
     return {"scores": scores, "name": cfg.name, "checkpoint": str(log.checkpoint_path)}
 
 
-__all__ = ["MeshRunConfig", "run", "checkpoint"]
+__all__ = ["MeshRunConfig", "checkpoint", "run"]

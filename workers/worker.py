@@ -27,10 +27,24 @@ class EnvSpec:
     kwargs: dict = field(default_factory=dict)
 
 
+def _assigned_gpu() -> int | None:
+    """The GPU Ray gave this actor, as an EGL device index (the NVIDIA driver lists its EGL
+    devices in CUDA order); None off Ray or without a GPU."""
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # not inside Ray
+        return None
+    return int(ids[0]) if ids else None
+
+
 class RenderWorker:
     """Plain class; ``workers.pool`` wraps it with ``ray.remote``. Tests may use it directly."""
 
     def __init__(self, spec: EnvSpec, targets: Any = None, egl_device: int | None = None):
+        if egl_device is None:
+            egl_device = _assigned_gpu()
         if egl_device is not None:
             os.environ["GEN3D_EGL_DEVICE"] = str(egl_device)
         self.spec = spec

@@ -1,0 +1,61 @@
+"""The main job, measured: learner steps/s, renders/s and the fraction of learner time spent
+waiting on renders for 1 and 2 render workers, then (without --quick) the full
+``configs/primitives.yaml`` run and its held-out scores (silhouette IoU against the best
+single fixed sphere, PSNR, Chamfer, wall time).
+
+    python benchmarks/primitives.py [--quick] [--json PATH] [--config configs/primitives.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, table, write_json  # noqa: E402
+from learners.config import load  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="speed only (short runs)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--config", default="configs/primitives.yaml")
+    ap.add_argument("--workers", default="1,2", help="worker counts for the speed rows")
+    ap.add_argument("--speed-steps", type=int, default=60)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args(argv)
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+    tmp = tempfile.mkdtemp(prefix="gen3d-bench-")
+    rows = []
+    for w in (int(x) for x in args.workers.split(",")):
+        task, cfg = load(args.config, args.overrides + [
+            f"name=speed_w{w}", f"out_dir={tmp}", f"pool.workers={w}",
+            f"train.steps={args.speed_steps}", "train.progress=false", "train.time_limit_s=0",
+            "eval.n_test=32", "train.checkpoint_every=100000", "train.image_every=100000"])
+        rep = task.run(cfg)
+        sp = rep["speed"]
+        rows.append({"workers": w, "steps_per_s": sp["steps_per_s"], "renders_per_s": sp["renders_per_s"],
+                     "wait_frac": sp["wait_frac"], "learner_step_s": sp["learner_step_s"]})
+    print(table(rows, ["workers", "steps_per_s", "renders_per_s", "wait_frac", "learner_step_s"]))
+    out = {"machine": machine(), "rows": rows}
+    if not args.quick:
+        task, cfg = load(args.config, args.overrides + [f"out_dir={tmp}", "train.progress=false"])
+        t0 = time.time()
+        rep = task.run(cfg)
+        s = rep["scores"]
+        out["scores"] = {"iou": s["iou"], "iou_sphere_floor": s["iou_sphere_floor"], "psnr": s["psnr"],
+                         "chamfer": s["chamfer"], "wall_s": time.time() - t0, "steps": s["steps"],
+                         "per_kind_iou": s["per_kind_iou"]}
+        print(table([out["scores"]], ["iou", "iou_sphere_floor", "psnr", "chamfer", "wall_s", "steps"]))
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
