@@ -291,20 +291,22 @@ class MeshRenderer:
         w, h = self._used(n)
         rows = h // self.atlas.h
         dt = "f4" if self.float_colour else "f1"
-        raw = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=4, dtype=dt),
-                            np.float32 if self.float_colour else np.uint8).reshape(h, w, 4)
-        rgb = _untile(raw, rows, self.atlas, n, slice(0, 3))
+        # RGB straight from GL: dropping alpha in numpy is a strided copy that cost more than
+        # the whole draw on a GPU
+        raw = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=3, dtype=dt),
+                            np.float32 if self.float_colour else np.uint8).reshape(h, w, 3)
+        rgb = _untile(raw, rows, self.atlas, n)
         if as_float and not self.float_colour:
             rgb = rgb.astype(np.float32) * np.float32(1 / 255)
         elif self.float_colour and not as_float:
             rgb = (np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)
         out = Render(rgb)
-        if mask:
-            out.mask = _untile(raw, rows, self.atlas, n, slice(3, 4))[..., 0] > 0
-        if depth:
+        if mask or depth:  # eye depth is > 0 wherever a surface was drawn, 0 elsewhere
             d = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=1, dtype="f4",
                                             attachment=1), np.float32).reshape(h, w, 1)
-            out.depth = _untile(d, rows, self.atlas, n, slice(0, 1))[..., 0]
+            d = _untile(d, rows, self.atlas, n)[..., 0]
+            out.depth = d if depth else None
+            out.mask = d > 0 if mask else None
         err = self.ctx.error
         if err != "GL_NO_ERROR":
             raise RuntimeError(f"OpenGL reported {err} while rendering; the images are not valid")
@@ -328,12 +330,12 @@ def _set(prog, name: str, value) -> None:
             prog[name].value = value
 
 
-def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int, ch: slice) -> np.ndarray:
-    """(rows*H, cols*W, C) atlas read bottom-up -> (n, H, W, c) images with row 0 at the top,
-    channels ``ch`` only, in one copy."""
+def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int) -> np.ndarray:
+    """(rows*H, cols*W, C) atlas read bottom-up -> (n, H, W, C) images with row 0 at the top,
+    in one copy (rows of W*C contiguous values)."""
     cols = atlas.shape[1] // a.w
     view = atlas.reshape(rows, a.h, cols, a.w, atlas.shape[-1]).transpose(0, 2, 1, 3, 4)
-    view = view[:, :, ::-1, :, ch]
+    view = view[:, :, ::-1]
     out = np.empty((rows, cols) + view.shape[2:], atlas.dtype)
     np.copyto(out, view)
     return out.reshape((rows * cols,) + view.shape[2:])[:n]

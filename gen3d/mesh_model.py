@@ -57,6 +57,9 @@ class MeshModelConfig:
     """Ray length of the initial sphere."""
     init_std: float = 0.1
     """Initial std of p(m | z) in the unconstrained space."""
+    init_log_sd_z: float = -2.0
+    """Initial log-std of q(z | x): a narrow posterior lets the decoder learn to use z before
+    the KL, whose gradient is exact while the reconstruction's is noisy, pulls q to the prior."""
     min_std: float = 0.005
     """Floor of that std: keeps score-function gradients bounded."""
 
@@ -150,6 +153,8 @@ class MeshModel(nn.Module):
         self.encoder = Encoder(image_size, cfg.channels)
         self.decoder = MeshDecoder(cfg)
         self.q = nn.Linear(256 + cfg.hidden, 2 * cfg.z_dim)
+        with torch.no_grad():  # start with a narrow posterior: z carries the image, not noise
+            self.q.bias[cfg.z_dim:].fill_(cfg.init_log_sd_z)
         self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred

@@ -30,7 +30,7 @@ from learners.config import to_dict
 from learners.runlog import RunLog, image_grid, save_png
 from workers import cluster
 from workers.cluster import RayConfig
-from workers.pool import PoolConfig, RenderPool
+from workers.pool import PoolConfig, make_pool
 from workers.worker import EnvSpec
 
 
@@ -65,6 +65,10 @@ class TrainConfig:
     """Clip the model's gradient norm to this (0: off)."""
     sigma: float = 0.1
     """Std of the Gaussian pixel likelihood (images in [0,1])."""
+    kl_warmup_steps: int = 0
+    """The KL's weight in the loss rises linearly from 0 to 1 over these steps (0: always 1):
+    its exact gradient otherwise collapses q(z|x) onto the prior before the noisy
+    score-function signal teaches the decoder to use z. Logged ELBOs always weigh it 1."""
     time_limit_s: float = 0.0
     """Stop training after this many seconds (0: no limit), then score as usual."""
     torch_threads: int = 1
@@ -169,8 +173,9 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         from learners import pathwise
 
         oracle = pathwise.make_oracle(cfg, model, dev)
-    cluster.start(cfg.ray)
-    pool = RenderPool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
+    if cfg.pool.backend == "ray":
+        cluster.start(cfg.ray)
+    pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                       "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
@@ -181,6 +186,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     try:
         for step in range(start + 1, tc.steps + 1):
             t0 = time.perf_counter()
+            beta = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
             idx = rng.integers(len(train), size=b)
             x = images_to_tensor(train.images[idx], dev)
             opt.zero_grad(set_to_none=True)
@@ -192,7 +198,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 for p in parts:
                     s = model.sample(x[p], k, generator=gen)
                     r = oracle.loglik(s.m_rsample, x[p])
-                    loss = -r.mean() + s.kl.mean()
+                    loss = -r.mean() + beta * s.kl.mean()
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"step {step}: the loss is {loss.item()} (NaN/inf)")
                     (loss * len(p) / b).backward()
@@ -222,7 +228,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                                          log_prior=s.log_pz - s.log_qz, noise=s.noise)
                 loss = est.loss(batch)
                 if est.objective == "elbo":
-                    loss = loss + s.kl.mean()
+                    loss = loss + beta * s.kl.mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"step {step}: the loss is {loss.item()} (NaN/inf from the model); the "
@@ -249,7 +255,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             history.append(elbo)
             log.progress(1, elbo=elbo)
             if step % tc.log_every == 0:
-                vals = {"train/elbo_nats": elbo, "train/reward_mean": float(r_all.mean()),
+                vals = {"train/elbo_nats": elbo, "train/kl_weight": beta, "train/reward_mean": float(r_all.mean()),
                         "train/reward_var": float(r_all.var(1).mean()),
                         "train/kl_nats": float(kl_all.mean()),
                         "train/model_std": float(model.std().detach().mean()),

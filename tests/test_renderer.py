@@ -164,8 +164,9 @@ def test_bad_meshes_and_atlas_sizes_raise(renderer):
         renderer.render_meshes([])
     with pytest.raises(ValueError, match="face"):
         renderer.render_meshes([(np.zeros((3, 3)), np.array([[0, 1, 5]]))])
+    limit = int(renderer.ctx.info["GL_MAX_TEXTURE_SIZE"])
     with pytest.raises(ValueError, match="GL's limit.*lower max_batch"):
-        MeshRenderer(4096, 4096, max_batch=64, ctx=renderer.ctx)
+        MeshRenderer(limit // 2, limit // 2, max_batch=64, ctx=renderer.ctx)
     with pytest.raises(ValueError, match="width"):
         MeshRenderer(0, 64, ctx=renderer.ctx)
 

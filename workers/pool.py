@@ -31,6 +31,13 @@ class PoolConfig:
     """A request unanswered this long counts as a dead worker: restarted and resent."""
     max_restarts: int = 20
     """Worker restarts allowed over the run before the pool gives up with an error."""
+    backend: str = "ray"
+    """"ray": worker actors; "local": one in-process worker, no Ray (debugging, single
+    machines without Ray; rendering then does not overlap learning)."""
+
+    def __post_init__(self):
+        if self.backend not in ("ray", "local"):
+            raise ValueError(f"backend: must be 'ray' or 'local', got {self.backend!r}")
 
 
 @dataclass
@@ -184,3 +191,42 @@ class RenderPool:
             except Exception:
                 pass
         self.actors = []
+
+
+class LocalPool:
+    """The pool's interface over one in-process ``RenderWorker``: no Ray, no overlap."""
+
+    def __init__(self, spec: EnvSpec, cfg: PoolConfig | None = None, targets: np.ndarray | None = None):
+        self.cfg = cfg or PoolConfig(backend="local")
+        self.worker = RenderWorker(spec, targets)
+        self.stats = {"requested": 0, "sent": 0, "resent": 0, "completed": 0, "restarts": 0}
+        self._rid = 0
+
+    def set_targets(self, targets: np.ndarray) -> None:
+        self.worker.set_targets(targets)
+
+    def submit(self, actions, target_idx=None, targets=None, return_images: bool = False) -> dict:
+        t0 = time.perf_counter()
+        self._rid += 1
+        reply = self.worker.evaluate(self._rid, actions, targets, target_idx, return_images)
+        if "error" in reply:
+            raise ValueError(f"render worker rejected the request: {reply['error']}")
+        n = reply["renders"]
+        for k in ("requested", "sent", "completed"):
+            self.stats[k] += n
+        reply["t"] = time.perf_counter() - t0
+        return reply
+
+    def collect(self, reply: dict) -> Result:
+        return Result(reply["rewards"], reply.get("images"), reply["render_s"], reply["t"])
+
+    def evaluate(self, actions, target_idx=None, targets=None, return_images=False) -> Result:
+        return self.collect(self.submit(actions, target_idx, targets, return_images))
+
+    def close(self) -> None:
+        pass
+
+
+def make_pool(spec: EnvSpec, cfg: PoolConfig, targets: np.ndarray | None = None):
+    """A Ray pool, or a local one when ``cfg.backend == "local"``."""
+    return (LocalPool if cfg.backend == "local" else RenderPool)(spec, cfg, targets)

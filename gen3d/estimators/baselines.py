@@ -50,13 +50,31 @@ class MovingAverage(Estimator):
 
 @register("rloo")
 class LeaveOneOut(Estimator):
-    """Baseline for sample k = mean reward of the other K-1 samples of the same input (RLOO)."""
+    """Baseline for sample k = mean reward of the other K-1 samples of the same input (RLOO).
+
+    ``normalize=True`` also divides each input's advantages by the std of its K rewards (plus
+    ``eps``): every image then pulls with the same weight whatever the scale of its
+    log-likelihood (a big object's reward varies far more than a small one's). That rescales
+    the gradient per input, so it is no longer an unbiased estimate of the ELBO's gradient,
+    but a well-behaved ascent direction; off by default."""
 
     min_samples = 2
 
+    def __init__(self, normalize: bool = False, eps: float = 1.0) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.eps = eps
+
     def loss(self, batch: Batch) -> Tensor:
         self._check(batch)
-        return self._score_loss(batch, leave_one_out_mean(batch.reward))
+        b = leave_one_out_mean(batch.reward)
+        if not self.normalize:
+            return self._score_loss(batch, b)
+        r = batch.reward
+        scale = r.std(1, keepdim=True) + self.eps
+        scaled = Batch(batch.logp, r / scale, batch.sample, batch.features, batch.log_prior, batch.noise)
+        loss = self._score_loss(scaled, b / scale)
+        return loss + (r / scale).mean() - r.mean()  # keep the value -mean(reward)
 
 
 @register("neural")
