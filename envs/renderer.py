@@ -93,7 +93,11 @@ class MeshRenderer:
         self.gl = describe(self.ctx)
         limit = min(int(self.ctx.info["GL_MAX_RENDERBUFFER_SIZE"]),
                     int(self.ctx.info["GL_MAX_TEXTURE_SIZE"]), *self.ctx.info["GL_MAX_VIEWPORT_DIMS"])
-        cols = max(1, min(int(np.ceil(np.sqrt(self.max_batch))), limit // self.width))
+        # one column of tiles when it fits: the read-back is then the batch itself, no copy
+        if self.max_batch * self.height <= limit:
+            cols = 1
+        else:
+            cols = max(1, min(int(np.ceil(np.sqrt(self.max_batch))), limit // self.width))
         rows = int(np.ceil(self.max_batch / cols))
         if cols * self.width > limit or rows * self.height > limit:
             raise ValueError(
@@ -283,18 +287,18 @@ class MeshRenderer:
         self.ctx.enable(self.ctx.DEPTH_TEST)
         if self.cull:
             self.ctx.enable(self.ctx.CULL_FACE)
-            self.ctx.front_face = "ccw"
+            self.ctx.front_face = "cw"  # tiles are drawn mirrored in y (see shaders)
         else:
             self.ctx.disable(self.ctx.CULL_FACE)
 
     def _read(self, n: int, depth: bool, mask: bool, as_float: bool) -> Render:
         w, h = self._used(n)
         rows = h // self.atlas.h
-        dt = "f4" if self.float_colour else "f1"
-        # RGB straight from GL: dropping alpha in numpy is a strided copy that cost more than
-        # the whole draw on a GPU
-        raw = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=3, dtype=dt),
-                            np.float32 if self.float_colour else np.uint8).reshape(h, w, 3)
+        dt = np.float32 if self.float_colour else np.uint8
+        # RGB straight from GL into a fresh array (dropping alpha in numpy is a strided copy
+        # that cost more than the whole draw on a GPU)
+        raw = np.empty((h, w, 3), dt)
+        self.fbo.read_into(raw, viewport=(0, 0, w, h), components=3, dtype="f4" if self.float_colour else "f1")
         rgb = _untile(raw, rows, self.atlas, n)
         if as_float and not self.float_colour:
             rgb = rgb.astype(np.float32) * np.float32(1 / 255)
@@ -302,8 +306,8 @@ class MeshRenderer:
             rgb = (np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)
         out = Render(rgb)
         if mask or depth:  # eye depth is > 0 wherever a surface was drawn, 0 elsewhere
-            d = np.frombuffer(self.fbo.read(viewport=(0, 0, w, h), components=1, dtype="f4",
-                                            attachment=1), np.float32).reshape(h, w, 1)
+            d = np.empty((h, w, 1), np.float32)
+            self.fbo.read_into(d, viewport=(0, 0, w, h), components=1, dtype="f4", attachment=1)
             d = _untile(d, rows, self.atlas, n)[..., 0]
             out.depth = d if depth else None
             out.mask = d > 0 if mask else None
@@ -331,14 +335,14 @@ def _set(prog, name: str, value) -> None:
 
 
 def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int) -> np.ndarray:
-    """(rows*H, cols*W, C) atlas read bottom-up -> (n, H, W, C) images with row 0 at the top,
-    in one copy (rows of W*C contiguous values)."""
+    """(rows*H, cols*W, C) atlas, read bottom-up, of tiles drawn upside down -> (n, H, W, C)
+    images with row 0 at the top: a view for one column of tiles, else one copy."""
     cols = atlas.shape[1] // a.w
-    view = atlas.reshape(rows, a.h, cols, a.w, atlas.shape[-1]).transpose(0, 2, 1, 3, 4)
-    view = view[:, :, ::-1]
-    out = np.empty((rows, cols) + view.shape[2:], atlas.dtype)
-    np.copyto(out, view)
-    return out.reshape((rows * cols,) + view.shape[2:])[:n]
+    c = atlas.shape[-1]
+    if cols == 1:
+        return atlas.reshape(rows, a.h, a.w, c)[:n]
+    view = atlas.reshape(rows, a.h, cols, a.w, c).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(view).reshape(rows * cols, a.h, a.w, c)[:n]
 
 
 def _concat(parts: list[Render]) -> Render:

@@ -88,6 +88,15 @@ def test_atlas_equals_one_by_one_and_is_deterministic(renderer):
     assert batch.mask.any(axis=(1, 2)).all(), "every mesh is visible"
 
 
+def test_a_multi_column_atlas_gives_the_same_images(renderer):
+    limit = int(renderer.ctx.info["GL_MAX_TEXTURE_SIZE"])
+    wide = MeshRenderer(64, 64, max_batch=limit // 64 + 8, ctx=renderer.ctx)  # too tall for one column
+    assert wide.atlas.cols > 1
+    L, R, T, C = _random_batch(np.random.default_rng(6), 40)
+    diff = np.abs(wide.render_rays(L, R, T, C).rgb.astype(int) - renderer.render_rays(L, R, T, C).rgb)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.001
+
+
 def test_batches_larger_than_the_atlas_are_chunked(renderer):
     L, R, T, C = _random_batch(np.random.default_rng(4), 70)  # max_batch is 64
     big = renderer.render_rays(L, R, T, C)
