@@ -41,7 +41,7 @@ Then the config's estimator name ``clipped_rloo`` (with ``clip`` as an option) b
 ``build("clipped_rloo", clip=5.0)``; ``available()`` lists it.
 """
 
-from gen3d.estimators import baselines, lax, vimco  # noqa: F401  (register the built-ins)
+from gen3d.estimators import baselines, lax, pathwise, vimco  # noqa: F401  (register the built-ins)
 from gen3d.estimators.base import (
     ENTRY_POINT_GROUP,
     Batch,

@@ -1,0 +1,382 @@
+"""Gradient-estimator diagnostics at a fixed checkpoint.
+
+    python -m learners.diagnose --config configs/primitives.yaml \
+        --checkpoint runs/primitives/checkpoint.pt [--estimators reinforce,rloo] [--estimates 100]
+
+Holds the model's parameters fixed and draws many gradient estimates per estimator on one
+fixed batch of training images, rewards from the GL renderer (in this process), exactly as
+the learner forms its step (estimator loss, plus the pathwise KL for ELBO estimators). For
+each estimator it reports the per-coordinate variance (mean, max), SNR, directional SNR,
+cosine similarity to the oracle (the pathwise gradient through the soft rasteriser), bias
+against a large-sample mean (RLOO with many samples) and renders per estimate. Writes
+``diagnose.json``, ``diagnose.png`` and TensorBoard events to ``<run dir>/diagnose/``.
+Estimators with state (moving averages, neural baselines, LAX) first train that state for
+``--warmup`` steps at the same fixed parameters, then are frozen (``eval()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs import spaces
+from envs.renderer import MeshRenderer
+from gen3d import estimators
+from gen3d.data import mesh_images
+from gen3d.mesh_model import MeshModel, images_to_tensor
+from learners import checkpoint
+from learners.config import ConfigError, load
+from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
+from learners.pathwise import make_oracle
+
+
+@dataclass
+class Settings:
+    estimators: list[str] = field(default_factory=list)
+    """Estimator names (default: every one ``gen3d.estimators.available()`` lists)."""
+    estimates: int = 100
+    """Gradient estimates per estimator."""
+    batch: int = 0
+    """Images in the fixed batch (0: the config's train.batch)."""
+    samples: int = 0
+    """Samples per image K (0: the config's train.samples)."""
+    warmup: int = 20
+    """Steps that train an estimator's own state before it is frozen."""
+    ref_estimates: int = 50
+    """RLOO estimates averaged into the large-sample reference."""
+    ref_samples: int = 0
+    """K of the reference estimates (0: 4 x samples)."""
+    oracle_estimates: int = 20
+    """Pathwise estimates averaged into the oracle gradient."""
+    oracle_sigma: float = 0.5
+    """Edge softness (pixels) of the oracle's soft rasteriser."""
+    seed: int = 0
+
+
+class Probe:
+    """A model at fixed parameters, a fixed batch of images, and GL rewards for its samples."""
+
+    def __init__(self, cfg: MeshRunConfig, model: MeshModel, images: np.ndarray,
+                 renderer: MeshRenderer, seed: int):
+        self.cfg, self.model, self.renderer = cfg, model, renderer
+        self.targets = images
+        self.dev = next(model.parameters()).device
+        self.x = images_to_tensor(images, self.dev)
+        self.gen = torch.Generator(device=self.dev).manual_seed(seed)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.renders = 0
+
+    def rewards(self, actions: Tensor) -> Tensor:
+        b, k, _ = actions.shape
+        rgb = self.renderer.render_rays(**spaces.unpack(actions.reshape(b * k, -1).cpu().numpy())).rgb
+        self.renders += b * k
+        r = spaces.gaussian_loglik(np.repeat(self.targets, k, 0), rgb, self.cfg.train.sigma)
+        return torch.as_tensor(r, dtype=torch.float32, device=self.dev).reshape(b, k)
+
+    def flat_grad(self) -> Tensor:
+        g = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+        return torch.cat([t.reshape(-1) for t in g]).detach().double()
+
+    def estimate(self, est: estimators.Estimator, k: int, train: bool = False) -> Tensor:
+        """One estimate: the gradient of the learner's loss for this batch (minus the ELBO's
+        gradient, or the IWAE bound's for ``objective == "iwae"``)."""
+        self.model.zero_grad(set_to_none=True)
+        est.zero_grad(set_to_none=True)
+        noise = est.noise((len(self.x), k, self.model.decoder.dim), generator=self.gen, device=self.dev)
+        s = self.model.sample(self.x, k, noise=noise, generator=self.gen)
+        r = self.rewards(s.actions)
+        batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
+                                 log_prior=s.log_pz - s.log_qz, noise=s.noise)
+        loss = est.loss(batch)
+        if est.objective == "elbo":
+            loss = loss + s.kl.mean()
+        loss.backward()
+        return self.flat_grad()
+
+    def pathwise(self, oracle, k: int) -> Tensor:
+        self.model.zero_grad(set_to_none=True)
+        s = self.model.sample(self.x, k, generator=self.gen)
+        (-oracle.loglik(s.m_rsample, self.x).mean() + s.kl.mean()).backward()
+        return self.flat_grad()
+
+
+class Moments:
+    """Running per-coordinate mean and variance (Welford), plus what the scalar summaries need
+    of each estimate: its projection on a direction, its squared norm, its cosine to the
+    oracle."""
+
+    def __init__(self, direction: Tensor, oracle: Tensor):
+        self.u = direction / direction.norm().clamp_min(1e-300)
+        self.o = oracle / oracle.norm().clamp_min(1e-300)
+        self.n, self.mean, self.m2 = 0, torch.zeros_like(direction), torch.zeros_like(direction)
+        self.proj, self.sq, self.cos = [], [], []
+
+    def add(self, g: Tensor) -> None:
+        self.n += 1
+        d = g - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (g - self.mean)
+        self.proj.append(float(g @ self.u))
+        self.sq.append(float(g @ g))
+        self.cos.append(float(g @ self.o / g.norm().clamp_min(1e-300)))
+
+    @property
+    def var(self) -> Tensor:
+        return self.m2 / max(self.n - 1, 1)
+
+
+def summarise(m: Moments, ref: Tensor, ref_var: Tensor, n_ref: int) -> dict:
+    var = m.var
+    sd = var.sqrt()
+    ok = sd > 0
+    snr = m.mean.abs()[ok] / sd[ok]
+    p = np.asarray(m.proj)
+    # directional SNR: the mean along the reference direction u over the RMS distance of the
+    # estimates from that mean vector (E[g.u] u), so noise orthogonal to u counts too
+    spread = max(float(np.mean(m.sq)) - float(p.mean()) ** 2, 1e-300)
+    diff = (m.mean - ref).norm()
+    floor = (var.sum() / m.n + ref_var.sum() / n_ref).sqrt()
+    ref_norm = ref.norm().clamp_min(1e-300)
+    cos_mean = float(m.mean @ m.o / m.mean.norm().clamp_min(1e-300))
+    return {"var_mean": float(var.mean()), "var_max": float(var.max()),
+            "snr_mean": float(snr.mean()) if snr.numel() else 0.0,
+            "snr_median": float(snr.median()) if snr.numel() else 0.0,
+            "dsnr": float(p.mean()) / math.sqrt(spread),
+            "cos_oracle": float(np.mean(m.cos)), "cos_oracle_of_mean": cos_mean,
+            "cos_reference": float(m.mean @ m.u / m.mean.norm().clamp_min(1e-300)),
+            "bias_rel": float(diff / ref_norm), "bias_noise_floor_rel": float(floor / ref_norm),
+            "grad_norm_mean": float(np.mean(np.sqrt(m.sq))), "estimates": m.n}
+
+
+def collect(draw, n: int, ref: Tensor | None = None, oracle: Tensor | None = None,
+            what: str = "", progress: bool = True) -> tuple[Moments, float]:
+    """``n`` estimates from ``draw()`` summarised against ``ref`` and ``oracle`` directions
+    (the first estimate's where not given); also the seconds per estimate."""
+    from tqdm import tqdm
+
+    m = None
+    t0 = time.perf_counter()
+    for _ in tqdm(range(n), desc=what, file=sys.stderr, disable=not progress, leave=False):
+        g = draw()
+        if m is None:
+            m = Moments(g if ref is None else ref, g if oracle is None else oracle)
+        m.add(g)
+    return m, (time.perf_counter() - t0) / max(n, 1)
+
+
+def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer: MeshRenderer,
+             s: Settings, est_state: tuple[str, dict] | None = None, progress: bool = True) -> dict:
+    """The diagnostics of ``s.estimators`` at the model's current parameters (JSON-ready)."""
+    k = s.samples or cfg.train.samples
+    probe = Probe(cfg, model, images, renderer, s.seed)
+    names = s.estimators or estimators.available()
+    oracle = make_oracle(cfg, model, probe.dev, sigma=s.oracle_sigma, mode="edges")
+    rloo = estimators.build("rloo")
+    k_ref = s.ref_samples or 4 * k
+    ref, _ = collect(lambda: probe.estimate(rloo, k_ref), s.ref_estimates, what="reference",
+                     progress=progress)
+    orc, _ = collect(lambda: probe.pathwise(oracle, k), s.oracle_estimates, what="oracle",
+                     progress=progress)
+    cos_ref_oracle = ref.mean @ orc.mean / (ref.mean.norm() * orc.mean.norm()).clamp_min(1e-300)
+    out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref},
+           "reference": {"estimator": "rloo", "samples": k_ref, "estimates": ref.n,
+                         "renders": ref.n * len(images) * k_ref, "norm": float(ref.mean.norm()),
+                         "cos_oracle": float(cos_ref_oracle)},
+           "oracle": {"softras_sigma": s.oracle_sigma, "estimates": orc.n,
+                      "norm": float(orc.mean.norm())},
+           "rows": [], "var_per_coordinate": {}}
+    for name in names:
+        row: dict = {"estimator": name}
+        try:
+            est = estimators.build(name, **(cfg.estimator.kwargs if name == cfg.estimator.name else {}))
+            est = est.to(probe.dev)
+            if getattr(est, "pathwise", False):
+                draw, kind = (lambda: probe.pathwise(oracle, k)), "soft"
+            else:
+                if k < est.min_samples:
+                    raise ValueError(f"needs K >= {est.min_samples}, got K={k}")
+                size_lazy_parameters(est, model, k, probe.dev)
+                if est_state and est_state[0] == name:
+                    est.load_state_dict(est_state[1])
+                warm = warmup(probe, est, k, s.warmup, cfg.estimator.lr)
+                row["warmup_renders"] = warm
+                est.eval()
+                draw, kind = (lambda est=est: probe.estimate(est, k)), "gl"
+            before = probe.renders
+            m, sec = collect(draw, s.estimates, ref.mean, orc.mean, name, progress)
+            row.update(summarise(m, ref.mean, ref.var, ref.n))
+            row.update({"objective": est.objective, "renders_per_estimate": len(images) * k,
+                        "render_kind": kind, "gl_renders": probe.renders - before,
+                        "seconds_per_estimate": sec})
+            out["var_per_coordinate"][name] = m.var.float()
+        except (ValueError, RuntimeError) as e:  # one estimator that cannot run here
+            row["error"] = str(e)
+        out["rows"].append(row)
+    done = {r["estimator"]: r for r in out["rows"] if "var_mean" in r}
+    if "reinforce" in done:
+        for r in done.values():
+            r["var_ratio_vs_reinforce"] = done["reinforce"]["var_mean"] / max(r["var_mean"], 1e-300)
+    return out
+
+
+def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: float) -> int:
+    """Train an estimator's own state (running means, baseline networks) at fixed model
+    parameters; returns the renders it took."""
+    params = list(est.parameters())
+    opt = torch.optim.Adam(params, lr=lr) if params else None
+    stateful = bool(params) or any(b.numel() for b in est.buffers())
+    if not stateful:
+        return 0
+    before = probe.renders
+    est.train()
+    for _ in range(steps):
+        probe.estimate(est, k)
+        if opt:
+            opt.step()
+    return probe.renders - before
+
+
+def bar_chart(values: dict[str, float], title: str, log: bool = False, size=(520, 220)) -> np.ndarray:
+    """A labelled horizontal bar chart drawn with PIL (matplotlib is not a dependency)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    d.text((8, 4), title + (" (log10)" if log else ""), fill="black")
+    items = [(k, v) for k, v in values.items() if v is not None and np.isfinite(v)]
+    if not items:
+        return np.asarray(img)
+    vals = np.array([math.log10(max(v, 1e-300)) if log else v for _, v in items])
+    lo, hi = min(0.0, vals.min()), max(0.0, vals.max())
+    span = (hi - lo) or 1.0
+    x0, x1, top = 120, size[0] - 70, 22
+    row_h = (size[1] - top - 4) / len(items)
+    zero = x0 + (0 - lo) / span * (x1 - x0)
+    for i, ((name, _), v) in enumerate(zip(items, vals)):
+        y = top + i * row_h
+        d.text((6, y + row_h / 2 - 6), name[:16], fill="black")
+        xv = x0 + (v - lo) / span * (x1 - x0)
+        d.rectangle([min(zero, xv), y + 2, max(zero, xv), y + row_h - 2], fill=(70, 110, 190))
+        d.text((max(zero, xv) + 4, y + row_h / 2 - 6), f"{v:.3g}", fill="black")
+    return np.asarray(img)
+
+
+def write(out: dict, out_dir: Path) -> Path:
+    """diagnose.json, diagnose.png (bar charts) and TensorBoard events in ``out_dir``."""
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from learners.runlog import save_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in out["rows"] if "var_mean" in r]
+    charts = [("var_mean", "gradient variance, mean per coordinate", True),
+              ("dsnr", "directional SNR", False),
+              ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
+    png = np.concatenate([bar_chart({r["estimator"]: r[key] for r in rows}, title, log)
+                          for key, title, log in charts], 0)
+    save_png(out_dir / "diagnose.png", png)
+    tb = SummaryWriter(str(out_dir / "tb"))
+    try:
+        for i, r in enumerate(rows):
+            for key in ("var_mean", "var_max", "snr_mean", "dsnr", "cos_oracle", "bias_rel"):
+                tb.add_scalar(f"{r['estimator']}/{key}", r[key], 0)
+            tb.add_scalar("var_mean_log10_by_estimator", math.log10(max(r["var_mean"], 1e-300)), i)
+            v = out["var_per_coordinate"][r["estimator"]]
+            tb.add_histogram(f"{r['estimator']}/log10_var_per_coordinate", v.clamp_min(1e-30).log10(), 0)
+        tb.add_image("diagnose", png, 0, dataformats="HWC")
+        tb.add_text("rows", "\n".join(json.dumps(r) for r in out["rows"]), 0)
+    finally:
+        tb.close()
+    data = {k: v for k, v in out.items() if k != "var_per_coordinate"} | {"machine": _machine()}
+    path = out_dir / "diagnose.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "torch": torch.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m learners.diagnose", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="the run's YAML config (task: mesh)")
+    ap.add_argument("--checkpoint", required=True, help="runs/<name>/checkpoint.pt")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--estimators", default="", help="comma-separated names (default: all)")
+    ap.add_argument("--out", default="", help="output directory (default: <run dir>/diagnose)")
+    for f in ("estimates", "batch", "samples", "warmup", "ref_estimates", "ref_samples",
+              "oracle_estimates", "seed"):
+        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Settings(), f))
+    ap.add_argument("--oracle-sigma", type=float, default=Settings().oracle_sigma)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        task, cfg = load(a.config, a.overrides)
+        if not isinstance(cfg, MeshRunConfig):
+            raise ConfigError(f"{a.config}: diagnostics need a mesh config (task: mesh)")
+        names = [n.strip() for n in a.estimators.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(estimators.available()))
+        if unknown:
+            raise ConfigError(f"--estimators: unknown {unknown}; choose from {estimators.available()}")
+        if a.estimates < 2 or a.ref_estimates < 2:
+            raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    s = Settings(names, **{f: getattr(a, f) for f in ("estimates", "batch", "samples", "warmup",
+                                                       "ref_estimates", "ref_samples",
+                                                       "oracle_estimates", "oracle_sigma", "seed")})
+    torch.set_num_threads(cfg.train.torch_threads)
+    state = checkpoint.load(a.checkpoint, map_location=cfg.device)
+    model = MeshModel(cfg.model, cfg.data.size).to(cfg.device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        print(f"error: {a.checkpoint} does not fit the model of {a.config} ({e})", file=sys.stderr)
+        return 2
+    run_cfg = state.get("config", {}).get("estimator", {})
+    renderer = MeshRenderer(cfg.data.size, cfg.data.size, 256)
+    try:
+        train, _ = mesh_images.load(cfg.data, render_fn(renderer))
+        rng = np.random.default_rng(s.seed)
+        idx = rng.choice(len(train), size=min(s.batch or cfg.train.batch, len(train)), replace=False)
+        out = diagnose(cfg, model, train.images[idx], renderer, s,
+                       (run_cfg.get("name"), state.get("estimator") or {}),
+                       progress=not a.no_progress)
+    finally:
+        renderer.release()
+    out_dir = Path(a.out) if a.out else Path(a.checkpoint).parent / "diagnose"
+    path = write(out, out_dir)
+    cols = ["estimator", "var_mean", "var_max", "var_ratio_vs_reinforce", "snr_mean", "dsnr",
+            "cos_oracle", "bias_rel", "bias_noise_floor_rel", "renders_per_estimate"]
+    print("  ".join(f"{c:>14}" for c in cols))
+    for r in out["rows"]:
+        print("  ".join(f"{_fmt(r.get(c, r.get('error', '')[:14] if c == 'var_mean' else '')):>14}"
+                        for c in cols))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Task ``image_volume``: learn 3D volumes from 2D images alone (issue 5).
+
+Two experiments, as configs: ``single`` (each example is one image from a random known camera)
+and ``multiview`` (3 fixed context views -> infer 3D -> predict 10 random target views). The
+model never reads a volume; the held-out volumes are used only to score the inferred canvas in
+3D (IoU, in the object frame). Logs to TensorBoard, checkpoints atomically, resumes, and
+writes ``report.json`` and ``views.png`` (target | predicted) under ``runs/<name>/``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from gen3d.data.views import MultiViewData, ViewBatch
+from gen3d.data.volumes import VolumeDataConfig, load_volumes
+from gen3d.volumes.image_model import ImageModelConfig, ImageVolumeModel, iou3d
+from gen3d.volumes.model import VolumeModelConfig
+from gen3d.volumes.projection import ProjectionConfig
+from learners import checkpoint
+from learners.config import ConfigError, to_dict
+from learners.runlog import RunLog, image_grid, save_png
+
+
+@dataclass
+class ViewsConfig:
+    """How the training images are made from the volumes (see gen3d.data.views)."""
+
+    experiment: Literal["single", "multiview"] = "multiview"
+    """single: one image per example, no context; multiview: context views -> target views."""
+    image: Literal["depth", "silhouette"] = "depth"
+    """What a pixel holds: normalised depth (Gaussian likelihood) or occupancy (Bernoulli)."""
+    image_size: int = 32
+    """Pixels per side (must equal model.projection.image_size)."""
+    depth_samples: int = 64
+    """Samples along each ray when rendering the data."""
+    extent: float = 1.25
+    """Half-width of the box each camera sees (volumes span [-1, 1]); above 1 so that shapes
+    near a corner stay in view (must equal model.projection.extent)."""
+    context_views: list[list[float]] = field(
+        default_factory=lambda: [[0.0, 20.0], [120.0, 20.0], [240.0, 20.0]])
+    """Fixed context cameras as [azimuth, elevation] in degrees (multiview only)."""
+    n_targets: int = 10
+    """Random target views per example (single: always 1)."""
+    max_elevation: float = 60.0
+    """Target cameras have |elevation| up to this many degrees."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation budget."""
+
+    steps: int = 20000
+    """Optimiser steps."""
+    max_minutes: float = 0.0
+    """Stop early after this much wall-clock training (0: no limit); the report states both."""
+    batch_size: int = 32
+    """Volumes per step (each with its views)."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    grad_clip: float = 10.0
+    """Clip the gradient norm to this (0: off)."""
+    log_every: int = 50
+    """Steps between TensorBoard scalars."""
+    image_every: int = 1000
+    """Steps between TensorBoard image grids."""
+    checkpoint_every: int = 500
+    """Steps between atomic checkpoints."""
+
+
+@dataclass
+class EvalConfig:
+    """The held-out evaluation at the end of a run."""
+
+    batch_size: int = 32
+    """Held-out volumes per evaluation batch."""
+    iwae_samples: int = 10
+    """k of the importance-weighted bound (0: skip it)."""
+    threshold: float = 0.5
+    """Occupancy above this counts as inside for the 3D IoU."""
+    grid_items: int = 4
+    """Held-out items drawn in views.png."""
+    seed: int = 1234
+    """Seed of the held-out target cameras (the same views for every run)."""
+
+
+@dataclass
+class ImageRunConfig:
+    """A run of the image_volume task."""
+
+    name: str = "images"
+    """Run directory name under out_dir."""
+    out_dir: str = "runs"
+    """Where runs/<name>/ goes."""
+    seed: int = 0
+    """Seed of the model, the batches and the random target cameras."""
+    device: str = "cpu"
+    """torch device, e.g. cpu or cuda."""
+    data: VolumeDataConfig = field(default_factory=VolumeDataConfig)
+    """The volumes the images are made from (held-out ones score the 3D)."""
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    """The images and cameras."""
+    model: ImageModelConfig = field(default_factory=lambda: ImageModelConfig(
+        VolumeModelConfig(canvas_size=30, canvas_channels=2), ProjectionConfig(extent=1.25)))
+    """The sequential model and the learned projection."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation."""
+
+    def __post_init__(self) -> None:
+        v, m = self.views, self.model
+        if m.volume.canvas_size != self.data.volume_size:
+            raise ValueError(f"model.volume.canvas_size ({m.volume.canvas_size}) must equal the "
+                             f"volumes' size ({self.data.volume_size}); set them equal")
+        if m.projection.image_size != v.image_size or m.projection.extent != v.extent:
+            raise ValueError("model.projection.image_size/extent must equal views.image_size/"
+                             "extent: the operator has to see what the data camera sees")
+        want = "gaussian" if v.image == "depth" else "bernoulli"
+        if m.projection.likelihood != want:
+            raise ValueError(f"views.image: {v.image} needs model.projection.likelihood: {want}")
+        ctx = "views" if v.experiment == "multiview" else "none"
+        if m.volume.context != ctx:
+            raise ValueError(f"views.experiment: {v.experiment} needs model.volume.context: {ctx}")
+        if ctx == "views" and m.volume.n_views != len(v.context_views):
+            raise ValueError(f"model.volume.n_views ({m.volume.n_views}) must equal the number "
+                             f"of views.context_views ({len(v.context_views)})")
+
+
+# ------------------------------------------------------------------ data and model plumbing
+
+
+def make_data(cfg: ImageRunConfig, device: torch.device | str = "cpu"
+              ) -> tuple[MultiViewData, MultiViewData]:
+    v = cfg.views
+    train, test = load_volumes(cfg.data)
+    multi = v.experiment == "multiview"
+    out = []
+    for s in (train, test):
+        vols = torch.from_numpy(np.ascontiguousarray(s.volumes)).float()[:, None]
+        out.append(MultiViewData(vols, [tuple(c) for c in v.context_views] if multi else [],
+                                 v.n_targets if multi else 1, v.image, v.image_size,
+                                 v.depth_samples, v.extent, v.max_elevation, device))
+    return out[0], out[1]
+
+
+def model_inputs(cfg: ImageRunConfig, b: ViewBatch) -> tuple:
+    """(x, c, camera) of the model for a batch: single-view data drops the view axis."""
+    if cfg.views.experiment == "single":
+        return b.target[:, 0], None, b.target_cameras[:, 0]
+    return b.target, b.context[:, :, 0], b.target_cameras
+
+
+def build_model(cfg: ImageRunConfig) -> ImageVolumeModel:
+    n_views = cfg.views.n_targets if cfg.views.experiment == "multiview" else None
+    return ImageVolumeModel(cfg.model, n_views=n_views)
+
+
+def to_picture(img: torch.Tensor, image: str) -> np.ndarray:
+    """Images (..., H, W) as [0, 1] pictures: near surfaces bright for depth."""
+    a = img.detach().float().cpu().clamp(0, 1)
+    return (1 - a if image == "depth" else a).numpy()
+
+
+def views_grid(cfg: ImageRunConfig, b: ViewBatch, params: torch.Tensor,
+               model: ImageVolumeModel, items: int) -> np.ndarray:
+    """One row per item: context views, then each target view above its prediction."""
+    pred = model.projection.likelihood.mean(params).reshape(b.target.shape)
+    rows = []
+    for i in range(min(items, len(b.volumes))):
+        ctx = [to_picture(c[0], cfg.views.image) for c in b.context[i]]
+        tgt = [to_picture(t[0], cfg.views.image) for t in b.target[i]]
+        prd = [to_picture(p[0], cfg.views.image) for p in pred[i]]
+        blank = [np.ones_like(tgt[0])] * len(ctx)
+        rows += [ctx + tgt, blank + prd]
+    cols = len(rows[0])
+    return image_grid(np.stack([im for r in rows for im in r]), cols)
+
+
+# ------------------------------------------------------------------ evaluation
+
+# thresholds of the reported IoU sweep: an oracle view of calibration, never the headline
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+@torch.no_grad()
+def evaluate(cfg: ImageRunConfig, model: ImageVolumeModel, test: MultiViewData,
+             device: torch.device) -> tuple[dict, np.ndarray]:
+    """Held-out bounds (nats per example), 3D IoU of the inferred canvas, and the baselines
+    of an empty and a full volume; plus the views.png grid of the first items."""
+    model.eval()
+    g = torch.Generator().manual_seed(cfg.eval.seed)
+    sums: dict[str, float] = {}
+    grid = None
+    n = len(test)
+    for lo in range(0, n, cfg.eval.batch_size):
+        b = test.batch(torch.arange(lo, min(n, lo + cfg.eval.batch_size)), g).to(device)
+        x, c, cam = model_inputs(cfg, b)
+        occ, out = model.infer_occupancy(x, c, cam)
+        vals = {"elbo": out.elbo, "log_lik": out.log_lik, "kl": out.kl,
+                "iou3d": iou3d(occ, b.volumes, cfg.eval.threshold),
+                **{f"iou3d@{t}": iou3d(occ, b.volumes, t) for t in SWEEP},
+                "iou3d_full": iou3d(torch.ones_like(b.volumes), b.volumes),
+                "occupied_fraction": b.volumes.flatten(1).mean(1)}
+        if cfg.views.experiment == "multiview":  # 3D from the context views alone
+            vals["iou3d_context_only"] = iou3d(model.prior_occupancy(len(x), c, cam), b.volumes,
+                                               cfg.eval.threshold)
+        if cfg.eval.iwae_samples > 0:
+            vals["iwae"] = model.iwae(x, c, cam, cfg.eval.iwae_samples)
+        for k, v in vals.items():
+            sums[k] = sums.get(k, 0.0) + float(v.double().sum())
+        if grid is None:
+            grid = views_grid(cfg, b, out.params, model, cfg.eval.grid_items)
+    res = {k: v / n for k, v in sums.items()}
+    res["iou3d_empty"] = 0.0
+    res["iou3d_by_threshold"] = {t: res.pop(f"iou3d@{t}") for t in SWEEP}
+    model.train()
+    return res, grid
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
+    """Train from images, evaluate on held-out shapes, write runs/<name>/report.json."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {cfg.device} asked for but CUDA is not available; use cpu")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    train, test = make_data(cfg, device)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, trained_s = 0, 0.0
+    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, to_dict(cfg))
+    if resume:
+        state = log.load()
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, trained_s = state["step"], state["trained_s"]
+        gen.set_state(state["gen"])
+        checkpoint.set_rng_state(state["rng"])
+        log.close()
+        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, step, to_dict(cfg))
+
+    def save() -> None:
+        log.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                  "trained_s": trained_s, "gen": gen.get_state(), "rng": checkpoint.rng_state()})
+
+    t_cfg = cfg.train
+    t0 = time.time() - trained_s
+    while step < t_cfg.steps:
+        if t_cfg.max_minutes and time.time() - t0 > 60 * t_cfg.max_minutes:
+            break
+        idx = torch.randint(len(train), (t_cfg.batch_size,), generator=gen)
+        b = train.batch(idx, gen).to(device)
+        x, c, cam = model_inputs(cfg, b)
+        out = model(x, c, cam)
+        loss = -out.elbo.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: the bound became {loss.item()}; lower "
+                                     "train.lr or raise model.projection.min_sigma")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t_cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+        opt.step()
+        step += 1
+        trained_s = time.time() - t0
+        if step % t_cfg.log_every == 0 or step == t_cfg.steps:
+            vals = {"train/bound_nats": -loss.item(), "train/kl": out.kl.mean().item(),
+                    "train/log_lik": out.log_lik.mean().item()}
+            if cfg.model.projection.likelihood == "gaussian":
+                vals["train/sigma"] = model.projection.likelihood.sigma.item()
+            log.scalars(step, vals)
+        if step % t_cfg.image_every == 0:
+            log.image("train/views", views_grid(cfg, b, out.params, model, 2), step)
+        if step % t_cfg.checkpoint_every == 0:
+            save()
+        log.progress(1, bound=-loss.item())
+    save()
+    res, grid = evaluate(cfg, model, test, device)
+    report = {
+        "experiment": cfg.views.experiment, "image": cfg.views.image,
+        "bound_nats": res.pop("elbo"), "iwae_nats": res.pop("iwae", None),
+        "iou3d": res.pop("iou3d"), **res,
+        "budget": {"steps": step, "train_seconds": round(trained_s, 1),
+                   "batch_size": t_cfg.batch_size, "n_train": len(train), "n_test": len(test),
+                   "T": cfg.model.volume.steps},
+        "machine": machine(device),
+    }
+    log.scalars(step, {f"eval/{k}": v for k, v in report.items()
+                       if isinstance(v, float) and math.isfinite(v)})
+    log.image("eval/views", grid, step)
+    save_png(log.dir / "views.png", grid)
+    log.write_json("report.json", report)
+    log.close()
+    return report
+
+
+def machine(device: torch.device) -> str:
+    """A short description of where the run happened."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} "
+            f"threads, torch {torch.__version__}")
