@@ -176,7 +176,8 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
         a = np.asarray(actions, np.float32)
         if a.shape != (self.num_envs, spaces.ACTION_DIM):
-            raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), got {a.shape}")
+            raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
+                             f"got {a.shape}")
         t0 = time.perf_counter()
         imgs = render_actions(self.renderer, a).rgb
         t1 = time.perf_counter()

@@ -136,7 +136,8 @@ class MeshRenderer:
         self._ibo = ctx.buffer(geo.ico_faces().astype(np.int32).tobytes())
         self.ray_vao = ctx.vertex_array(self.ray_prog, [], index_buffer=self._ibo, index_element_size=4)
         bm = self.max_batch
-        self._rays_tex = ctx.texture((geo.N_RAYS, 1), 3, geo.ico_rays().astype(np.float32).tobytes(), dtype="f4")
+        rays = geo.ico_rays().astype(np.float32).tobytes()
+        self._rays_tex = ctx.texture((geo.N_RAYS, 1), 3, rays, dtype="f4")
         self._len_tex = ctx.texture((geo.N_RAYS, bm), 1, dtype="f4")
         self._pose_tex = ctx.texture((3, bm), 4, dtype="f4")
         self._vcol_tex = ctx.texture((geo.N_RAYS, bm), 3, dtype="f4")
@@ -298,7 +299,8 @@ class MeshRenderer:
         # RGB straight from GL into a fresh array (dropping alpha in numpy is a strided copy
         # that cost more than the whole draw on a GPU)
         raw = np.empty((h, w, 3), dt)
-        self.fbo.read_into(raw, viewport=(0, 0, w, h), components=3, dtype="f4" if self.float_colour else "f1")
+        self.fbo.read_into(raw, viewport=(0, 0, w, h), components=3,
+                           dtype="f4" if self.float_colour else "f1")
         rgb = _untile(raw, rows, self.atlas, n)
         if as_float and not self.float_colour:
             rgb = rgb.astype(np.float32) * np.float32(1 / 255)
@@ -348,5 +350,6 @@ def _untile(atlas: np.ndarray, rows: int, a: _Atlas, n: int) -> np.ndarray:
 def _concat(parts: list[Render]) -> Render:
     if len(parts) == 1:
         return parts[0]
-    cat = lambda k: None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])
+    def cat(k):
+        return None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])
     return Render(cat("rgb"), cat("depth"), cat("mask"))

@@ -83,4 +83,6 @@ def gaussian_loglik(target: np.ndarray, render: np.ndarray, sigma: float) -> np.
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
-    return x.astype(np.float32) * np.float32(1 / 255) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) * np.float32(1 / 255)
+    return x.astype(np.float32, copy=False)

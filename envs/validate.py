@@ -53,7 +53,8 @@ def check_pose(b: int, rotation=None, translation=None, scale=None) -> np.ndarra
         else:
             aa = check_array("rotation", ra, (b, 3))
             r = geo.axis_angle_to_matrix(aa).astype(np.float32)
-    t = np.zeros((b, 3), np.float32) if translation is None else check_array("translation", translation, (b, 3))
+    t = (np.zeros((b, 3), np.float32) if translation is None
+         else check_array("translation", translation, (b, 3)))
     if scale is None:
         s = np.ones(b, np.float32)
     else:

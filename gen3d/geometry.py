@@ -136,11 +136,17 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> unit quaternions (w, x, y, z) with w >= 0."""
     m = np.asarray(m, dtype=np.float64)
     tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    def e(i, j):
+        return m[..., i, j]
+
+    xx, yy, zz = e(0, 0), e(1, 1), e(2, 2)
+
+    # 4 * q * q_k for k = w, x, y, z: each row is the quaternion scaled by one of its parts
     cand = np.stack([
-        np.stack([1 + tr, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        np.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-        np.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-        np.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+        np.stack([1 + tr, e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1)], -1),
+        np.stack([e(2, 1) - e(1, 2), 1 + xx - yy - zz, e(0, 1) + e(1, 0), e(0, 2) + e(2, 0)], -1),
+        np.stack([e(0, 2) - e(2, 0), e(0, 1) + e(1, 0), 1 - xx + yy - zz, e(1, 2) + e(2, 1)], -1),
+        np.stack([e(1, 0) - e(0, 1), e(0, 2) + e(2, 0), e(1, 2) + e(2, 1), 1 - xx - yy + zz], -1),
     ], -2)
     # pick the numerically largest candidate (Shepperd's method)
     diag = np.stack([tr, m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], -1)
@@ -269,13 +275,15 @@ def transform_points(points, rotation=None, translation=None, scale: float = 1.0
 
 def face_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     v = np.asarray(verts, dtype=np.float64)
-    n = np.cross(v[..., faces[:, 1], :] - v[..., faces[:, 0], :], v[..., faces[:, 2], :] - v[..., faces[:, 0], :])
+    a = v[..., faces[:, 0], :]
+    n = np.cross(v[..., faces[:, 1], :] - a, v[..., faces[:, 2], :] - a)
     return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
 
 
 def face_areas(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     v = np.asarray(verts, dtype=np.float64)
-    n = np.cross(v[..., faces[:, 1], :] - v[..., faces[:, 0], :], v[..., faces[:, 2], :] - v[..., faces[:, 0], :])
+    a = v[..., faces[:, 0], :]
+    n = np.cross(v[..., faces[:, 1], :] - a, v[..., faces[:, 2], :] - a)
     return 0.5 * np.linalg.norm(n, axis=-1)
 
 
@@ -287,7 +295,8 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.
     flip = u + v > 1
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
     tri = np.asarray(verts, np.float64)[faces[idx]]
-    return (tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])).astype(np.float32)
+    p = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+    return p.astype(np.float32)
 
 
 def ray_lengths_of_mesh(verts: np.ndarray, faces: np.ndarray, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -405,7 +414,11 @@ def torus(major: float = 0.35, minor: float = 0.15, n_major: int = 32, n_minor: 
             p2, q2 = i * n_minor + (j + 1) % n_minor, ((i + 1) % n_major) * n_minor + (j + 1) % n_minor
             faces += [(p, q, q2), (p, q2, p2)]
             sides += [int(4 * i / n_major)] * 2
-    return _orient_outward(Mesh(verts, np.array(faces), np.array(sides), 4), centre_of=lambda c: c * [1, 0, 1] * (major / np.maximum(np.linalg.norm(c * [1, 0, 1], axis=1, keepdims=True), 1e-9)))
+    def ring_point(c):  # the nearest point of the torus's core circle: "inside" for a face
+        flat = c * [1, 0, 1]
+        return flat * (major / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-9))
+
+    return _orient_outward(Mesh(verts, np.array(faces), np.array(sides), 4), centre_of=ring_point)
 
 
 def _orient_outward(m: Mesh, centre_of=None) -> Mesh:

@@ -57,6 +57,8 @@ class MeshModelConfig:
     """Ray length of the initial sphere."""
     init_std: float = 0.1
     """Initial std of p(m | z) in the unconstrained space."""
+    z_bound: float = 4.0
+    """Posterior means are squashed into (-z_bound, z_bound) (prior std units)."""
     init_log_sd_z: float = -2.0
     """Initial log-std of q(z | x): a narrow posterior lets the decoder learn to use z before
     the KL, whose gradient is exact while the reconstruction's is noisy, pulls q to the prior."""
@@ -176,7 +178,10 @@ class MeshModel(nn.Module):
         lqz = feat.new_zeros(n)
         for t in range(self.cfg.T):
             mu, log_sd = self.q(torch.cat([feat, h], 1)).chunk(2, 1)
-            log_sd = log_sd.clamp(-8, 4)
+            # bounded posterior: the score-function noise in the encoder's gradient cannot
+            # random-walk z (and the KL) off to thousands of nats
+            mu = self.cfg.z_bound * torch.tanh(mu / self.cfg.z_bound)
+            log_sd = log_sd.clamp(-6, 1)
             e = torch.zeros_like(mu) if eps_z is None else eps_z[:, t]
             z = mu + torch.exp(log_sd) * e
             kl = kl + 0.5 * (mu**2 + torch.exp(2 * log_sd) - 1 - 2 * log_sd).sum(1)

@@ -76,7 +76,8 @@ class Probe:
 
     def rewards(self, actions: Tensor) -> Tensor:
         b, k, _ = actions.shape
-        rgb = self.renderer.render_rays(**spaces.unpack(actions.reshape(b * k, -1).cpu().numpy())).rgb
+        flat = actions.reshape(b * k, -1).cpu().numpy()
+        rgb = self.renderer.render_rays(**spaces.unpack(flat)).rgb
         self.renders += b * k
         r = spaces.gaussian_loglik(np.repeat(self.targets, k, 0), rgb, self.cfg.train.sigma)
         return torch.as_tensor(r, dtype=torch.float32, device=self.dev).reshape(b, k)
@@ -90,7 +91,8 @@ class Probe:
         gradient, or the IWAE bound's for ``objective == "iwae"``)."""
         self.model.zero_grad(set_to_none=True)
         est.zero_grad(set_to_none=True)
-        noise = est.noise((len(self.x), k, self.model.decoder.dim), generator=self.gen, device=self.dev)
+        shape = (len(self.x), k, self.model.decoder.dim)
+        noise = est.noise(shape, generator=self.gen, device=self.dev)
         s = self.model.sample(self.x, k, noise=noise, generator=self.gen)
         r = self.rewards(s.actions)
         batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
@@ -196,7 +198,8 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     for name in names:
         row: dict = {"estimator": name}
         try:
-            est = estimators.build(name, **(cfg.estimator.kwargs if name == cfg.estimator.name else {}))
+            opts = cfg.estimator.kwargs if name == cfg.estimator.name else {}
+            est = estimators.build(name, **opts)
             est = est.to(probe.dev)
             if getattr(est, "pathwise", False):
                 draw, kind = (lambda: probe.pathwise(oracle, k)), "soft"
@@ -244,7 +247,8 @@ def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: floa
     return probe.renders - before
 
 
-def bar_chart(values: dict[str, float], title: str, log: bool = False, size=(520, 220)) -> np.ndarray:
+def bar_chart(values: dict[str, float], title: str, log: bool = False,
+              size: tuple[int, int] = (520, 220)) -> np.ndarray:
     """A labelled horizontal bar chart drawn with PIL (matplotlib is not a dependency)."""
     from PIL import Image, ImageDraw
 
@@ -292,7 +296,8 @@ def write(out: dict, out_dir: Path) -> Path:
                 tb.add_scalar(f"{r['estimator']}/{key}", r[key], 0)
             tb.add_scalar("var_mean_log10_by_estimator", math.log10(max(r["var_mean"], 1e-300)), i)
             v = out["var_per_coordinate"][r["estimator"]]
-            tb.add_histogram(f"{r['estimator']}/log10_var_per_coordinate", v.clamp_min(1e-30).log10(), 0)
+            tb.add_histogram(f"{r['estimator']}/log10_var_per_coordinate",
+                             v.clamp_min(1e-30).log10(), 0)
         tb.add_image("diagnose", png, 0, dataformats="HWC")
         tb.add_text("rows", "\n".join(json.dumps(r) for r in out["rows"]), 0)
     finally:
@@ -338,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip() for n in a.estimators.split(",") if n.strip()]
         unknown = sorted(set(names) - set(estimators.available()))
         if unknown:
-            raise ConfigError(f"--estimators: unknown {unknown}; choose from {estimators.available()}")
+            raise ConfigError(f"--estimators: unknown {unknown}; "
+                              f"choose from {estimators.available()}")
         if a.estimates < 2 or a.ref_estimates < 2:
             raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
     except ConfigError as e:
@@ -360,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train, _ = mesh_images.load(cfg.data, render_fn(renderer))
         rng = np.random.default_rng(s.seed)
-        idx = rng.choice(len(train), size=min(s.batch or cfg.train.batch, len(train)), replace=False)
+        b = min(s.batch or cfg.train.batch, len(train))
+        idx = rng.choice(len(train), size=b, replace=False)
         out = diagnose(cfg, model, train.images[idx], renderer, s,
                        (run_cfg.get("name"), state.get("estimator") or {}),
                        progress=not a.no_progress)

@@ -71,7 +71,8 @@ def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera:
     for i in range(len(actions)):
         v, f, _ = action_mesh(actions[i])
         t = data.mesh(i)
-        to_cam = lambda p: p @ view[:3, :3].T + view[:3, 3]
+        def to_cam(p):
+            return p @ view[:3, :3].T + view[:3, 3]
         ch.append(chamfer(to_cam(geo.sample_surface(v, f, n_points, rng)),
                           to_cam(geo.sample_surface(t.verts, t.faces, n_points, rng))))
     ious, psnrs = iou(out.mask, data.masks), psnr(out.rgb, data.images)

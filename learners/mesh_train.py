@@ -255,7 +255,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             history.append(elbo)
             log.progress(1, elbo=elbo)
             if step % tc.log_every == 0:
-                vals = {"train/elbo_nats": elbo, "train/kl_weight": beta, "train/reward_mean": float(r_all.mean()),
+                vals = {"train/elbo_nats": elbo, "train/kl_weight": beta,
+                        "train/reward_mean": float(r_all.mean()),
                         "train/reward_var": float(r_all.var(1).mean()),
                         "train/kl_nats": float(kl_all.mean()),
                         "train/model_std": float(model.std().detach().mean()),

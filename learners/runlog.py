@@ -86,7 +86,8 @@ def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, dtype=imgs.dtype)
     for i in range(n):
         r, q = divmod(i, cols)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        out[y: y + h, x: x + w] = imgs[i]
     return out
 
 

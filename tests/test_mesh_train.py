@@ -44,7 +44,8 @@ def test_end_to_end_writes_checkpoint_events_and_a_report_in_range(tmp_path):
     pool = report["speed"]["pool"]
     assert pool["completed"] == pool["requested"] == 4 * 4 * 4 + 0  # steps * B * K
     obj = next(run_dir.glob("*.obj")).read_text().splitlines()
-    assert sum(line.startswith("v ") for line in obj) == 162 and sum(line.startswith("f ") for line in obj) == 320
+    assert sum(line.startswith("v ") for line in obj) == 162
+    assert sum(line.startswith("f ") for line in obj) == 320
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
