@@ -27,13 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUICK = ["data.size=16", "data.n_train=48", "data.n_test=16", "views.image_size=16",
+SMALL = ["data.size=16", "views.image_size=16",
          "views.depth_samples=32", "views.n_targets=3", "model.projection.image_size=16",
          "model.projection.conv3d=[4]", "model.projection.conv2d=[16]",
          "model.volume.canvas_size=16", "model.volume.steps=2", "model.volume.hidden=64",
          "model.volume.enc_hidden=64", "model.volume.write_patch=4", "model.volume.read_patch=4",
          "model.volume.context_dim=32", "model.reader_dim=64", "train.batch_size=8",
          "train.lr=0.004", "eval.iwae_samples=2"]
+QUICK = SMALL + ["data.n_train=48", "data.n_test=16"]
 IMAGE = {"silhouette": ["views.image=silhouette", "model.projection.likelihood=bernoulli",
                         "model.projection.render=max"],
          "depth": ["views.image=depth", "model.projection.likelihood=gaussian",
@@ -41,7 +42,7 @@ IMAGE = {"silhouette": ["views.image=silhouette", "model.projection.likelihood=b
 
 
 def overrides(args: argparse.Namespace, experiment: str, image: str) -> list[str]:
-    over = list(QUICK) if args.quick or args.small else []
+    over = list(QUICK) if args.quick else list(SMALL) if args.small else []
     over += IMAGE[image]
     over += [f"name=bench_{experiment}_{image}", f"out_dir={args.out}", f"device={args.device}",
              f"train.steps={args.steps}", f"train.max_minutes={args.minutes}",
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 60 steps: a smoke run")
     ap.add_argument("--small", action="store_true",
-                    help="the tiny sizes of --quick (16^3, T=2) for the full budget: a CPU run")
+                    help="the model sizes of --quick (16^3, T=2) with the configs' data and the "
+                    "full budget: a CPU run")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--minutes", type=float, default=None,
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (they share the device)")
     ap.add_argument("--out", default=str(ROOT / "bench_out" / "runs"), help="runs directory")
     ap.add_argument("--cache", default=str(ROOT / "data_cache"), help="volume cache directory")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue each run from its checkpoint up to the (larger) new budget")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for every run (repeatable)")
     args = ap.parse_args(argv)
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                    str(ROOT / "configs" / f"images_{e}.yaml")]
             for o in overrides(args, e, i):
                 cmd += ["--set", o]
+            if args.resume and (Path(args.out) / f"bench_{e}_{i}" / "checkpoint.pt").is_file():
+                cmd.append("--resume")
             running.append(((e, i), subprocess.Popen(cmd, cwd=ROOT)))
         time.sleep(1)
         for item in list(running):
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                          "batch_size": r["budget"]["batch_size"], "T": r["budget"]["T"]})
     out = {"machine": f"{machine}; {args.jobs} run(s) at a time on it",
            "budget": {"minutes_per_run": args.minutes, "max_steps": args.steps,
-                      "quick": args.quick, "small": args.small, "overrides": args.set,
+                      "quick": args.quick, "small": args.small, "resumed": args.resume, "overrides": args.set,
                       "wall_s": round(time.time() - t0, 1)},
            "rows": rows}
     print(f"\n{'experiment':<10} {'image':<10} {'steps':>6} {'bound':>9} {'iwae':>9} "

@@ -59,15 +59,17 @@ def time_step(device: str, batch: int, write: str, graph: bool, iters: int, warm
     for _ in range(warmup):
         step(x, None)
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(iters):
         loss = step(x, None)[0]
     sync(device)
     ms = (time.perf_counter() - t0) / iters * 1000
+    cpu_ms = (time.process_time() - c0) / iters * 1000  # robust to other processes' load
     if not torch.isfinite(loss):
         raise FloatingPointError(f"speed run diverged (batch {batch}, {write})")
     return {"T": 12, "batch": batch, "write": write, "cuda_graph": graph, "device": device,
-            "compiled": compile_steps, "step_ms": round(ms, 2), "volumes_per_s": round(batch / ms * 1000, 1)}
+            "compiled": compile_steps, "step_ms": round(ms, 2),
+            "volumes_per_s": round(batch / ms * 1000, 1), "process_cpu_ms": round(cpu_ms, 1)}
 
 
 def flush(args, result: dict) -> None:

@@ -107,7 +107,8 @@ class SoftRasteriser:
     def render_actions(self, actions: Tensor) -> SoftRender:
         """Renderer actions (..., 654) as the model's decoder writes them (``ACTION_SLICES``)."""
         if actions.shape[-1] != geo.ACTION_DIM:
-            raise ValueError(f"actions: last axis must be {geo.ACTION_DIM}, got {tuple(actions.shape)}")
+            raise ValueError(f"actions: last axis must be {geo.ACTION_DIM}, "
+                             f"got {tuple(actions.shape)}")
         lead = actions.shape[:-1]
         a = actions.reshape(-1, geo.ACTION_DIM)
         s = geo.ACTION_SLICES
@@ -121,7 +122,8 @@ class SoftRasteriser:
         """lengths (B,162) >= 0; rotation (B,3) axis-angle; translation (B,3); colours
         (B,162,3) per vertex or (B,3) per mesh in [0,1] (default grey 0.7), as the GL renderer."""
         if lengths.dim() != 2 or lengths.shape[1] != geo.N_RAYS:
-            raise ValueError(f"lengths: must have shape (B, {geo.N_RAYS}), got {tuple(lengths.shape)}")
+            raise ValueError(f"lengths: must have shape (B, {geo.N_RAYS}), "
+                             f"got {tuple(lengths.shape)}")
         b = len(lengths)
         if not bool(torch.isfinite(lengths).all()):
             raise ValueError("lengths: contains NaN or inf; all values must be finite")
@@ -165,7 +167,8 @@ class SoftRasteriser:
         if self.cull:
             keep &= a > 0  # counter-clockwise on screen (y up) faces the camera
         # a silhouette edge: the face across it is not drawn, or turned the other way
-        outline = keep[..., None] & (~keep[:, nb] | (torch.sign(a)[:, nb] != torch.sign(a)[..., None]))
+        turned = torch.sign(a)[:, nb] != torch.sign(a)[..., None]
+        outline = keep[..., None] & (~keep[:, nb] | turned)
         if self.mode == "faces":
             outline = keep[..., None].expand(-1, -1, 3)
         corner = self._shade(world, albedo, c)                              # (n,F,3,3)
@@ -239,7 +242,8 @@ class SoftRasteriser:
         # the nearest edge of each pixel (ties: the last pair), by selection: min is not smooth
         best = torch.full((npix,), torch.inf, dtype=dist.dtype, device=dist.device)
         best = best.scatter_reduce(0, pix, dist.detach(), "amin")
-        cand = torch.where(dist.detach() == best[pix], torch.arange(len(pix), device=pix.device), -1)
+        order = torch.arange(len(pix), device=pix.device)
+        cand = torch.where(dist.detach() == best[pix], order, -1)
         pick = torch.full((npix,), -1, dtype=torch.long, device=pix.device)
         pick = pick.scatter_reduce(0, pix, cand, "amax")
         sel = pick[pick >= 0]

@@ -170,17 +170,15 @@ def to_picture(img: torch.Tensor, image: str) -> np.ndarray:
 
 def views_grid(cfg: ImageRunConfig, b: ViewBatch, params: torch.Tensor,
                model: ImageVolumeModel, items: int) -> np.ndarray:
-    """One row per item: context views, then each target view above its prediction."""
+    """One row per item: its context views, then each target view beside its prediction."""
     pred = model.projection.likelihood.mean(params).reshape(b.target.shape)
     rows = []
     for i in range(min(items, len(b.volumes))):
-        ctx = [to_picture(c[0], cfg.views.image) for c in b.context[i]]
-        tgt = [to_picture(t[0], cfg.views.image) for t in b.target[i]]
-        prd = [to_picture(p[0], cfg.views.image) for p in pred[i]]
-        blank = [np.ones_like(tgt[0])] * len(ctx)
-        rows += [ctx + tgt, blank + prd]
-    cols = len(rows[0])
-    return image_grid(np.stack([im for r in rows for im in r]), cols)
+        row = [to_picture(c[0], cfg.views.image) for c in b.context[i]]
+        for t, p in zip(b.target[i], pred[i]):
+            row += [to_picture(t[0], cfg.views.image), to_picture(p[0], cfg.views.image)]
+        rows.append(row)
+    return image_grid(np.stack([im for r in rows for im in r]), len(rows[0]))
 
 
 # ------------------------------------------------------------------ evaluation

@@ -61,6 +61,9 @@ class TrainConfig:
     """A step's images go to the workers in this many parts, so rendering overlaps learning."""
     lr: float = 1e-3
     """Adam learning rate of the model."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay: holds back the random walk that score-function noise
+    drives in the weights, which otherwise saturates the posterior and the LSTM."""
     grad_clip: float = 0.0
     """Clip the model's gradient norm to this (0: off)."""
     sigma: float = 0.1
@@ -138,7 +141,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     train, test = mesh_images.load(cfg.data, render_fn(local))
 
     model = MeshModel(cfg.model, cfg.data.size).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     size_lazy_parameters(est, model, tc.samples, dev)
     est_params = list(est.parameters())
     est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None

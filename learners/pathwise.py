@@ -23,10 +23,10 @@ class Oracle:
     """``loglik(m_rsample (B,K,D), images (B,3,H,W) in [0,1]) -> (B,K)`` in nats, summed over
     pixels and channels as ``envs.spaces.gaussian_loglik``; ``renders`` counts soft renders."""
 
-    def __init__(self, model: MeshModel, size: int, sigma_px: float, softras: SoftRasteriser):
-        if sigma_px <= 0:
-            raise ValueError(f"train.sigma: the pixel noise must be > 0, got {sigma_px}")
-        self.model, self.size, self.sigma, self.softras = model, size, float(sigma_px), softras
+    def __init__(self, model: MeshModel, size: int, noise: float, softras: SoftRasteriser):
+        if noise <= 0:
+            raise ValueError(f"train.sigma: the pixel noise must be > 0, got {noise}")
+        self.model, self.size, self.sigma, self.softras = model, size, float(noise), softras
         self.renders = 0
 
     def render(self, m: Tensor) -> Tensor:
@@ -50,7 +50,8 @@ class Oracle:
 
 def make_oracle(cfg, model: MeshModel, device: torch.device | str, **soft: float) -> Oracle:
     """The oracle of a ``MeshRunConfig``: softness from ``soft``, else from the config's
-    estimator options when it is ``pathwise``, else ``SOFT_DEFAULTS``."""
+    estimator options when it is ``pathwise``, else ``SOFT_DEFAULTS``. It computes on the
+    device of the samples it is given (``device`` is accepted for the learner's hook)."""
     opts = dict(SOFT_DEFAULTS)
     if cfg.estimator.name == "pathwise":
         opts.update({k: v for k, v in cfg.estimator.kwargs.items() if k in opts})

@@ -107,7 +107,9 @@ class ImageVolumeModel(nn.Module):
         return self.model.projection
 
     def _keep_state(self, module: nn.Module, args: tuple, out: Tensor) -> None:
-        self._state = args[1]  # the last projection of a pass is Proj(h_T, s_T, camera)
+        # the last projection of a pass is Proj(h_T, s_T, camera); detached so that the
+        # step's graph is not kept alive until the next pass
+        self._state = args[1].detach()
 
     def forward(self, x: Tensor, c: Tensor | None = None, camera: Tensor | None = None
                 ) -> ModelOutput:
