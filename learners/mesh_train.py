@@ -176,10 +176,12 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         from learners import pathwise
 
         oracle = pathwise.make_oracle(cfg, model, dev)
-    if cfg.pool.backend == "ray":
-        cluster.start(cfg.ray)
-    pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
-                                      "sigma": tc.sigma}), cfg.pool, targets=train.images)
+    pool = None  # the pathwise oracle renders in the learner: no workers then
+    if oracle is None:
+        if cfg.pool.backend == "ray":
+            cluster.start(cfg.ray)
+        pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
+                                          "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
     t_start = time.time()
@@ -281,7 +283,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         save(step)
         report = final_report(cfg, log, model, local, train, test, dev, step, time.time() - t_start)
         n_t = max(timing["steps"], 1)
-        report["speed"] = {"pool": dict(pool.stats), "steps_per_s": n_t / max(timing["step_s"], 1e-9),
+        report["speed"] = {"pool": dict(pool.stats) if pool else None,
+                           "steps_per_s": n_t / max(timing["step_s"], 1e-9),
                            "renders_per_s": n_t * b * k / max(timing["step_s"], 1e-9),
                            "wait_frac": timing["wait_s"] / max(timing["step_s"], 1e-9),
                            "learner_step_s": timing["step_s"] / n_t}
@@ -289,7 +292,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         log.write_json("report.json", report)
         return report
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
         log.close()
         local.release()
 

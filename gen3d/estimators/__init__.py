@@ -9,7 +9,8 @@ The learner draws K samples per input, renders them, and hands a ``Batch`` to th
     loss = est.loss(Batch(logp, reward, sample=z, features=h.detach()))
     (loss + kl).backward()                   # objective "iwae" (vimco): no KL, loss is the bound
 
-Built in: reinforce, moving_average, neural, rloo, optimal_cv, antithetic, vimco, lax.
+Built in: reinforce, moving_average, neural, rloo, optimal_cv, antithetic, vimco, lax, and
+pathwise (no score function: trains through the soft rasteriser, see learners.pathwise).
 Estimators with parameters (neural, lax) train them through the same ``loss``: give
 ``est.parameters()`` to an optimiser too, and move the estimator to the model's device.
 ``est.eval()`` freezes running state (for repeated estimates at fixed parameters).
