@@ -32,7 +32,7 @@ SMALL = ["data.size=16", "views.image_size=16",
          "model.projection.conv3d=[4]", "model.projection.conv2d=[16]",
          "model.volume.canvas_size=16", "model.volume.steps=2", "model.volume.hidden=64",
          "model.volume.enc_hidden=64", "model.volume.write_patch=4", "model.volume.read_patch=4",
-         "model.volume.context_dim=32", "model.reader_dim=64", "train.batch_size=8",
+         "model.volume.context_dim=32", "model.reader_dim=64", "train.batch=8",
          "train.lr=0.004", "eval.iwae_samples=2"]
 QUICK = SMALL + ["data.n_train=48", "data.n_test=16"]
 IMAGE = {"silhouette": ["views.image=silhouette", "model.projection.likelihood=bernoulli",
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                          "iou3d_by_threshold": r["iou3d_by_threshold"],
                          "steps": r["budget"]["steps"],
                          "train_seconds": r["budget"]["train_seconds"],
-                         "batch_size": r["budget"]["batch_size"], "T": r["budget"]["T"]})
+                         "batch": r["budget"]["batch"], "T": r["budget"]["T"]})
     out = {"machine": f"{machine}; {args.jobs} run(s) at a time on it",
            "budget": {"minutes_per_run": args.minutes, "max_steps": args.steps,
                       "quick": args.quick, "small": args.small, "resumed": args.resume, "overrides": args.set,

@@ -60,7 +60,7 @@ class TrainConfig:
     """Optimiser steps."""
     max_minutes: float = 0.0
     """Stop early after this much wall-clock training (0: no limit); the report states both."""
-    batch_size: int = 32
+    batch: int = 32
     """Volumes per step (each with its views)."""
     lr: float = 3e-4
     """Adam learning rate."""
@@ -78,7 +78,7 @@ class TrainConfig:
 class EvalConfig:
     """The held-out evaluation at the end of a run."""
 
-    batch_size: int = 32
+    batch: int = 32
     """Held-out volumes per evaluation batch."""
     iwae_samples: int = 10
     """k of the importance-weighted bound (0: skip it)."""
@@ -197,8 +197,8 @@ def evaluate(cfg: ImageRunConfig, model: ImageVolumeModel, test: MultiViewData,
     sums: dict[str, float] = {}
     grid = None
     n = len(test)
-    for lo in range(0, n, cfg.eval.batch_size):
-        b = test.batch(torch.arange(lo, min(n, lo + cfg.eval.batch_size)), g).to(device)
+    for lo in range(0, n, cfg.eval.batch):
+        b = test.batch(torch.arange(lo, min(n, lo + cfg.eval.batch)), g).to(device)
         x, c, cam = model_inputs(cfg, b)
         occ, out = model.infer_occupancy(x, c, cam)
         vals = {"elbo": out.elbo, "log_lik": out.log_lik, "kl": out.kl,
@@ -260,7 +260,7 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     while step < t_cfg.steps:
         if t_cfg.max_minutes and time.time() - t0 > 60 * t_cfg.max_minutes:
             break
-        idx = torch.randint(len(train), (t_cfg.batch_size,), generator=gen)
+        idx = torch.randint(len(train), (t_cfg.batch,), generator=gen)
         b = train.batch(idx, gen).to(device)
         x, c, cam = model_inputs(cfg, b)
         out = model(x, c, cam)
@@ -293,7 +293,7 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
         "bound_nats": res.pop("elbo"), "iwae_nats": res.pop("iwae", None),
         "iou3d": res.pop("iou3d"), **res,
         "budget": {"steps": step, "train_seconds": round(trained_s, 1),
-                   "batch_size": t_cfg.batch_size, "n_train": len(train), "n_test": len(test),
+                   "batch": t_cfg.batch, "n_train": len(train), "n_test": len(test),
                    "T": cfg.model.volume.steps},
         "machine": machine(device),
     }

@@ -18,9 +18,9 @@ TINY = ["data.size=16", "data.n_train=48", "data.n_test=16", "views.image_size=1
         "model.projection.conv3d=[4]", "model.projection.conv2d=[16]",
         "model.volume.canvas_size=16", "model.volume.steps=2", "model.volume.hidden=64",
         "model.volume.enc_hidden=64", "model.volume.write_patch=4", "model.volume.read_patch=4",
-        "model.volume.context_dim=32", "model.reader_dim=64", "train.batch_size=8",
+        "model.volume.context_dim=32", "model.reader_dim=64", "train.batch=8",
         "train.lr=0.004", "train.log_every=20", "train.image_every=100",
-        "train.checkpoint_every=100", "eval.batch_size=16", "eval.iwae_samples=2",
+        "train.checkpoint_every=100", "eval.batch=16", "eval.iwae_samples=2",
         "eval.grid_items=2"]
 
 
