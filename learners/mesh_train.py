@@ -66,6 +66,10 @@ class TrainConfig:
     drives in the weights, which otherwise saturates the posterior and the LSTM."""
     grad_clip: float = 0.0
     """Clip the model's gradient norm to this (0: off)."""
+    adam_clip: float = 0.0
+    """Clip each gradient element to this many of Adam's running RMS for it (0: off). A rare
+    score-function spike otherwise moves a weight up to ~30 learning rates in one step, which
+    is what saturated the posterior and froze every image onto one mesh."""
     sigma: float = 0.1
     """Std of the Gaussian pixel likelihood (images in [0,1])."""
     kl_warmup_steps: int = 0
@@ -247,6 +251,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 kls.append(s.kl.detach())
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if tc.adam_clip > 0:
+                clip_to_adam_rms(opt, tc.adam_clip)
             opt.step()
             if est_opt:
                 est_opt.step()
@@ -296,6 +302,20 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             pool.close()
         log.close()
         local.release()
+
+
+@torch.no_grad()
+def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
+    """Clamp each gradient element to k times the bias-corrected RMS Adam keeps for it."""
+    for group in opt.param_groups:
+        beta2 = group["betas"][1]
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if p.grad is None or not st or "exp_avg_sq" not in st:
+                continue
+            t = float(st["step"])
+            rms = (st["exp_avg_sq"] / (1 - beta2**t)).sqrt_().mul_(k).add_(group["eps"])
+            p.grad.copy_(torch.maximum(torch.minimum(p.grad, rms), -rms))
 
 
 def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
