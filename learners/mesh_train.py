@@ -11,6 +11,7 @@ i-1, and all samples of a step come from that step's parameters (exactly on-poli
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,13 @@ class TrainConfig:
     drives in the weights, which otherwise saturates the posterior and the LSTM."""
     grad_clip: float = 0.0
     """Clip the model's gradient norm to this (0: off)."""
+    lr_final: float = 1.0
+    """The learning rate falls linearly to this fraction of ``lr`` over ``steps``."""
+    rollback_nats: float = 0.0
+    """If the smoothed training ELBO falls this far below its best, go back to the last good
+    snapshot (taken every ``checkpoint_every`` steps) and halve the learning rate (0: off).
+    A score-function step now and then throws the model into a region where every sample
+    renders badly and no signal leads back."""
     adam_clip: float = 0.0
     """Clip each gradient element to this many of Adam's running RMS for it (0: off). A rare
     score-function spike otherwise moves a weight up to ~30 learning rates in one step, which
@@ -152,6 +160,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     start = 0
+    lr_scale = 1.0
     log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=to_dict(cfg), progress=tc.progress)
     if resume:
         st = log.load()
@@ -165,6 +174,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         gen.set_state(st["gen"])
         rng.bit_generator.state = st["rng"]
         start = st["step"]
+        lr_scale = st.get("lr_scale", 1.0)
         log.close()
         log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=to_dict(cfg), progress=tc.progress)
 
@@ -173,6 +183,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                   "estimator": est.state_dict(),
                   "est_opt": est_opt.state_dict() if est_opt else None,
                   "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
+                  "lr_scale": lr_scale,
                   "config": to_dict(cfg)})
 
     oracle = None
@@ -191,10 +202,13 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     t_start = time.time()
     history = []
     timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0}  # after a warm-up of 3 steps
+    ema, best_ema, snapshot = None, -float("inf"), None  # for rollback_nats
     step = start
     try:
         for step in range(start + 1, tc.steps + 1):
             t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = tc.lr * lr_scale * (1 - (1 - tc.lr_final) * step / tc.steps)
             beta = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
             idx = rng.integers(len(train), size=b)
             x = images_to_tensor(train.images[idx], dev)
@@ -265,8 +279,22 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             elbo = float((r_all - kl_all).mean())
             history.append(elbo)
             log.progress(1, elbo=elbo)
+            ema = elbo if ema is None else 0.95 * ema + 0.05 * elbo
+            if tc.rollback_nats > 0:
+                if ema > best_ema:
+                    best_ema = ema
+                if snapshot is not None and ema < best_ema - tc.rollback_nats:
+                    model.load_state_dict(snapshot["model"])
+                    opt.load_state_dict(snapshot["opt"])
+                    lr_scale *= 0.5
+                    ema, best_ema = snapshot["ema"], snapshot["ema"]
+                    log.scalars(step, {"train/rollback_lr_scale": lr_scale})
+                elif step % tc.checkpoint_every == 0 and ema >= best_ema - tc.rollback_nats / 4:
+                    snapshot = {"model": copy.deepcopy(model.state_dict()),
+                                "opt": copy.deepcopy(opt.state_dict()), "ema": ema}
             if step % tc.log_every == 0:
                 vals = {"train/elbo_nats": elbo, "train/kl_weight": beta,
+                        "train/lr": opt.param_groups[0]["lr"],
                         "train/reward_mean": float(r_all.mean()),
                         "train/reward_var": float(r_all.var(1).mean()),
                         "train/kl_nats": float(kl_all.mean()),

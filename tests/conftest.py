@@ -13,3 +13,15 @@ def renderer():
     r = MeshRenderer(64, 64, max_batch=64)
     yield r
     r.release()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use tiny tensors: on a 2-core machine torch's extra threads only spin and slow
+    them (20x was seen under load), so every test runs torch on one thread."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -42,14 +42,6 @@ ELBO_ESTIMATORS = ["reinforce", "moving_average", "neural", "rloo", "optimal_cv"
                    "antithetic", "lax"]
 OPTIONS = {"neural": {"hidden": 16}, "lax": {"hidden": 16}, "moving_average": {"decay": 0.8}}
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def assert_unbiased(estimates: torch.Tensor, exact: torch.Tensor, what: str) -> None:
     z = z_scores(estimates, exact)

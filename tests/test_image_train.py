@@ -24,14 +24,6 @@ TINY = ["data.size=16", "data.n_train=48", "data.n_test=16", "views.image_size=1
         "eval.grid_items=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and a busy 2-core machine stays usable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(tmp_path: Path, config: str, *extra: str):
     over = TINY + [f"out_dir={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}",

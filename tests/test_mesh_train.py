@@ -131,3 +131,15 @@ def test_generated_data_keeps_a_truth_that_renders_back_to_the_image(tmp_path):
         np.testing.assert_array_equal(img.rgb[0], test.images[1])
     finally:
         r.release()
+
+
+def test_adam_clip_bounds_each_gradient_element_by_its_running_rms():
+    from learners.mesh_train import clip_to_adam_rms
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.Adam([p], lr=0.1, betas=(0.9, 0.999), eps=0.0)
+    p.grad = torch.tensor([1.0, -1.0, 2.0, 0.5])
+    opt.step()  # exp_avg_sq = 0.001 * g^2, so the bias-corrected RMS is |g|
+    p.grad = torch.tensor([10.0, -10.0, 1.0, -0.1])
+    clip_to_adam_rms(opt, 3.0)
+    torch.testing.assert_close(p.grad, torch.tensor([3.0, -3.0, 1.0, -0.1]))

@@ -10,14 +10,6 @@ from gen3d.volumes.projection import (BernoulliImageLikelihood, GaussianLikeliho
 N, S = 12, 7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and a busy 2-core machine stays usable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def blobs(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -13,13 +13,6 @@ from gen3d.softras import SoftRasteriser, axis_angle_to_matrix
 LIGHTS = Lights().arrays()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_meshes(n: int, seed: int):
     """Half smooth (low-degree harmonics), half bumpy (independent ray lengths, so faces

@@ -12,14 +12,6 @@ from gen3d.data.views import (MultiViewData, camera, project_points, random_came
 N = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and a busy 2-core machine stays usable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_boxes(n: int, size: int, seed: int) -> torch.Tensor:
     """Unions of 1-3 random axis-aligned boxes: binary volumes (n, 1, size, size, size)."""

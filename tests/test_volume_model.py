@@ -13,13 +13,6 @@ from gen3d.volumes.contexts import render_views
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(**kw) -> VolumeModelConfig:
     base = dict(steps=3, z_dim=4, hidden=48, enc_hidden=48, canvas_size=12, write_patch=4,

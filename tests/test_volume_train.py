@@ -12,13 +12,6 @@ from learners import run as run_mod
 from learners.config import ConfigError, load
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_config(tmp_path, name: str, **over) -> str:
     cfg = {

@@ -9,14 +9,6 @@ from gen3d.geometry import axis_angle_to_matrix
 from gen3d.volumes import vst
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops on a shared 2-core machine run far faster without OpenMP spinning
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def ones(b, v=1.0):
     return torch.full((b, 3), v, dtype=torch.float64)
