@@ -143,3 +143,13 @@ def test_adam_clip_bounds_each_gradient_element_by_its_running_rms():
     p.grad = torch.tensor([10.0, -10.0, 1.0, -0.1])
     clip_to_adam_rms(opt, 3.0)
     torch.testing.assert_close(p.grad, torch.tensor([3.0, -3.0, 1.0, -0.1]))
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert len(configs) >= 7
+    for p in configs:
+        task, cfg = load(p)
+        assert cfg.name == p.stem, f"{p.name}: its run name should match the file"
