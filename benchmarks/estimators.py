@@ -183,15 +183,7 @@ def softras_rows(size: int = 64, n: int = 64, seed: int = 0) -> list[dict]:
     from gen3d import geometry as geo
     from gen3d.softras import SoftRasteriser
 
-    rng = np.random.default_rng(seed)
-    y = geo.real_sph_harm(geo.ico_rays(), 3)
-    coef = rng.normal(0, 0.25, (n, y.shape[1]))
-    coef[:, 0] = 0
-    lengths = (0.7 * np.exp(coef @ y.T)).clip(0.05, 2)
-    lengths[n // 2:] = rng.uniform(0.3, 1.0, (n - n // 2, geo.N_RAYS))
-    parts = [a.astype(np.float32) for a in (lengths, rng.normal(0, 1, (n, 3)),
-                                            rng.uniform(-0.4, 0.4, (n, 3)),
-                                            rng.uniform(0, 1, (n, geo.N_RAYS, 3)))]
+    parts = geo.random_ray_meshes(np.random.default_rng(seed), n)
     r = MeshRenderer(size, size, n)
     try:
         gl = r.render_rays(*parts, mask=True, as_float=True)

@@ -169,7 +169,8 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
             self._targets = self._check_target(options["targets"], self.num_envs).copy()
         else:
             self._targets = np.stack([self.target_source(self._rng) for _ in range(self.num_envs)])
-        return self._targets.copy(), {}
+        self._targets.setflags(write=False)
+        return self._targets, {}  # read-only for the caller: no second copy per request
 
     def step(self, actions):
         if self._targets is None:

@@ -11,7 +11,7 @@ does not grow with calls. Batches above ``max_batch`` are drawn in chunks of ``m
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,7 +69,6 @@ class _Atlas:
     rows: int
     w: int
     h: int
-    extra: dict = field(default_factory=dict)
 
 
 class MeshRenderer:

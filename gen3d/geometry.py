@@ -479,6 +479,23 @@ def real_sph_harm(dirs: np.ndarray, degree: int) -> np.ndarray:
     return np.stack(out, 1).astype(np.float32)
 
 
+def random_ray_meshes(rng: np.random.Generator, n: int, bumpy: float = 0.5) -> list[np.ndarray]:
+    """n random ray meshes for tests and benchmarks: (lengths (n,162), axis-angle rotations
+    (n,3), translations (n,3), per-vertex colours (n,162,3)), float32. The first meshes are
+    smooth (log-lengths from degree-3 harmonics); the last ``bumpy`` fraction have independent
+    ray lengths, so their faces hide one another."""
+    y = real_sph_harm(ico_rays(), 3)
+    coef = rng.normal(0, 0.25, (n, y.shape[1]))
+    coef[:, 0] = 0
+    lengths = (0.7 * np.exp(coef @ y.T)).clip(0.05, 2)
+    first_bumpy = int(n * (1 - bumpy))
+    lengths[first_bumpy:] = rng.uniform(0.3, 1.0, (n - first_bumpy, N_RAYS))
+    rot = rng.normal(0, 1, (n, 3))
+    trans = rng.uniform(-0.4, 0.4, (n, 3))
+    cols = rng.uniform(0, 1, (n, N_RAYS, 3))
+    return [a.astype(np.float32) for a in (lengths, rot, trans, cols)]
+
+
 # ---------------------------------------------------------------------------- ray-mesh parameters
 # The renderer's action layout for one mesh (a flat float32 vector); envs/spaces.py builds the
 # gymnasium Box from it and the mesh model writes it, so it lives here, with no GL or torch.

@@ -152,9 +152,10 @@ class MeshModel(nn.Module):
         if image_size % 16:
             raise ValueError(f"image size must be a multiple of 16, got {image_size}")
         self.cfg = cfg
-        self.encoder = Encoder(image_size, cfg.channels)
+        self.feature_dim = 256
+        self.encoder = Encoder(image_size, cfg.channels, self.feature_dim)
         self.decoder = MeshDecoder(cfg)
-        self.q = nn.Linear(256 + cfg.hidden, 2 * cfg.z_dim)
+        self.q = nn.Linear(self.feature_dim + cfg.hidden, 2 * cfg.z_dim)
         with torch.no_grad():  # start with a narrow posterior: z carries the image, not noise
             self.q.bias[cfg.z_dim:].fill_(cfg.init_log_sd_z)
         self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)

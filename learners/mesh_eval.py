@@ -63,7 +63,8 @@ def sphere_floor(renderer: MeshRenderer, train: MeshImages, test: MeshImages) ->
 
 
 def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera: geo.Camera,
-          n_points: int = 2000, seed: int = 0) -> dict:
+          n_points: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Scores of ``actions`` against ``data``, and the renders (N,H,W,3) they were taken on."""
     out = renderer.render_rays(**spaces.unpack(actions), mask=True)
     rng = np.random.default_rng(seed)
     view = camera.view()

@@ -26,7 +26,7 @@ from gen3d import geometry as geo
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
-from learners import checkpoint, mesh_eval
+from learners import mesh_eval
 from learners.config import to_dict
 from learners.runlog import RunLog, image_grid, save_png
 from workers import cluster
@@ -355,7 +355,7 @@ def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
     dummy = estimators.Batch(torch.zeros(1, k, device=dev, requires_grad=True),
                              torch.zeros(1, k, device=dev),
                              sample=torch.zeros(1, k, d, device=dev, requires_grad=True),
-                             features=torch.zeros(1, model.encoder.net[-2].out_features, device=dev),
+                             features=torch.zeros(1, model.feature_dim, device=dev),
                              log_prior=torch.zeros(1, k, device=dev),
                              noise=torch.zeros(1, k, d, device=dev))
     est.eval()
@@ -392,4 +392,4 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
     return {"scores": scores, "name": cfg.name, "checkpoint": str(log.checkpoint_path)}
 
 
-__all__ = ["MeshRunConfig", "checkpoint", "run"]
+__all__ = ["MeshRunConfig", "run"]

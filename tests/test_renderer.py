@@ -65,12 +65,7 @@ def test_projected_vertices_land_on_the_mask(renderer):
 
 
 def _random_batch(rng, b):
-    y = geo.real_sph_harm(geo.ico_rays(), 3)
-    lengths = np.clip(0.7 + rng.normal(0, 0.1, (b, y.shape[1])) @ y.T, 0.2, 1.4).astype(np.float32)
-    rot = rng.uniform(-np.pi, np.pi, (b, 3)).astype(np.float32)
-    trans = rng.uniform(-0.5, 0.5, (b, 3)).astype(np.float32)  # some meshes cross tile edges
-    cols = rng.uniform(0, 1, (b, 162, 3)).astype(np.float32)
-    return lengths, rot, trans, cols
+    return geo.random_ray_meshes(rng, b)
 
 
 def test_atlas_equals_one_by_one_and_is_deterministic(renderer):

@@ -15,18 +15,7 @@ LIGHTS = Lights().arrays()
 
 
 def random_meshes(n: int, seed: int):
-    """Half smooth (low-degree harmonics), half bumpy (independent ray lengths, so faces
-    occlude each other), random rotations, translations and per-vertex colours."""
-    rng = np.random.default_rng(seed)
-    y = geo.real_sph_harm(geo.ico_rays(), 3)
-    coef = rng.normal(0, 0.25, (n, y.shape[1]))
-    coef[:, 0] = 0
-    lengths = (0.7 * np.exp(coef @ y.T)).clip(0.05, 2)
-    lengths[n // 2:] = rng.uniform(0.3, 1.0, (n - n // 2, geo.N_RAYS))
-    rot = rng.normal(0, 1, (n, 3))
-    trans = rng.uniform(-0.4, 0.4, (n, 3))
-    cols = rng.uniform(0, 1, (n, geo.N_RAYS, 3))
-    return [a.astype(np.float32) for a in (lengths, rot, trans, cols)]
+    return geo.random_ray_meshes(np.random.default_rng(seed), n)
 
 
 @pytest.mark.parametrize("mode", ["edges", "faces"])

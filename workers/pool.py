@@ -10,7 +10,7 @@ completed so that this can be checked.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,7 +58,6 @@ class Ticket:
     actions: np.ndarray
     target_idx: np.ndarray | None
     targets: np.ndarray | None
-    t_submit: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -93,8 +92,8 @@ class RenderPool:
         opts = {"num_cpus": self.cfg.worker_cpus, "max_concurrency": 1}
         if self.cfg.worker_gpus > 0:
             opts["num_gpus"] = self.cfg.worker_gpus
-        egl = None
-        return self._remote.options(**opts).remote(self.spec, self._targets_ref, egl)
+        # the worker picks the EGL device of the GPU Ray gives it
+        return self._remote.options(**opts).remote(self.spec, self._targets_ref)
 
     def set_targets(self, targets: np.ndarray) -> None:
         """Give every worker the target images once; requests then send indices."""

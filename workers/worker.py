@@ -68,7 +68,8 @@ class RenderWorker:
             except (gym.error.Error, ValueError):  # an env without a vectorised entry point
                 env = gym.make_vec(self.spec.env_id, num_envs=n, vectorization_mode="sync",
                                    **self.spec.kwargs)
-            env.reset(seed=0)  # makes the renderer (GL context) here
+            # makes the renderer (GL context) here; blank targets: nothing to draw for them
+            env.reset(seed=0, options={"targets": np.zeros(env.observation_space.shape, np.uint8)})
             self._envs[n] = env
         return env
 
