@@ -1,13 +1,17 @@
 """Renders per second through gen3d's renderer API (``MeshRenderer.render_rays``, the copy
 into numpy included): one mesh per call ("single") against B meshes per atlas call ("atlas"),
 at 64² and 128², B in {1, 64, 256}. Fresh random ray lengths, poses and colours every call.
+Atlas rows come twice: into fresh arrays, and with ``reuse=True`` (read-back memory kept by
+the renderer). ``--procs 4`` adds rows of 4 processes, each with its own GL context and
+renderer, drawing at once (as render workers sharing a GPU do): their summed renders/s.
 
-    python benchmarks/render.py [--quick] [--json PATH] [--seconds S]
+    python benchmarks/render.py [--quick] [--json PATH] [--seconds S] [--procs 1,4]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -32,7 +36,7 @@ def random_meshes(rng, b: int, n_sets: int = 4):
     return sets
 
 
-def measure(r: MeshRenderer, sets, per_call: int, seconds: float) -> float:
+def measure(r: MeshRenderer, sets, per_call: int, seconds: float, reuse: bool = False) -> float:
     """Meshes per second, cycling through pre-made parameter sets of B meshes."""
     b = len(sets[0][0])
     done, i = 0, 0
@@ -40,12 +44,36 @@ def measure(r: MeshRenderer, sets, per_call: int, seconds: float) -> float:
     while True:
         L, R, T, C = sets[i % len(sets)]
         for s in range(0, b, per_call):
-            r.render_rays(L[s:s + per_call], R[s:s + per_call], T[s:s + per_call], C[s:s + per_call])
+            r.render_rays(L[s:s + per_call], R[s:s + per_call], T[s:s + per_call], C[s:s + per_call],
+                          reuse=reuse)
         done += b
         i += 1
         dt = time.perf_counter() - t0
         if dt > seconds and i >= 2:
             return done / dt
+
+
+def _worker(res: int, b: int, seconds: float, seed: int, barrier, out) -> None:
+    r = MeshRenderer(res, res, max_batch=b)
+    sets = random_meshes(np.random.default_rng(seed), b)
+    r.render_rays(*sets[0], reuse=True)
+    barrier.wait()
+    out.put(measure(r, sets, b, seconds, reuse=True))
+    r.release()
+
+
+def measure_procs(res: int, b: int, seconds: float, procs: int) -> float:
+    """Summed renders/s of ``procs`` processes drawing at once (spawned: a GL context must not
+    cross a fork)."""
+    mp = multiprocessing.get_context("spawn")
+    barrier, out = mp.Barrier(procs), mp.Queue()
+    ps = [mp.Process(target=_worker, args=(res, b, seconds, i, barrier, out)) for i in range(procs)]
+    for p in ps:
+        p.start()
+    rates = [out.get(timeout=120 + 4 * seconds) for _ in ps]
+    for p in ps:
+        p.join()
+    return float(sum(rates))
 
 
 def main(argv=None) -> dict:
@@ -55,6 +83,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=None, help="time per row")
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--res", default="64,128")
+    ap.add_argument("--procs", default="1", help="process counts for the multi-process rows")
     args = ap.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 2.0)
     rng = np.random.default_rng(0)
@@ -65,15 +94,20 @@ def main(argv=None) -> dict:
             gl = r.gl
             sets = random_meshes(rng, b)
             r.render_rays(*sets[0])  # warm-up: shader compile, first allocation
-            for mode, per_call in (("single", 1), ("atlas", b)):
-                rows.append({"res": res, "batch": b, "mode": mode,
-                             "renders_per_s": measure(r, sets, per_call, seconds)})
+            for mode, per_call, reuse in (("single", 1, False), ("atlas", b, False), ("atlas", b, True)):
+                rows.append({"res": res, "batch": b, "mode": mode, "reuse": reuse, "procs": 1,
+                             "renders_per_s": measure(r, sets, per_call, seconds, reuse)})
             r.release()
-    print(table(rows, ["res", "batch", "mode", "renders_per_s"]))
+            for procs in (int(x) for x in args.procs.split(",")):
+                if procs > 1:
+                    rows.append({"res": res, "batch": b, "mode": "atlas", "reuse": True, "procs": procs,
+                                 "renders_per_s": measure_procs(res, b, seconds, procs)})
+    print(table(rows, ["res", "batch", "mode", "reuse", "procs", "renders_per_s"]))
     for res in {r["res"] for r in rows}:
         single = max(r["renders_per_s"] for r in rows if r["res"] == res and r["mode"] == "single")
-        best = max(r["renders_per_s"] for r in rows if r["res"] == res and r["mode"] == "atlas")
-        print(f"{res}²: best atlas / best single = {best / single:.2f}x")
+        best = max(r["renders_per_s"] for r in rows
+                   if r["res"] == res and r["mode"] == "atlas" and r["procs"] == 1)
+        print(f"{res}²: best atlas / best single (one process) = {best / single:.2f}x")
     out = {"machine": machine(gl), "rows": rows}
     write_json(args.json, out)
     return out

@@ -98,6 +98,22 @@ def test_batches_larger_than_the_atlas_are_chunked(renderer):
     np.testing.assert_array_equal(big.rgb[64:], renderer.render_rays(L[64:], R[64:], T[64:], C[64:]).rgb)
 
 
+
+def test_reused_read_back_gives_the_same_images_and_is_overwritten_by_the_next_call(renderer):
+    L, R, T, C = _random_batch(np.random.default_rng(8), 70)
+    fresh = renderer.render_rays(L[:30], R[:30], T[:30], C[:30], depth=True)
+    kept = renderer.render_rays(L[:30], R[:30], T[:30], C[:30], depth=True, reuse=True)
+    np.testing.assert_array_equal(kept.rgb, fresh.rgb)
+    np.testing.assert_array_equal(kept.depth, fresh.depth)
+    first = kept.rgb.copy()
+    later = renderer.render_rays(L[30:60], R[30:60], T[30:60], C[30:60], reuse=True)
+    assert np.shares_memory(kept.rgb, later.rgb) and not np.array_equal(kept.rgb, first)
+    # a batch larger than the atlas is drawn in chunks, so it comes back in fresh memory
+    big = renderer.render_rays(L, R, T, C, reuse=True)
+    assert not np.shares_memory(big.rgb, later.rgb)
+    diff = np.abs(big.rgb[:30].astype(int) - fresh.rgb)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.001
+
 def test_per_face_colours_follow_the_face(renderer):
     lengths = np.full((1, 162), 0.8, np.float32)
     faces = np.zeros((1, 320, 3), np.float32)
