@@ -150,7 +150,11 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
 
     def __init__(self, num_envs: int = 16, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
-                 lights: Lights | None = None, render_mode: str | None = None):
+                 lights: Lights | None = None, render_mode: str | None = None, copy: bool = True):
+        """``copy=False`` (as in gymnasium's vector envs): ``step``'s observations are views of
+        the renderer's read-back memory, overwritten by the next step of any environment
+        sharing this process's renderer; it saves a fresh image array per step (page faults
+        that cost more than the draw on a GPU). Render workers use it: they reply at once."""
         if num_envs < 1:
             raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
         self._setup(width, height, sigma, camera, lights, max_batch=num_envs)
@@ -158,6 +162,7 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.render_mode = render_mode
+        self.copy = bool(copy)
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._targets: np.ndarray | None = None
         self._rng = np.random.default_rng()
@@ -180,7 +185,7 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
                              f"got {a.shape}")
         t0 = time.perf_counter()
-        imgs = render_actions(self.renderer, a).rgb
+        imgs = render_actions(self.renderer, a, reuse=not self.copy).rgb
         t1 = time.perf_counter()
         rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
         done = np.ones(self.num_envs, bool)

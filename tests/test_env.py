@@ -64,6 +64,25 @@ def test_vector_env_renders_n_actions_and_scores_each_against_its_target(rendere
     venv.close()
 
 
+def test_vector_env_without_copies_scores_the_same_and_reuses_its_observation_memory(renderer):
+    rng = np.random.default_rng(5)
+    n = 4
+    venv = MeshRenderVectorEnv(num_envs=n, sigma=0.1, copy=False)
+    src = venv.target_source
+    a1, a2 = (np.stack([src.action(rng) for _ in range(n)]) for _ in range(2))
+    t1, t2 = render_actions(renderer, a1).rgb, render_actions(renderer, a2).rgb
+    venv.reset(options={"targets": t1})
+    obs1, rew1, *_ = venv.step(a1)
+    np.testing.assert_array_equal(obs1, t1)
+    first = obs1.copy()
+    venv.reset(options={"targets": t1})
+    obs2, rew2, *_ = venv.step(a2)
+    np.testing.assert_array_equal(obs2, t2)
+    assert np.shares_memory(obs1, obs2) and not np.array_equal(obs1, first)  # as documented
+    assert (rew1 > rew2).all()  # a1 made the targets
+    venv.close()
+
+
 def test_image_targets_and_bad_sigma():
     imgs = np.zeros((3, 64, 64, 3), np.uint8)
     env = gym.make(envs.ENV_ID, target_source=ImageTargets(imgs)).unwrapped

@@ -62,9 +62,12 @@ class RenderWorker:
 
             import envs  # noqa: F401  (registers gen3d/MeshRender-v0)
 
+            kwargs = dict(self.spec.kwargs)
+            if self.spec.env_id == EnvSpec.env_id:  # replies are made at once: no image copies
+                kwargs.setdefault("copy", False)
             try:
                 env = gym.make_vec(self.spec.env_id, num_envs=n,
-                                   vectorization_mode="vector_entry_point", **self.spec.kwargs)
+                                   vectorization_mode="vector_entry_point", **kwargs)
             except (gym.error.Error, ValueError):  # an env without a vectorised entry point
                 env = gym.make_vec(self.spec.env_id, num_envs=n, vectorization_mode="sync",
                                    **self.spec.kwargs)
@@ -101,7 +104,7 @@ class RenderWorker:
                      "renders": len(a), "pid": self.pid, "worker_s": time.perf_counter() - t0,
                      "render_s": float(np.sum(info.get("render_s", 0.0)))}
             if return_images:
-                reply["images"] = np.asarray(obs)
+                reply["images"] = np.array(obs)  # obs may be the renderer's reused memory
             return reply
         except Exception as e:  # a bad request must not kill the worker
             return {"request_id": request_id, "error": f"{type(e).__name__}: {e}",
