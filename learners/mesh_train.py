@@ -64,7 +64,8 @@ class TrainConfig:
     """Adam learning rate of the model."""
     weight_decay: float = 0.0
     """AdamW's decoupled weight decay: holds back the random walk that score-function noise
-    drives in the weights, which otherwise saturates the posterior and the LSTM."""
+    drives in the weights, which otherwise saturates the posterior and the LSTM. Weight
+    matrices and kernels only (see ``decay_groups``)."""
     grad_clip: float = 0.0
     """Clip the model's gradient norm to this (0: off)."""
     lr_final: float = 1.0
@@ -153,7 +154,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     train, test = mesh_images.load(cfg.data, render_fn(local))
 
     model = MeshModel(cfg.model, cfg.data.size).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
     size_lazy_parameters(est, model, tc.samples, dev)
     est_params = list(est.parameters())
     est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
@@ -333,6 +334,15 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
 
 
 @torch.no_grad()
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
+    which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
+    towards a wider distribution, not a smaller weight."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
 def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
     """Clamp each gradient element to k times the bias-corrected RMS Adam keeps for it."""
     for group in opt.param_groups:

@@ -153,3 +153,21 @@ def test_every_shipped_config_validates():
     for p in configs:
         task, cfg = load(p)
         assert cfg.name == p.stem, f"{p.name}: its run name should match the file"
+
+
+def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+    from learners.mesh_train import decay_groups
+
+    model = MeshModel(MeshModelConfig(hidden=16, channels=4), 32)
+    with torch.no_grad():
+        model.write.weight.fill_(1.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(decay_groups(model, 0.5), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: only the decay moves anything
+    opt.step()
+    after = dict(model.named_parameters())
+    torch.testing.assert_close(after["write.weight"], before["write.weight"] * (1 - 0.1 * 0.5))
+    for name in ("log_std", "write.bias", "q.bias"):
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
