@@ -61,8 +61,7 @@ def supervised(cfg, train, test, r, minutes: float, seed: int = 0) -> tuple[floa
     t0, step = time.time(), 0
     while time.time() - t0 < minutes * 60:
         idx = rng.integers(len(train), size=64)
-        u, *_ = model._unroll(model.encoder(images_to_tensor(train.images[idx])), None)
-        a = model.decoder(u)
+        a = model.decoder(model.mean_params(images_to_tensor(train.images[idx])))
         loss = ((torch.log(a[:, sl["lengths"]]) - logL[idx]) ** 2).mean() \
             + ((a[:, sl["translation"]] - Tt[idx]) ** 2).mean()
         opt.zero_grad()

@@ -212,11 +212,16 @@ class MeshModel(nn.Module):
         return Samples(m, m_r, logp, kl.reshape(b, k), lpz.reshape(b, k), lqz.reshape(b, k),
                        feat.detach(), noise, actions)
 
+    def mean_params(self, images: Tensor) -> Tensor:
+        """Mean mesh parameters m (B, D) at the posterior mean z, differentiable (for
+        supervised ceilings and diagnostics)."""
+        u, *_ = self._unroll(self.encoder(images), None)
+        return u
+
     @torch.no_grad()
     def infer(self, images: Tensor) -> Tensor:
         """The most likely mesh of each image (posterior mean z, mean m): actions (B, A)."""
-        u, *_ = self._unroll(self.encoder(images), None)
-        return self.decoder(u)
+        return self.decoder(self.mean_params(images))
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> Tensor:
