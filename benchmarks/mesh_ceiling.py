@@ -69,8 +69,7 @@ def supervised(cfg, train, test, r, minutes: float, seed: int = 0) -> tuple[floa
         opt.step()
         step += 1
     acts = mesh_eval.infer_actions(model, test.images)
-    out = r.render_rays(acts[:, sl["lengths"]], translation=acts[:, sl["translation"]], mask=True)
-    return float(mesh_eval.iou(out.mask, test.masks).mean()), step
+    return render_iou(r, acts[:, sl["lengths"]], acts[:, sl["translation"]], test), step
 
 
 def main(argv=None) -> dict:
@@ -79,6 +78,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fits only, on 200 held-out images")
     ap.add_argument("--minutes", type=float, default=6.0, help="supervised training time")
     ap.add_argument("--degrees", default="2,4,6,8")
+    ap.add_argument("--inflate", type=float, default=1.04,
+                    help="also score the raw fit with every ray this much longer")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. model.shape=raw")
     ap.add_argument("--threads", type=int, default=2)
@@ -92,7 +93,11 @@ def main(argv=None) -> dict:
         test = type(test)(**{k: (v[:200] if isinstance(v, np.ndarray) else v)
                              for k, v in vars(test).items()})
     L, T = true_rays(test)
-    rows = [{"ceiling": "fit", "shape": "raw", "iou": render_iou(r, L, T, test)}]
+    rows = [{"ceiling": "best fixed sphere", "shape": "-",
+             "iou": mesh_eval.sphere_floor(r, train, test)[1]},
+            {"ceiling": "fit", "shape": "raw", "iou": render_iou(r, L, T, test)},
+            {"ceiling": f"fit x{args.inflate:g}", "shape": "raw",
+             "iou": render_iou(r, L * args.inflate, T, test)}]
     for d in (int(x) for x in args.degrees.split(",")):
         rows.append({"ceiling": "fit", "shape": f"sh{d}", "iou": render_iou(r, sh_fit(L, d), T, test)})
     if not args.quick:

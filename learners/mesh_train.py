@@ -333,7 +333,6 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         local.release()
 
 
-@torch.no_grad()
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
     which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
@@ -343,6 +342,7 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
+@torch.no_grad()
 def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
     """Clamp each gradient element to k times the bias-corrected RMS Adam keeps for it."""
     for group in opt.param_groups:
