@@ -299,11 +299,11 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.
     return p.astype(np.float32)
 
 
-def ray_lengths_of_mesh(verts: np.ndarray, faces: np.ndarray, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Distance from ``origin`` along each of the 162 rays to the farthest hit of the mesh
-    (Moller-Trumbore), 0 where a ray misses. For a star-shaped mesh about ``origin`` this gives
-    the ray mesh that best matches it."""
-    rays = ico_rays().astype(np.float64)
+def ray_hits(verts: np.ndarray, faces: np.ndarray, dirs: np.ndarray,
+             origin=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from ``origin`` along each unit direction (R,3) to the farthest hit of the mesh
+    (Moller-Trumbore), and the index of the face hit there; 0 and -1 where a ray misses."""
+    rays = np.asarray(dirs, np.float64)
     tri = np.asarray(verts, np.float64)[faces] - np.asarray(origin, np.float64)
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     p = np.cross(rays[:, None, :], e2[None])  # (R,F,3)
@@ -316,7 +316,30 @@ def ray_lengths_of_mesh(verts: np.ndarray, faces: np.ndarray, origin=(0.0, 0.0, 
     v = (rays[:, None, :] * q).sum(-1) * inv
     t = (e2[None] * q).sum(-1) * inv
     hit = ok & (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (t > 0)
-    return np.where(hit, t, 0.0).max(1).astype(np.float32)
+    t = np.where(hit, t, 0.0)
+    face = t.argmax(1)
+    dist = t[np.arange(len(rays)), face]
+    return dist.astype(np.float32), np.where(dist > 0, face, -1)
+
+
+def ray_lengths_of_mesh(verts: np.ndarray, faces: np.ndarray, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Distance from ``origin`` along each of the 162 rays to the farthest hit of the mesh,
+    0 where a ray misses. For a star-shaped mesh about ``origin`` this gives the ray mesh
+    that best matches it."""
+    return ray_hits(verts, faces, ico_rays(), origin)[0]
+
+
+def on_rays(m: Mesh) -> Mesh:
+    """``m`` (star-shaped about the origin) sampled on the 162 fixed rays: the ray mesh through
+    its surface, each face taking the side of the surface its centre's ray meets. The mesh
+    model can represent it exactly; its corners are cut where no ray meets them."""
+    lengths = ray_lengths_of_mesh(m.verts, m.faces)
+    if (lengths <= 0).any():
+        raise ValueError("on_rays: a ray misses the mesh; it must enclose the origin")
+    v, f = ray_mesh(lengths), ico_faces()
+    centres = v[f].mean(1)
+    _, hit = ray_hits(m.verts, m.faces, centres / np.linalg.norm(centres, axis=1, keepdims=True))
+    return Mesh(v, f, m.side_ids[np.maximum(hit, 0)], m.n_sides)
 
 
 # ---------------------------------------------------------------------------- primitives

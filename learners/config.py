@@ -146,6 +146,14 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def as_config_file(cfg: Any) -> dict:
+    """``cfg`` as the config file that runs it again: its task first, then every key (a run
+    writes this as ``config.json``, which ``--config`` reads back)."""
+    kind = f"{type(cfg).__module__}:{type(cfg).__name__}:"
+    task = [name for name, target in TASKS.items() if target.startswith(kind)]
+    return ({"task": task[0]} if task else {}) | to_dict(cfg)
+
+
 def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
     """Apply ``a.b=value`` strings (values read as YAML) to a nested dict, in place."""
     for item in overrides or []:

@@ -24,7 +24,7 @@ from gen3d.volumes.image_model import ImageModelConfig, ImageVolumeModel, iou3d
 from gen3d.volumes.model import VolumeModelConfig
 from gen3d.volumes.projection import ProjectionConfig
 from learners import checkpoint
-from learners.config import ConfigError, to_dict
+from learners.config import ConfigError, as_config_file
 from learners.runlog import RunLog, image_grid, save_png
 
 
@@ -240,7 +240,7 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, trained_s = 0, 0.0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, to_dict(cfg))
+    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
     if resume:
         state = log.load()
         model.load_state_dict(state["model"])
@@ -249,7 +249,7 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
         gen.set_state(state["gen"])
         checkpoint.set_rng_state(state["rng"])
         log.close()
-        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, step, to_dict(cfg))
+        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, step, as_config_file(cfg))
 
     def save() -> None:
         log.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,

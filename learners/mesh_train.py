@@ -12,7 +12,6 @@ i-1, and all samples of a step come from that step's parameters (exactly on-poli
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,8 @@ from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
-from learners.config import to_dict
+from learners.config import as_config_file, to_dict
+from learners.mesh_refine import RefineConfig, refine
 from learners.runlog import RunLog, image_grid, save_png
 from workers import cluster
 from workers.cluster import RayConfig
@@ -107,6 +107,9 @@ class EvalConfig:
     """Surface points per mesh for the Chamfer distance."""
     n_obj: int = 6
     """Inferred meshes written as .obj files."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """Per-image refinement of the inferred meshes through the renderer before scoring
+    (``learners.mesh_refine``); the report keeps the inference network's own scores too."""
 
 
 @dataclass
@@ -162,7 +165,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     rng = np.random.default_rng(cfg.seed)
     start = 0
     lr_scale = 1.0
-    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=to_dict(cfg), progress=tc.progress)
+    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress)
     if resume:
         st = log.load()
         model.load_state_dict(st["model"])
@@ -177,7 +180,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         start = st["step"]
         lr_scale = st.get("lr_scale", 1.0)
         log.close()
-        log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=to_dict(cfg), progress=tc.progress)
+        log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=as_config_file(cfg), progress=tc.progress)
 
     def save(step: int) -> None:
         log.save({"model": model.state_dict(), "opt": opt.state_dict(),
@@ -316,7 +319,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             if tc.time_limit_s and time.time() - t_start > tc.time_limit_s:
                 break
         save(step)
-        report = final_report(cfg, log, model, local, train, test, dev, step, time.time() - t_start)
+        report = final_report(cfg, log, model, local, train, test, dev, step, t_start, pool)
         n_t = max(timing["steps"], 1)
         report["speed"] = {"pool": dict(pool.stats) if pool else None,
                            "steps_per_s": n_t / max(timing["step_s"], 1e-9),
@@ -382,15 +385,23 @@ def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, d
 
 
 def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
-                 step: int, wall_s: float) -> dict:
+                 step: int, t_start: float, pool=None) -> dict:
     n = cfg.eval.n_test or len(test)
-    sub = mesh_images.MeshImages(**{f.name: getattr(test, f.name)[:n] if f.name != "kinds" else test.kinds
-                                    for f in dataclasses.fields(test)})
+    sub = test.subset(slice(0, n))
     actions = mesh_eval.infer_actions(model, sub.images, dev)
     scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
     radius, floor = mesh_eval.sphere_floor(r, train, sub)
-    scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
-                   "wall_s": wall_s})
+    extra = {"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
+             "train_wall_s": time.time() - t_start}
+    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path)}
+    if cfg.eval.refine.steps > 0:
+        t0 = time.time()
+        actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)
+        out["refine"]["wall_s"] = time.time() - t0
+        out["scores_amortized"] = scores | extra
+        scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+    scores.update(extra, inference=f"amortised + {cfg.eval.refine.steps} refinement steps"
+                  if cfg.eval.refine.steps else "amortised", wall_s=time.time() - t_start)
     log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
                        "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
     grid = image_grid(np.concatenate([sub.images[:16], renders[:16]]), 16)
@@ -399,7 +410,30 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
     for i in range(min(cfg.eval.n_obj, n)):
         v, f, c = mesh_eval.action_mesh(actions[i])
         mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{sub.kinds[sub.kind[i]]}.obj", v, f, c)
-    return {"scores": scores, "name": cfg.name, "checkpoint": str(log.checkpoint_path)}
+    return {"scores": scores, **out}
+
+
+def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None) -> tuple[np.ndarray, dict]:
+    """Refine the inferred meshes of ``data`` through the render workers (a local one when
+    training used none): actions (N, A) and the refinement's log."""
+    own = pool is None
+    if own:
+        pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
+                                         "sigma": cfg.train.sigma}), PoolConfig(backend="local"))
+    pool.set_targets(data.images)
+    try:
+        model.eval()
+        with torch.no_grad():
+            m0 = torch.cat([model.mean_params(images_to_tensor(data.images[i:i + 256], dev))
+                            for i in range(0, len(data), 256)]).cpu()
+            decoder = copy.deepcopy(model.decoder).cpu()
+            best, rlog = refine(m0, decoder, lambda a, i: pool.evaluate(a, target_idx=i).rewards,
+                                cfg.eval.refine, generator=torch.Generator().manual_seed(cfg.seed))
+        model.train()
+        return decoder(best).numpy().astype(np.float32), rlog
+    finally:
+        if own:
+            pool.close()
 
 
 __all__ = ["MeshRunConfig", "run"]

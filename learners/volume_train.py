@@ -22,7 +22,7 @@ from gen3d.volumes import bounds, completion
 from gen3d.volumes.contexts import render_views
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig
 from learners import checkpoint
-from learners.config import ConfigError, to_dict
+from learners.config import ConfigError, as_config_file, to_dict
 from learners.runlog import RunLog, image_grid, save_png
 
 
@@ -254,7 +254,7 @@ def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
     opt = make_optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     start = 0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, to_dict(cfg))
+    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
     if resume:
         state = log.load()
         model.load_state_dict(state["model"])
@@ -263,7 +263,7 @@ def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
         checkpoint.set_rng_state(state["rng"])
         start = state["step"]
         log.close()
-        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, start, to_dict(cfg))
+        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, start, as_config_file(cfg))
 
     def save(step: int) -> None:
         log.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),

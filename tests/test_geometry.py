@@ -77,6 +77,22 @@ def test_ray_lengths_recover_a_star_shaped_mesh():
     np.testing.assert_allclose(got, 0.5 / np.abs(rays).max(1), rtol=1e-5)
 
 
+def test_on_rays_is_exact_for_a_ray_mesh_and_keeps_the_sides_of_a_cube():
+    lengths = np.random.default_rng(2).uniform(0.5, 1.0, 162)
+    m = geo.on_rays(geo.Mesh(geo.ray_mesh(lengths), geo.ico_faces()))
+    np.testing.assert_allclose(np.linalg.norm(m.verts, axis=1), lengths, rtol=1e-5)
+    np.testing.assert_array_equal(m.faces, geo.ico_faces())
+    # each face of the sampled cube takes the side its centre's ray meets: the dominant axis
+    c = geo.on_rays(geo.cube())
+    centres = c.verts[c.faces].mean(1)
+    axis = np.abs(centres).argmax(1)
+    sign = centres[np.arange(len(centres)), axis] < 0
+    np.testing.assert_array_equal(c.side_ids, 2 * axis + sign)
+    assert c.n_sides == 6
+    with pytest.raises(ValueError, match="enclose the origin"):
+        geo.on_rays(geo.cube().transformed(translation=(2.0, 0.0, 0.0)))
+
+
 def test_spherical_harmonics_are_orthonormal():
     d = np.random.default_rng(0).normal(size=(400_000, 3))  # Monte Carlo over the sphere
     Y = geo.real_sph_harm(d / np.linalg.norm(d, axis=1, keepdims=True), 4).astype(np.float64)

@@ -48,6 +48,25 @@ def test_end_to_end_writes_checkpoint_events_and_a_report_in_range(tmp_path):
     assert sum(line.startswith("f ") for line in obj) == 320
 
 
+def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp_path):
+    from learners import run as run_cli
+    from learners.mesh_train import run
+
+    first = run(tiny(tmp_path))
+    run_dir = tmp_path / "runs" / "tiny"
+    assert run_cli.main(["--config", str(run_dir / "config.json"), "--resume",
+                         "--set", "eval.refine.steps=3", "--set", "eval.refine.samples=4"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    a, s, log = report["scores_amortized"], report["scores"], report["refine"]
+    # the same checkpoint and images: the network's own scores are those of the first run
+    assert a["iou"] == first["scores"]["iou"] and a["steps"] == s["steps"] == 4
+    assert 0 <= s["iou"] <= 1 and s["inference"].endswith("3 refinement steps")
+    # every image keeps its most likely mesh: never less likely than the network's own
+    assert log["best_reward_mean"] >= log["reward_mean"][0]
+    pool = report["speed"]["pool"]  # the resumed run rendered only the refinement
+    assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
+
+
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     from learners.mesh_train import run
 
@@ -129,6 +148,34 @@ def test_generated_data_keeps_a_truth_that_renders_back_to_the_image(tmp_path):
         cols = test.colours[1][: m.n_sides]
         img = r.render_meshes([m], [cols], mask=True)
         np.testing.assert_array_equal(img.rgb[0], test.images[1])
+    finally:
+        r.release()
+
+
+def test_data_on_rays_is_exactly_a_ray_mesh_the_model_can_render_back(tmp_path):
+    from envs.renderer import MeshRenderer
+    from gen3d import geometry as geo
+    from gen3d.data import mesh_images
+    from learners import mesh_eval
+    from learners.mesh_train import render_fn
+
+    cfg = mesh_images.MeshImageConfig(n_train=4, n_test=6, size=32, mesh="rays", cache_dir=str(tmp_path))
+    r = MeshRenderer(32, 32, 16)
+    try:
+        _, test = mesh_images.load(cfg, render_fn(r))
+        assert test.on_rays and mesh_images.load(cfg)[1].on_rays
+        exact = mesh_images.load(mesh_images.MeshImageConfig(
+            n_train=4, n_test=6, size=32, cache_dir=str(tmp_path)), render_fn(r))[1]
+        np.testing.assert_array_equal(test.rotation, exact.rotation)  # the same scenes
+        # the truth is a 162-ray mesh about its position: the model's own action renders it
+        lengths = np.stack([np.linalg.norm(test.mesh(i).verts - test.translation[i], axis=1)
+                            for i in range(len(test))])
+        np.testing.assert_allclose(lengths, np.stack([geo.ray_lengths_of_mesh(
+            test.mesh(i).verts, test.mesh(i).faces, test.translation[i]) for i in range(len(test))]),
+            rtol=1e-4)
+        back = r.render_rays(lengths, translation=test.translation, mask=True).mask
+        assert mesh_eval.iou(back, test.masks).min() > 0.99
+        assert mesh_eval.iou(back, exact.masks).mean() < 0.99  # corners were cut
     finally:
         r.release()
 
