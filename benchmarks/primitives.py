@@ -2,7 +2,8 @@
 waiting on renders for 1 and 2 render workers, then (without --quick) the full
 ``configs/primitives.yaml`` run and its held-out scores (silhouette IoU against the best
 single fixed sphere, PSNR, Chamfer, wall time; with per-image refinement on, the inference
-network's own scores beside the refined ones).
+network's own scores beside the refined ones, and the same refinement from an untrained
+network, which tells what refinement does without what the run learned).
 
     python benchmarks/primitives.py [--quick] [--json PATH] [--config configs/primitives.yaml]
 """
@@ -22,6 +23,31 @@ from benchmarks.common import machine, table, write_json  # noqa: E402
 from learners.config import load  # noqa: E402
 
 
+def untrained_start(cfg) -> dict:
+    """The same refinement from an untrained network (every image starts at the base sphere):
+    what refinement does without what the run learned."""
+    import torch
+
+    from gen3d import geometry as geo
+    from gen3d.data import mesh_images
+    from gen3d.mesh_model import MeshModel
+    from learners import mesh_eval
+    from learners.mesh_train import local_renderer, refine_actions
+
+    torch.manual_seed(cfg.seed)
+    r = local_renderer(cfg)
+    try:
+        _, test = mesh_images.load(cfg.data)
+        sub = test.subset(slice(0, cfg.eval.n_test or len(test)))
+        actions, _ = refine_actions(cfg, MeshModel(cfg.model, cfg.data.size), sub, "cpu",
+                                    workers=cfg.pool.workers)
+        s, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+    finally:
+        r.release()
+    return {"iou_refined_untrained": s["iou"], "psnr_refined_untrained": s["psnr"],
+            "chamfer_refined_untrained": s["chamfer"]}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="speed only (short runs)")
@@ -30,6 +56,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", default="1,2", help="worker counts for the speed rows")
     ap.add_argument("--speed-steps", type=int, default=60)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="skip refining from an untrained network (with eval.refine on)")
     args = ap.parse_args(argv)
     os.environ.setdefault("LP_NUM_THREADS", "0")
     tmp = tempfile.mkdtemp(prefix="gen3d-bench-")
@@ -53,13 +81,16 @@ def main(argv=None) -> dict:
         s = rep["scores"]
         out["scores"] = {"iou": s["iou"], "iou_sphere_floor": s["iou_sphere_floor"], "psnr": s["psnr"],
                          "chamfer": s["chamfer"], "wall_s": time.time() - t0, "steps": s["steps"],
-                         "per_kind_iou": s["per_kind_iou"], "inference": s["inference"]}
+                         "per_kind_iou": s["per_kind_iou"]}
         cols = ["iou", "iou_sphere_floor", "psnr", "chamfer", "wall_s", "steps"]
-        if "scores_amortized" in rep:  # the inference network's own meshes, before refinement
-            a = rep["scores_amortized"]
-            out["scores"].update(iou_amortized=a["iou"], psnr_amortized=a["psnr"],
-                                 chamfer_amortized=a["chamfer"], refine_s=rep["refine"]["wall_s"])
-            cols[1:1] = ["iou_amortized"]
+        if "scores_refined" in rep:
+            f = rep["scores_refined"]
+            out["scores"].update(iou_refined=f["iou"], psnr_refined=f["psnr"], chamfer_refined=f["chamfer"],
+                                 per_kind_iou_refined=f["per_kind_iou"], refine_s=rep["refine"]["wall_s"])
+            cols += ["iou_refined", "psnr_refined", "chamfer_refined"]
+            if not args.no_ablation:
+                out["scores"].update(untrained_start(cfg))
+                cols += ["iou_refined_untrained"]
         print(table([out["scores"]], cols))
     write_json(args.json, out)
     return out

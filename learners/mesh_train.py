@@ -12,6 +12,7 @@ i-1, and all samples of a step come from that step's parameters (exactly on-poli
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -386,40 +387,49 @@ def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, d
 
 def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
                  step: int, t_start: float, pool=None) -> dict:
+    """Scores of the inference network's meshes (``scores``) and, with ``eval.refine.steps``,
+    of the same meshes refined on their images (``scores_refined``); pictures and .obj files
+    show the refined meshes when there are any."""
     n = cfg.eval.n_test or len(test)
     sub = test.subset(slice(0, n))
     actions = mesh_eval.infer_actions(model, sub.images, dev)
     scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
     radius, floor = mesh_eval.sphere_floor(r, train, sub)
-    extra = {"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
-             "train_wall_s": time.time() - t_start}
-    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path)}
+    scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
+                   "train_wall_s": time.time() - t_start})
+    log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
+                       "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
+    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path), "scores": scores}
     if cfg.eval.refine.steps > 0:
         t0 = time.time()
         actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)
         out["refine"]["wall_s"] = time.time() - t0
-        out["scores_amortized"] = scores | extra
-        scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
-    scores.update(extra, inference=f"amortised + {cfg.eval.refine.steps} refinement steps"
-                  if cfg.eval.refine.steps else "amortised", wall_s=time.time() - t_start)
-    log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
-                       "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
+        refined, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+        out["scores_refined"] = refined
+        log.scalars(step, {"eval/iou_refined": refined["iou"], "eval/psnr_refined": refined["psnr"],
+                           "eval/chamfer_refined": refined["chamfer"]})
     grid = image_grid(np.concatenate([sub.images[:16], renders[:16]]), 16)
     save_png(log.dir / "heldout_grid.png", grid)
     log.image("eval/input|reconstruction", grid, step)
     for i in range(min(cfg.eval.n_obj, n)):
         v, f, c = mesh_eval.action_mesh(actions[i])
         mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{sub.kinds[sub.kind[i]]}.obj", v, f, c)
-    return {"scores": scores, **out}
+    scores["wall_s"] = time.time() - t_start
+    return out
 
 
-def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None) -> tuple[np.ndarray, dict]:
-    """Refine the inferred meshes of ``data`` through the render workers (a local one when
-    training used none): actions (N, A) and the refinement's log."""
+def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None,
+                   workers: int = 0) -> tuple[np.ndarray, dict]:
+    """Refine the inferred meshes of ``data`` through ``pool`` or, without one, a pool of its
+    own (``workers`` Ray workers; 0: one in-process worker): actions (N, A) and the log."""
     own = pool is None
     if own:
+        if workers:
+            cluster.start(cfg.ray)
         pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
-                                         "sigma": cfg.train.sigma}), PoolConfig(backend="local"))
+                                         "sigma": cfg.train.sigma}),
+                         dataclasses.replace(cfg.pool, workers=workers) if workers
+                         else PoolConfig(backend="local"))
     pool.set_targets(data.images)
     try:
         model.eval()

@@ -1,0 +1,82 @@
+"""Per-image refinement of a finished mesh run, measured: IoU, PSNR and Chamfer of the inference
+network's meshes and of the same meshes refined, on training or held-out images, for one or more
+refinement settings; ``--untrained`` starts from an untrained network (the base sphere) instead.
+
+    python benchmarks/refine.py --run runs/primitives [--split train] [--n 100]
+        [--settings 150:16:0.01:0.01,100:16:0.02:0.01] [--untrained] [--json PATH]
+
+A setting is steps:samples:std:lr (``learners.mesh_refine.RefineConfig``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, table, write_json  # noqa: E402
+from gen3d import geometry as geo  # noqa: E402
+from gen3d.data import mesh_images  # noqa: E402
+from gen3d.mesh_model import MeshModel  # noqa: E402
+from learners import config as config_io  # noqa: E402
+from learners import mesh_eval  # noqa: E402
+from learners.mesh_refine import RefineConfig  # noqa: E402
+from learners.mesh_train import MeshRunConfig, local_renderer, refine_actions  # noqa: E402
+
+
+def pick(scores: dict) -> dict:
+    return {k: scores[k] for k in ("iou", "psnr", "chamfer")}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, help="a finished run's directory (config.json, checkpoint.pt)")
+    ap.add_argument("--split", choices=["train", "test"], default="train",
+                    help="images to refine (tune settings on train)")
+    ap.add_argument("--n", type=int, default=100, help="the first N images of the split")
+    ap.add_argument("--settings", default="150:16:0.01:0.01", help="steps:samples:std:lr, comma-separated")
+    ap.add_argument("--untrained", action="store_true", help="start from an untrained network")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+    torch.set_num_threads(1)
+    raw = json.loads((Path(args.run) / "config.json").read_text())
+    raw.pop("task", None)  # runs written before config.json named its task have none
+    cfg = config_io.from_dict(MeshRunConfig, raw, args.run)
+    model = MeshModel(cfg.model, cfg.data.size)
+    if not args.untrained:
+        model.load_state_dict(torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)["model"])
+    r = local_renderer(cfg)
+    rows = []
+    try:
+        train, test = mesh_images.load(cfg.data)
+        data = (train if args.split == "train" else test).subset(slice(0, args.n))
+        start = mesh_eval.infer_actions(model, data.images)
+        s, _ = mesh_eval.score(r, start, data, geo.Camera(), cfg.eval.chamfer_points)
+        rows.append({"setting": "start", "s": 0.0} | pick(s))
+        for text in args.settings.split(","):
+            steps, samples, std, lr = text.split(":")
+            cfg.eval.refine = RefineConfig(int(steps), int(samples), float(std), float(lr))
+            t0 = time.time()
+            actions, _ = refine_actions(cfg, model, data, "cpu", workers=cfg.pool.workers)
+            dt = time.time() - t0
+            s, _ = mesh_eval.score(r, actions, data, geo.Camera(), cfg.eval.chamfer_points)
+            rows.append({"setting": text, "s": dt, "per_kind_iou": s["per_kind_iou"]} | pick(s))
+    finally:
+        r.release()
+    print(table(rows, ["setting", "iou", "psnr", "chamfer", "s"]))
+    out = {"machine": machine(), "run": args.run, "split": args.split, "n": args.n,
+           "untrained": args.untrained, "rows": rows}
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
