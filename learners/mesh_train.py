@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from envs.renderer import MeshRenderer
 from gen3d import estimators
@@ -86,6 +87,12 @@ class TrainConfig:
     """The KL's weight in the loss rises linearly from 0 to 1 over these steps (0: always 1):
     its exact gradient otherwise collapses q(z|x) onto the prior before the noisy
     score-function signal teaches the decoder to use z. Logged ELBOs always weigh it 1."""
+    self_imitation: float = 0.0
+    """Weight of self-imitation (Oh et al., ICML 2018; 0: off): each training image keeps the
+    most likely mesh parameters sampled for it so far, and that sample is replayed as an
+    off-policy score-function term whose advantage is how far its reward lies above the mean of
+    the image's current samples (clipped at 0). Renders nothing extra; biased towards the best
+    meshes seen, as per-image refinement is."""
     time_limit_s: float = 0.0
     """Stop training after this many seconds (0: no limit), then score as usual."""
     torch_threads: int = 1
@@ -188,7 +195,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                   "estimator": est.state_dict(),
                   "est_opt": est_opt.state_dict() if est_opt else None,
                   "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
-                  "lr_scale": lr_scale,
+                  "lr_scale": lr_scale, "replay": replay.state_dict() if replay else None,
                   "config": to_dict(cfg)})
 
     oracle = None
@@ -203,6 +210,9 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                           "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
+    replay = SelfImitation(len(train), model.decoder.dim, dev) if tc.self_imitation > 0 else None
+    if replay is not None and resume and st.get("replay") is not None:
+        replay.load_state_dict(st["replay"])
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
     t_start = time.time()
     history = []
@@ -255,6 +265,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
                                          log_prior=s.log_pz - s.log_qz, noise=s.noise)
                 loss = est.loss(batch)
+                if replay is not None:
+                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p])
                 if est.objective == "elbo":
                     loss = loss + beta * s.kl.mean()
                 if not torch.isfinite(loss):
@@ -335,6 +347,35 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             pool.close()
         log.close()
         local.release()
+
+
+class SelfImitation:
+    """The best mesh parameters sampled so far for each training image, and their reward."""
+
+    def __init__(self, n: int, dim: int, dev):
+        self.m = torch.zeros(n, dim, device=dev)
+        self.r = torch.full((n,), -float("inf"), device=dev)
+
+    def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray) -> Tensor:
+        """Update the bests with this micro-batch's samples, then the replay term: minus the
+        mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k)."""
+        i = torch.as_tensor(idx, device=reward.device)
+        top, arg = reward.max(1)
+        for j in (top > self.r[i]).nonzero().flatten().tolist():  # one at a time: an image
+            if top[j] > self.r[i[j]]:                             # may be drawn twice
+                self.m[i[j]], self.r[i[j]] = s.m[j, arg[j]], top[j]
+        adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
+        std = model.std()
+        mean = s.m_rsample - std * s.noise  # each sample's mean of p(m | z), with grad
+        logp = (-0.5 * ((self.m[i][:, None] - mean) / std) ** 2 - torch.log(std)).sum(-1)
+        return -(adv * logp).mean()
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "r": self.r}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.m.copy_(st["m"])
+        self.r.copy_(st["r"])
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -350,3 +350,20 @@ def test_bad_batches_are_refused_clearly() -> None:
     neural.loss(Batch(logp, torch.zeros(2, 3), features=torch.zeros(2, 5)))
     with pytest.raises(ValueError, match="width 5, got 4"):
         neural.loss(Batch(logp, torch.zeros(2, 3), features=torch.zeros(2, 4)))
+
+
+def test_normalised_rloo_weighs_images_alike_and_keep_scale_restores_the_batch_size() -> None:
+    torch.manual_seed(0)
+    r = torch.randn(3, 5)
+    big = r.clone()
+    big[0] *= 10  # one image's log-likelihood varies ten times more
+
+    def grad(reward, **kw):
+        logp = torch.zeros(3, 5, requires_grad=True)
+        build("rloo", normalize=True, eps=0.0, **kw).loss(Batch(logp, reward)).backward()
+        return logp.grad
+
+    # normalised, every image's pull is independent of its reward scale
+    torch.testing.assert_close(grad(big), grad(r))
+    # keep_scale: the same directions, times the batch's mean reward std
+    torch.testing.assert_close(grad(big, keep_scale=True), grad(big) * big.std(1).mean())

@@ -67,12 +67,13 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+@pytest.mark.parametrize("self_imitation", [0.0, 0.25])
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation):
     from learners.mesh_train import run
 
-    a = tiny(tmp_path / "a")
+    a = tiny(tmp_path / "a", self_imitation=self_imitation)
     run(a)
-    b = tiny(tmp_path / "b")
+    b = tiny(tmp_path / "b", self_imitation=self_imitation)
     b.train.steps = 2
     run(b)
     b.train.steps = 4
@@ -82,6 +83,9 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     assert wa["step"] == wb["step"] == 4
     for k, v in wa["model"].items():
         torch.testing.assert_close(wb["model"][k], v, rtol=0, atol=0, msg=k)
+    if self_imitation:  # the replayed bests travel with the checkpoint
+        assert torch.isfinite(wa["replay"]["r"]).any()
+        torch.testing.assert_close(wb["replay"]["r"], wa["replay"]["r"], rtol=0, atol=0)
 
 
 def test_nan_from_the_model_is_a_clear_error_and_the_checkpoint_stays_intact(tmp_path):
@@ -218,3 +222,39 @@ def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
     torch.testing.assert_close(after["write.weight"], before["write.weight"] * (1 - 0.1 * 0.5))
     for name in ("log_std", "write.bias", "q.bias"):
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+
+
+def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_advantage():
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+    from learners.mesh_train import SelfImitation
+
+    torch.manual_seed(0)
+    model = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, colour="uniform"), 32)
+    replay = SelfImitation(5, model.decoder.dim, "cpu")
+    x, idx = torch.rand(2, 3, 32, 32), np.array([3, 1])
+    s = model.sample(x, 4)
+    r = torch.tensor([[1.0, 5.0, 2.0, 0.0], [-3.0, -1.0, -2.0, -4.0]])
+    replay.loss(model, s, r, idx)
+    torch.testing.assert_close(replay.r[idx], torch.tensor([5.0, -1.0]))
+    torch.testing.assert_close(replay.m[3], s.m[0, 1])
+    assert torch.isinf(replay.r[[0, 2, 4]]).all()
+    # worse samples later leave the bests alone, and the replay pulls with (best - mean)_+
+    s2 = model.sample(x, 4)
+    low = torch.full((2, 4), -10.0)
+    model.zero_grad()
+    replay.loss(model, s2, low, idx).backward()
+    torch.testing.assert_close(replay.m[3], s.m[0, 1])
+    g = model.write.bias.grad.clone()
+    std = model.std().detach()
+    mean = (s2.m_rsample - std * s2.noise).detach()
+    adv = torch.tensor([15.0, 9.0])[:, None, None]
+    # d loss / d mean of p(m | z) per sample, the loss being a mean over 2 x 4 samples
+    want = -(adv * (replay.m[idx][:, None] - mean) / std**2) / 8
+    torch.testing.assert_close(g, want.sum((0, 1)), rtol=1e-4, atol=1e-3)
+    # an image drawn twice in one micro-batch keeps the better of its two bests
+    twice = SelfImitation(5, model.decoder.dim, "cpu")
+    twice.loss(model, s, torch.tensor([[9.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]]), np.array([4, 4]))
+    assert float(twice.r[4]) == 9.0 and torch.equal(twice.m[4], s.m[0, 0])
+    # an image whose best is no better than its current samples gets no pull
+    model.zero_grad()
+    assert float(replay.loss(model, s2, torch.tensor([[5.0] * 4, [-1.0] * 4]), idx).detach()) == 0.0
