@@ -90,8 +90,7 @@ def main(argv=None) -> dict:
     r = local_renderer(cfg)
     train, test = mesh_images.load(cfg.data, render_fn(r))
     if args.quick:
-        test = type(test)(**{k: (v[:200] if isinstance(v, np.ndarray) else v)
-                             for k, v in vars(test).items()})
+        test = test.subset(slice(0, 200))
     L, T = true_rays(test)
     rows = [{"ceiling": "best fixed sphere", "shape": "-",
              "iou": mesh_eval.sphere_floor(r, train, test)[1]},

@@ -28,20 +28,17 @@ def untrained_start(cfg) -> dict:
     what refinement does without what the run learned."""
     import torch
 
-    from gen3d import geometry as geo
+    from benchmarks.refine import refine_and_score
     from gen3d.data import mesh_images
     from gen3d.mesh_model import MeshModel
-    from learners import mesh_eval
-    from learners.mesh_train import local_renderer, refine_actions
+    from learners.mesh_train import local_renderer
 
     torch.manual_seed(cfg.seed)
     r = local_renderer(cfg)
     try:
         _, test = mesh_images.load(cfg.data)
         sub = test.subset(slice(0, cfg.eval.n_test or len(test)))
-        actions, _ = refine_actions(cfg, MeshModel(cfg.model, cfg.data.size), sub, "cpu",
-                                    workers=cfg.pool.workers)
-        s, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+        s = refine_and_score(cfg, MeshModel(cfg.model, cfg.data.size), sub, r)
     finally:
         r.release()
     return {"iou_refined_untrained": s["iou"], "psnr_refined_untrained": s["psnr"],

@@ -11,7 +11,6 @@ A setting is steps:samples:std:lr (``learners.mesh_refine.RefineConfig``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,11 +27,18 @@ from gen3d.mesh_model import MeshModel  # noqa: E402
 from learners import config as config_io  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_refine import RefineConfig  # noqa: E402
-from learners.mesh_train import MeshRunConfig, local_renderer, refine_actions  # noqa: E402
+from learners.mesh_train import local_renderer, refine_actions  # noqa: E402
 
 
-def pick(scores: dict) -> dict:
-    return {k: scores[k] for k in ("iou", "psnr", "chamfer")}
+def refine_and_score(cfg, model: MeshModel, data, r) -> dict:
+    """IoU, PSNR, Chamfer (and per kind) of ``model``'s meshes of ``data`` refined with
+    ``cfg.eval.refine`` through ``cfg.pool.workers`` Ray workers, and the seconds it took."""
+    t0 = time.time()
+    actions, _ = refine_actions(cfg, model, data, "cpu", workers=cfg.pool.workers)
+    dt = time.time() - t0
+    s, _ = mesh_eval.score(r, actions, data, geo.Camera(), cfg.eval.chamfer_points)
+    return {"iou": s["iou"], "psnr": s["psnr"], "chamfer": s["chamfer"], "s": dt,
+            "per_kind_iou": s["per_kind_iou"]}
 
 
 def main(argv=None) -> dict:
@@ -47,9 +53,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     os.environ.setdefault("LP_NUM_THREADS", "0")
     torch.set_num_threads(1)
-    raw = json.loads((Path(args.run) / "config.json").read_text())
-    raw.pop("task", None)  # runs written before config.json named its task have none
-    cfg = config_io.from_dict(MeshRunConfig, raw, args.run)
+    _, cfg = config_io.load(Path(args.run) / "config.json")
     model = MeshModel(cfg.model, cfg.data.size)
     if not args.untrained:
         model.load_state_dict(torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)["model"])
@@ -58,17 +62,13 @@ def main(argv=None) -> dict:
     try:
         train, test = mesh_images.load(cfg.data)
         data = (train if args.split == "train" else test).subset(slice(0, args.n))
-        start = mesh_eval.infer_actions(model, data.images)
-        s, _ = mesh_eval.score(r, start, data, geo.Camera(), cfg.eval.chamfer_points)
-        rows.append({"setting": "start", "s": 0.0} | pick(s))
+        s, _ = mesh_eval.score(r, mesh_eval.infer_actions(model, data.images), data, geo.Camera(),
+                               cfg.eval.chamfer_points)
+        rows.append({"setting": "start", "s": 0.0} | {k: s[k] for k in ("iou", "psnr", "chamfer")})
         for text in args.settings.split(","):
             steps, samples, std, lr = text.split(":")
             cfg.eval.refine = RefineConfig(int(steps), int(samples), float(std), float(lr))
-            t0 = time.time()
-            actions, _ = refine_actions(cfg, model, data, "cpu", workers=cfg.pool.workers)
-            dt = time.time() - t0
-            s, _ = mesh_eval.score(r, actions, data, geo.Camera(), cfg.eval.chamfer_points)
-            rows.append({"setting": text, "s": dt, "per_kind_iou": s["per_kind_iou"]} | pick(s))
+            rows.append({"setting": text} | refine_and_score(cfg, model, data, r))
     finally:
         r.release()
     print(table(rows, ["setting", "iou", "psnr", "chamfer", "s"]))

@@ -144,6 +144,7 @@ class Samples:
     features: Tensor   # (B,F) detached image features
     noise: Tensor      # (B,K,D) the standard-normal noise of m
     actions: Tensor    # (B,K,ACTION_DIM) renderer actions, detached
+    mean: Tensor       # (B,K,D) each sample's mean of p(m | z), with grad (to score other m)
 
 
 class MeshModel(nn.Module):
@@ -206,11 +207,15 @@ class MeshModel(nn.Module):
         std = self.std()
         m_r = u + std * noise
         m = m_r.detach()
-        logp = (-0.5 * ((m - u) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
         with torch.no_grad():
             actions = self.decoder(m)
-        return Samples(m, m_r, logp, kl.reshape(b, k), lpz.reshape(b, k), lqz.reshape(b, k),
-                       feat.detach(), noise, actions)
+        return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
+                       lqz.reshape(b, k), feat.detach(), noise, actions, u)
+
+    def log_prob(self, m: Tensor, mean: Tensor) -> Tensor:
+        """log p(m | z) (...) of parameters m (..., D) under the Gaussian of mean ``mean``."""
+        std = self.std()
+        return (-0.5 * ((m - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
 
     def mean_params(self, images: Tensor) -> Tensor:
         """Mean mesh parameters m (B, D) at the posterior mean z, differentiable (for

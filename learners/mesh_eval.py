@@ -45,12 +45,20 @@ def action_mesh(action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return v, geo.ico_faces(), a["colours"][0]
 
 
-def infer_actions(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> np.ndarray:
+def infer_params(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> torch.Tensor:
+    """Mesh parameters m (N, D) at the posterior mean of each image (uint8 (N,H,W,3))."""
     model.eval()
-    out = [model.infer(images_to_tensor(images[i:i + batch], device)).cpu().numpy()
-           for i in range(0, len(images), batch)]
+    with torch.no_grad():
+        out = [model.mean_params(images_to_tensor(images[i:i + batch], device))
+               for i in range(0, len(images), batch)]
     model.train()
-    return np.concatenate(out).astype(np.float32)
+    return torch.cat(out)
+
+
+def infer_actions(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> np.ndarray:
+    """The most likely mesh of each image as renderer actions (N, A)."""
+    with torch.no_grad():
+        return model.decoder(infer_params(model, images, device, batch)).cpu().numpy().astype(np.float32)
 
 
 def sphere_floor(renderer: MeshRenderer, train: MeshImages, test: MeshImages) -> tuple[float, float]:

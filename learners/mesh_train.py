@@ -365,10 +365,7 @@ class SelfImitation:
             if top[j] > self.r[i[j]]:                             # may be drawn twice
                 self.m[i[j]], self.r[i[j]] = s.m[j, arg[j]], top[j]
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
-        std = model.std()
-        mean = s.m_rsample - std * s.noise  # each sample's mean of p(m | z), with grad
-        logp = (-0.5 * ((self.m[i][:, None] - mean) / std) ** 2 - torch.log(std)).sum(-1)
-        return -(adv * logp).mean()
+        return -(adv * model.log_prob(self.m[i][:, None], s.mean)).mean()
 
     def state_dict(self) -> dict:
         return {"m": self.m, "r": self.r}
@@ -473,14 +470,11 @@ def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None,
                          else PoolConfig(backend="local"))
     pool.set_targets(data.images)
     try:
-        model.eval()
         with torch.no_grad():
-            m0 = torch.cat([model.mean_params(images_to_tensor(data.images[i:i + 256], dev))
-                            for i in range(0, len(data), 256)]).cpu()
+            m0 = mesh_eval.infer_params(model, data.images, dev).cpu()
             decoder = copy.deepcopy(model.decoder).cpu()
             best, rlog = refine(m0, decoder, lambda a, i: pool.evaluate(a, target_idx=i).rewards,
                                 cfg.eval.refine, generator=torch.Generator().manual_seed(cfg.seed))
-        model.train()
         return decoder(best).numpy().astype(np.float32), rlog
     finally:
         if own:

@@ -52,7 +52,8 @@ class MeshImageConfig:
     """``exact``: each primitive as it is. ``rays``: each primitive, posed, sampled on the
     model's 162 camera-frame rays about its centre (``geometry.on_rays``): the same shapes with
     the corners cut where no ray meets them, so the mesh model can represent every image
-    exactly (a 162-ray mesh keeps IoU 0.89 of an exact primitive, benchmarks/RESULTS.md)."""
+    exactly (the ray mesh through an exact primitive's surface scores IoU 0.89 against it,
+    benchmarks/RESULTS.md)."""
     seed: int = 0
     """Seed of the whole set (the split is part of it)."""
     cache_dir: str = "data_cache"
