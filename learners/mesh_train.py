@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from envs.renderer import MeshRenderer
 from gen3d import estimators
@@ -31,6 +30,7 @@ from learners import mesh_eval
 from learners.config import as_config_file, to_dict
 from learners.mesh_refine import RefineConfig, refine
 from learners.runlog import RunLog, image_grid, save_png
+from learners.self_imitation import SelfImitation
 from workers import cluster
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig, make_pool
@@ -71,7 +71,9 @@ class TrainConfig:
     grad_clip: float = 0.0
     """Clip the model's gradient norm to this (0: off)."""
     lr_final: float = 1.0
-    """The learning rate falls linearly to this fraction of ``lr`` over ``steps``."""
+    """The learning rate falls linearly to this fraction of ``lr`` over ``steps`` or, with
+    ``time_limit_s``, over whichever of the two runs out first: a run stopped by the clock
+    still ends on its smallest steps."""
     rollback_nats: float = 0.0
     """If the smoothed training ELBO falls this far below its best, go back to the last good
     snapshot (taken every ``checkpoint_every`` steps) and halve the learning rate (0: off).
@@ -93,8 +95,23 @@ class TrainConfig:
     off-policy score-function term whose advantage is how far its reward lies above the mean of
     the image's current samples (clipped at 0). Renders nothing extra; biased towards the best
     meshes seen, as per-image refinement is."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the model's weights (Polyak averaging; 0:
+    off), kept beside the trained weights and used for scoring: it averages away the
+    score-function noise of the last steps. The report keeps the raw weights' scores too."""
+    search_samples: int = 0
+    """With self-imitation: renders per image and step (antithetic pairs, even; 0: off) that
+    climb a search point of each training image's own likelihood, evolution-strategies steps
+    with Adam as in per-image refinement, persisting across the image's visits; self-imitation
+    then replays the best of the search and of the network's samples
+    (``learners.self_imitation``)."""
+    search_std: float = 0.01
+    """Std of the search around each image's point (the model's unconstrained parameters)."""
+    search_lr: float = 0.01
+    """Adam's step size on each image's search point."""
     time_limit_s: float = 0.0
-    """Stop training after this many seconds (0: no limit), then score as usual."""
+    """Stop training after this many seconds of it (0: no limit; a resumed run counts the
+    time before it), then score as usual."""
     torch_threads: int = 1
     """Threads torch may use in the learner (the rest of the CPUs render)."""
     log_every: int = 25
@@ -105,6 +122,16 @@ class TrainConfig:
     """Atomic checkpoint every this many steps (and at the end)."""
     progress: bool = True
     """Show a progress bar."""
+
+    def __post_init__(self):
+        if self.search_samples < 0 or self.search_samples % 2:
+            raise ValueError(f"search_samples: must be an even number >= 0 (antithetic pairs), "
+                             f"got {self.search_samples}")
+        if self.search_samples and self.self_imitation <= 0:
+            raise ValueError("search_samples: needs self_imitation > 0 (the search's meshes "
+                             "reach the network only through the replay); set both or neither")
+        if self.search_samples and (self.search_std <= 0 or self.search_lr <= 0):
+            raise ValueError("search_std and search_lr must be > 0")
 
 
 @dataclass
@@ -173,6 +200,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     rng = np.random.default_rng(cfg.seed)
     start = 0
     lr_scale = 1.0
+    train_s = 0.0  # seconds of training before this process: the clock goes on after a resume
     log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress)
     if resume:
         st = log.load()
@@ -187,6 +215,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         rng.bit_generator.state = st["rng"]
         start = st["step"]
         lr_scale = st.get("lr_scale", 1.0)
+        train_s = st.get("train_s", 0.0)
         log.close()
         log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=as_config_file(cfg), progress=tc.progress)
 
@@ -196,6 +225,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                   "est_opt": est_opt.state_dict() if est_opt else None,
                   "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
                   "lr_scale": lr_scale, "replay": replay.state_dict() if replay else None,
+                  "average": average.state_dict() if average else None,
+                  "train_s": time.time() - t_start,
                   "config": to_dict(cfg)})
 
     oracle = None
@@ -210,20 +241,27 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                           "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
-    replay = SelfImitation(len(train), model.decoder.dim, dev) if tc.self_imitation > 0 else None
+    replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.search_samples, tc.search_std,
+                            tc.search_lr) if tc.self_imitation > 0 else None)
     if replay is not None and resume and st.get("replay") is not None:
         replay.load_state_dict(st["replay"])
+    average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
+    if average is not None and resume and st.get("average") is not None:
+        average.load_state_dict(st["average"])
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
-    t_start = time.time()
+    t_start = time.time() - train_s
     history = []
-    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0}  # after a warm-up of 3 steps
+    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0, "renders": 0}  # after a warm-up of 3 steps
     ema, best_ema, snapshot = None, -float("inf"), None  # for rollback_nats
     step = start
     try:
-        for step in range(start + 1, tc.steps + 1):
+        while step < tc.steps:
+            if tc.time_limit_s and time.time() - t_start > tc.time_limit_s:
+                break
+            step += 1
             t0 = time.perf_counter()
             for g in opt.param_groups:
-                g["lr"] = tc.lr * lr_scale * (1 - (1 - tc.lr_final) * step / tc.steps)
+                g["lr"] = tc.lr * lr_scale * lr_factor(tc, step, time.time() - t_start)
             beta = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
             idx = rng.integers(len(train), size=b)
             x = images_to_tensor(train.images[idx], dev)
@@ -231,7 +269,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             if est_opt:
                 est_opt.zero_grad(set_to_none=True)
             # 1. sample every micro-batch and send it out: micro-batch i renders while i+1 samples
-            sent = []
+            sent, rendered = [], b * k
             if oracle is not None:  # differentiable oracle: pathwise rewards, no workers
                 for p in parts:
                     s = model.sample(x[p], k, generator=gen)
@@ -240,7 +278,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"step {step}: the loss is {loss.item()} (NaN/inf)")
                     (loss * len(p) / b).backward()
-                    sent.append((p, s, r.detach()))
+                    sent.append((p, s, r.detach(), None))
             for p in ([] if oracle is not None else parts):
                 noise = est.noise((len(p), k, model.decoder.dim), generator=gen, device=dev)
                 s = model.sample(x[p], k, noise=noise, generator=gen)
@@ -248,25 +286,34 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     raise FloatingPointError(
                         f"step {step}: the model produced NaN/inf mesh parameters; the last "
                         f"checkpoint ({log.checkpoint_path}) is intact; lower train.lr")
-                ticket = pool.submit(s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy(),
-                                     target_idx=np.repeat(idx[p], k))
-                sent.append((p, s, ticket))
+                actions, targets = s.actions.reshape(-1, s.actions.shape[-1]), np.repeat(idx[p], k)
+                prop = replay.propose(idx[p], gen) if replay is not None else None
+                if prop is not None:  # the search's renders travel with the step's own
+                    with torch.no_grad():
+                        searched = model.decoder(prop.m.reshape(-1, prop.m.shape[-1]))
+                    actions = torch.cat([actions, searched])
+                    targets = np.concatenate([targets, np.repeat(idx[p][prop.rows], prop.m.shape[1])])
+                    rendered += prop.m.shape[0] * prop.m.shape[1]
+                ticket = pool.submit(actions.cpu().numpy(), target_idx=targets)
+                sent.append((p, s, ticket, prop))
             # 2. as rewards come back, form each micro-batch's surrogate and back-propagate
             rewards, kls, wait, grads = [], [], 0.0, []
             want_var = step % tc.log_every == 0 and len(parts) > 1
-            for p, s, ticket in sent:
+            for p, s, ticket, prop in sent:
                 if oracle is not None:
                     rewards.append(ticket)
                     kls.append(s.kl.detach())
                     continue
                 res = pool.collect(ticket)
                 wait += res.wait_s
-                r = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev).reshape(len(p), k)
+                r_res = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev)
+                r = r_res[:len(p) * k].reshape(len(p), k)
                 batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
                                          log_prior=s.log_pz - s.log_qz, noise=s.noise)
                 loss = est.loss(batch)
                 if replay is not None:
-                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p])
+                    r_prop = None if prop is None else r_res[len(p) * k:].reshape(len(prop.rows), -1)
+                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p], prop, r_prop)
                 if est.objective == "elbo":
                     loss = loss + beta * s.kl.mean()
                 if not torch.isfinite(loss):
@@ -287,11 +334,14 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             opt.step()
             if est_opt:
                 est_opt.step()
+            if average is not None:
+                average.update(model)
             dt = time.perf_counter() - t0
             if step - start > 3:
                 timing["steps"] += 1
                 timing["step_s"] += dt
                 timing["wait_s"] += wait
+                timing["renders"] += rendered
             r_all, kl_all = torch.cat(rewards), torch.cat(kls)
             elbo = float((r_all - kl_all).mean())
             history.append(elbo)
@@ -303,6 +353,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 if snapshot is not None and ema < best_ema - tc.rollback_nats:
                     model.load_state_dict(snapshot["model"])
                     opt.load_state_dict(snapshot["opt"])
+                    if average is not None:  # the average holds the collapse too
+                        average.reset(model)
                     lr_scale *= 0.5
                     ema, best_ema = snapshot["ema"], snapshot["ema"]
                     log.scalars(step, {"train/rollback_lr_scale": lr_scale})
@@ -316,7 +368,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                         "train/reward_var": float(r_all.var(1).mean()),
                         "train/kl_nats": float(kl_all.mean()),
                         "train/model_std": float(model.std().detach().mean()),
-                        "speed/renders_per_s": b * k / dt, "speed/step_s": dt,
+                        "speed/renders_per_s": rendered / dt, "speed/step_s": dt,
                         "speed/wait_s": wait, "speed/wait_frac": wait / dt}
                 if grads:  # per-micro-batch gradients, differences taken in sequence
                     g = torch.stack([grads[0]] + [grads[i] - grads[i - 1] for i in range(1, len(grads))])
@@ -324,19 +376,24 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     vals["grad/var_mean"] = float(g.var(0).mean())
                     vals["grad/norm"] = float(grads[-1].norm())
                 vals.update({f"estimator/{kk}": v for kk, v in est.stats().items()})
+                if replay is not None:
+                    seen = torch.isfinite(replay.r)
+                    best = float(replay.r[seen].mean()) if seen.any() else None
+                    vals.update({"replay/best_reward_mean": best,
+                                 "replay/seen_frac": float(seen.float().mean()),
+                                 "replay/from_search": replay.from_search})
                 log.scalars(step, vals)
             if step % tc.image_every == 0:
-                grid_step(log, model, local, test, step, dev)
+                grid_step(log, average.model if average else model, local, test, step, dev)
             if step % tc.checkpoint_every == 0:
                 save(step)
-            if tc.time_limit_s and time.time() - t_start > tc.time_limit_s:
-                break
         save(step)
-        report = final_report(cfg, log, model, local, train, test, dev, step, t_start, pool)
+        report = final_report(cfg, log, average.model if average else model, local, train, test,
+                              dev, step, t_start, pool, raw=model if average else None)
         n_t = max(timing["steps"], 1)
         report["speed"] = {"pool": dict(pool.stats) if pool else None,
                            "steps_per_s": n_t / max(timing["step_s"], 1e-9),
-                           "renders_per_s": n_t * b * k / max(timing["step_s"], 1e-9),
+                           "renders_per_s": timing["renders"] / max(timing["step_s"], 1e-9),
                            "wait_frac": timing["wait_s"] / max(timing["step_s"], 1e-9),
                            "learner_step_s": timing["step_s"] / n_t}
         report["elbo_history"] = history
@@ -349,30 +406,40 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         local.release()
 
 
-class SelfImitation:
-    """The best mesh parameters sampled so far for each training image, and their reward."""
+def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    """The learning rate's fraction at ``step``: linear from 1 to ``lr_final`` over the steps
+    or the time limit, whichever runs out first."""
+    done = step / tc.steps
+    if tc.time_limit_s:
+        done = min(1.0, max(done, elapsed_s / tc.time_limit_s))
+    return 1 - (1 - tc.lr_final) * done
 
-    def __init__(self, n: int, dim: int, dev):
-        self.m = torch.zeros(n, dim, device=dev)
-        self.r = torch.full((n,), -float("inf"), device=dev)
 
-    def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray) -> Tensor:
-        """Update the bests with this micro-batch's samples, then the replay term: minus the
-        mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k)."""
-        i = torch.as_tensor(idx, device=reward.device)
-        top, arg = reward.max(1)
-        for j in (top > self.r[i]).nonzero().flatten().tolist():  # one at a time: an image
-            if top[j] > self.r[i[j]]:                             # may be drawn twice
-                self.m[i[j]], self.r[i[j]] = s.m[j, arg[j]], top[j]
-        adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
-        return -(adv * model.log_prob(self.m[i][:, None], s.mean)).mean()
+class WeightAverage:
+    """An exponential moving average of a model's weights; its decay ramps up from 0.1 as
+    (1 + n) / (10 + n) so that the first updates do not keep the initial weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.decay, self.n = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for a, p in zip(self.model.parameters(), model.parameters()):
+            a.lerp_(p.detach(), 1 - d)
+        self.n += 1
+
+    @torch.no_grad()
+    def reset(self, model: torch.nn.Module) -> None:
+        self.model.load_state_dict(model.state_dict())
 
     def state_dict(self) -> dict:
-        return {"m": self.m, "r": self.r}
+        return {"model": self.model.state_dict(), "n": self.n}
 
     def load_state_dict(self, st: dict) -> None:
-        self.m.copy_(st["m"])
-        self.r.copy_(st["r"])
+        self.model.load_state_dict(st["model"])
+        self.n = st["n"]
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -424,12 +491,18 @@ def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, d
 
 
 def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
-                 step: int, t_start: float, pool=None) -> dict:
+                 step: int, t_start: float, pool=None, raw=None) -> dict:
     """Scores of the inference network's meshes (``scores``) and, with ``eval.refine.steps``,
     of the same meshes refined on their images (``scores_refined``); pictures and .obj files
-    show the refined meshes when there are any."""
+    show the refined meshes when there are any. ``model`` is the averaged network when there
+    is one, and ``raw`` the trained weights, scored as ``scores_raw``."""
     n = cfg.eval.n_test or len(test)
     sub = test.subset(slice(0, n))
+    extra = {}
+    if raw is not None:
+        actions = mesh_eval.infer_actions(raw, sub.images, dev)
+        extra["scores_raw"], _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+        log.scalars(step, {"eval/iou_raw": extra["scores_raw"]["iou"]})
     actions = mesh_eval.infer_actions(model, sub.images, dev)
     scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
     radius, floor = mesh_eval.sphere_floor(r, train, sub)
@@ -437,7 +510,7 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
                    "train_wall_s": time.time() - t_start})
     log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
                        "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
-    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path), "scores": scores}
+    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path), "scores": scores, **extra}
     if cfg.eval.refine.steps > 0:
         t0 = time.time()
         actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)

@@ -67,13 +67,13 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
 
 
-@pytest.mark.parametrize("self_imitation", [0.0, 0.25])
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation):
+@pytest.mark.parametrize("self_imitation,ema,search", [(0.0, 0.0, 0), (0.25, 0.9, 4)])
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema, search):
     from learners.mesh_train import run
 
-    a = tiny(tmp_path / "a", self_imitation=self_imitation)
-    run(a)
-    b = tiny(tmp_path / "b", self_imitation=self_imitation)
+    a = tiny(tmp_path / "a", self_imitation=self_imitation, ema=ema, search_samples=search)
+    report = run(a)
+    b = tiny(tmp_path / "b", self_imitation=self_imitation, ema=ema, search_samples=search)
     b.train.steps = 2
     run(b)
     b.train.steps = 4
@@ -83,9 +83,68 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation
     assert wa["step"] == wb["step"] == 4
     for k, v in wa["model"].items():
         torch.testing.assert_close(wb["model"][k], v, rtol=0, atol=0, msg=k)
-    if self_imitation:  # the replayed bests travel with the checkpoint
+    if self_imitation:  # the replayed bests and the search points travel with the checkpoint
         assert torch.isfinite(wa["replay"]["r"]).any()
-        torch.testing.assert_close(wb["replay"]["r"], wa["replay"]["r"], rtol=0, atol=0)
+        for k in ("r", "point", "adam"):
+            torch.testing.assert_close(wb["replay"][k], wa["replay"][k], rtol=0, atol=0, msg=k)
+        # the search rendered (1 + 4) meshes per revisited image on top of the B x K samples
+        pool = report["speed"]["pool"]
+        assert pool["completed"] == pool["requested"] > 4 * 4 * 4
+        assert (pool["requested"] - 4 * 4 * 4) % 5 == 0 and wa["replay"]["adam"][2].max() >= 1
+    if ema:  # so do the averaged weights, and the report scores them beside the raw ones
+        assert wa["average"]["n"] == wb["average"]["n"] == 4
+        for k, v in wa["average"]["model"].items():
+            torch.testing.assert_close(wb["average"]["model"][k], v, rtol=0, atol=0, msg=k)
+        assert 0 <= report["scores"]["iou"] <= 1 and 0 <= report["scores_raw"]["iou"] <= 1
+    else:
+        assert wa["average"] is None and "scores_raw" not in report
+
+
+def test_the_time_limit_counts_the_training_before_a_resume(tmp_path):
+    from learners.mesh_train import run
+
+    cfg = tiny(tmp_path)
+    cfg.train.steps = 2
+    run(cfg)
+    ck = tmp_path / "runs/tiny/checkpoint.pt"
+    state = torch.load(ck, weights_only=False)
+    assert 0 < state["train_s"] < 600
+    state["train_s"] = 100.0  # as if the first two steps had taken 100 s
+    torch.save(state, ck)
+    cfg.train.steps, cfg.train.time_limit_s = 4, 50.0
+    report = run(cfg, resume=True)  # past its limit already: scores without another step
+    assert report["scores"]["steps"] == 2 and report["speed"]["pool"]["requested"] == 0
+    assert torch.load(ck, weights_only=False)["train_s"] >= 100.0
+
+
+def test_the_learning_rate_decays_over_the_steps_or_the_clock_whichever_ends_first():
+    from learners.mesh_train import TrainConfig, lr_factor
+
+    tc = TrainConfig(steps=1000, lr_final=0.2)
+    assert lr_factor(tc, 0, 1e6) == 1.0 and lr_factor(tc, 1000, 0.0) == pytest.approx(0.2)
+    assert lr_factor(tc, 500, 1e6) == pytest.approx(0.6)  # no limit: the clock does not count
+    tc.time_limit_s = 100.0
+    assert lr_factor(tc, 250, 50.0) == pytest.approx(0.6)  # the clock is further on
+    assert lr_factor(tc, 750, 50.0) == pytest.approx(0.4)  # the steps are
+    assert lr_factor(tc, 10, 400.0) == pytest.approx(0.2)  # never below lr_final
+
+
+def test_the_weight_average_is_the_exponential_average_of_the_weights_it_saw():
+    from learners.mesh_train import WeightAverage
+
+    net = torch.nn.Linear(3, 2)
+    avg = WeightAverage(net, 0.5)
+    expect = net.weight.detach().clone()
+    for t, v in enumerate([1.0, -2.0, 4.0, 0.5, 3.0]):
+        with torch.no_grad():
+            net.weight.fill_(v)
+        avg.update(net)
+        d = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, 0.25, 0.31, 0.36... capped at 0.5
+        expect = d * expect + (1 - d) * v
+    torch.testing.assert_close(avg.model.weight, expect)
+    assert not avg.model.weight.requires_grad and avg.n == 5
+    avg.reset(net)
+    torch.testing.assert_close(avg.model.weight, net.weight.detach())
 
 
 def test_nan_from_the_model_is_a_clear_error_and_the_checkpoint_stays_intact(tmp_path):
@@ -119,6 +178,10 @@ def test_bad_config_keys_and_types_are_named(tmp_path):
         load(p, ["estimator.name=nope"])
     with pytest.raises(ConfigError, match=r"data\.kinds: unknown \['blob'\]"):
         load(p, ["data.kinds=[cube, blob]"])
+    with pytest.raises(ConfigError, match=r"train\.search_samples: needs self_imitation"):
+        load(p, ["train.search_samples=8"])
+    with pytest.raises(ConfigError, match=r"train\.search_samples: must be an even"):
+        load(p, ["train.search_samples=3", "train.self_imitation=0.25"])
     # the command line says it and starts nothing
     proc = subprocess.run([sys.executable, "-m", "learners.run", "--config", str(p),
                            "--set", "model.hiden=3"], capture_output=True, text=True, timeout=120)
@@ -226,7 +289,7 @@ def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
 
 def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_advantage():
     from gen3d.mesh_model import MeshModel, MeshModelConfig
-    from learners.mesh_train import SelfImitation
+    from learners.self_imitation import SelfImitation
 
     torch.manual_seed(0)
     model = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, colour="uniform"), 32)
@@ -258,3 +321,48 @@ def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_adva
     # an image whose best is no better than its current samples gets no pull
     model.zero_grad()
     assert float(replay.loss(model, s2, torch.tensor([[5.0] * 4, [-1.0] * 4]), idx).detach()) == 0.0
+
+
+def test_the_search_climbs_each_images_own_likelihood_and_the_replay_keeps_what_it_finds():
+    """A quadratic black box per image: its samples from the network stay bad, so every gain
+    comes from the search point, which must reach the optimum; a better network sample moves
+    the point there."""
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+    from learners.self_imitation import SelfImitation
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    model = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, colour="uniform"), 32)
+    d = model.decoder.dim
+    replay = SelfImitation(3, d, "cpu", samples=8, std=0.05, lr=0.05)
+    x, idx = torch.rand(2, 3, 32, 32), np.array([2, 0])
+    assert replay.propose(idx, gen) is None  # nothing seen yet: nothing to search from
+    s = model.sample(x, 4)
+    target = s.m[:, 0] + torch.linspace(-0.5, 0.5, d)  # each image's optimum
+
+    def black_box(m):  # (n, S, D) -> rewards, 0 at the optimum
+        return -((m - target[:, None]) ** 2).sum(-1)
+
+    r0 = black_box(s.m)
+    replay.loss(model, s, r0, idx)
+    torch.testing.assert_close(replay.point[idx], s.m[[0, 1], r0.argmax(1)])  # the first best
+    start = r0.max(1).values
+    bad = torch.full((2, 4), -1e6)
+    for _ in range(150):
+        prop = replay.propose(idx, gen)
+        assert prop.m.shape == (2, 9, d) and list(prop.rows) == [0, 1]
+        torch.testing.assert_close(prop.m[:, 1:5] + prop.m[:, 5:], 2 * prop.m[:, :1].expand(-1, 4, -1))
+        replay.loss(model, model.sample(x, 4), bad, idx, prop, black_box(prop.m))
+    assert (start < -1.4).all()
+    # Adam's constant step leaves the point jittering about the optimum; the bests keep its best
+    assert (black_box(replay.point[idx][:, None])[:, 0] > 0.03 * start).all()
+    torch.testing.assert_close(replay.r[idx], black_box(replay.m[idx][:, None])[:, 0])
+    assert (replay.r[idx] > 0.01 * start).all() and replay.from_search >= 10
+    assert torch.isinf(replay.r[1])  # never drawn, never searched
+    # a network sample better than everything the search rendered: the point jumps to it
+    prop = replay.propose(idx, gen)
+    s = model.sample(x, 4)
+    replay.loss(model, s, torch.tensor([[0.0, 0.0, 5.0, 0.0], [-1e6] * 4]), idx, prop,
+                torch.full((2, 9), -1.0))
+    assert torch.equal(replay.point[2], s.m[0, 2]) and float(replay.r[2]) == 5.0
+    assert not replay.adam[:, 2].any() and replay.adam[2, 0, 0] > 0  # fresh Adam for image 2 only
