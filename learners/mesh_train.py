@@ -99,16 +99,6 @@ class TrainConfig:
     """Decay of an exponential moving average of the model's weights (Polyak averaging; 0:
     off), kept beside the trained weights and used for scoring: it averages away the
     score-function noise of the last steps. The report keeps the raw weights' scores too."""
-    search_samples: int = 0
-    """With self-imitation: renders per image and step (antithetic pairs, even; 0: off) that
-    climb a search point of each training image's own likelihood, evolution-strategies steps
-    with Adam as in per-image refinement, persisting across the image's visits; self-imitation
-    then replays the best of the search and of the network's samples
-    (``learners.self_imitation``)."""
-    search_std: float = 0.01
-    """Std of the search around each image's point (the model's unconstrained parameters)."""
-    search_lr: float = 0.01
-    """Adam's step size on each image's search point."""
     time_limit_s: float = 0.0
     """Stop training after this many seconds of it (0: no limit; a resumed run counts the
     time before it), then score as usual."""
@@ -122,16 +112,6 @@ class TrainConfig:
     """Atomic checkpoint every this many steps (and at the end)."""
     progress: bool = True
     """Show a progress bar."""
-
-    def __post_init__(self):
-        if self.search_samples < 0 or self.search_samples % 2:
-            raise ValueError(f"search_samples: must be an even number >= 0 (antithetic pairs), "
-                             f"got {self.search_samples}")
-        if self.search_samples and self.self_imitation <= 0:
-            raise ValueError("search_samples: needs self_imitation > 0 (the search's meshes "
-                             "reach the network only through the replay); set both or neither")
-        if self.search_samples and (self.search_std <= 0 or self.search_lr <= 0):
-            raise ValueError("search_std and search_lr must be > 0")
 
 
 @dataclass
@@ -241,8 +221,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                           "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
-    replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.search_samples, tc.search_std,
-                            tc.search_lr) if tc.self_imitation > 0 else None)
+    replay = SelfImitation(len(train), model.decoder.dim, dev) if tc.self_imitation > 0 else None
     if replay is not None and resume and st.get("replay") is not None:
         replay.load_state_dict(st["replay"])
     average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
@@ -251,7 +230,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     parts = np.array_split(np.arange(b), min(tc.microbatches, b))
     t_start = time.time() - train_s
     history = []
-    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0, "renders": 0}  # after a warm-up of 3 steps
+    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0}  # after a warm-up of 3 steps
     ema, best_ema, snapshot = None, -float("inf"), None  # for rollback_nats
     step = start
     try:
@@ -269,7 +248,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
             if est_opt:
                 est_opt.zero_grad(set_to_none=True)
             # 1. sample every micro-batch and send it out: micro-batch i renders while i+1 samples
-            sent, rendered = [], b * k
+            sent = []
             if oracle is not None:  # differentiable oracle: pathwise rewards, no workers
                 for p in parts:
                     s = model.sample(x[p], k, generator=gen)
@@ -278,7 +257,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"step {step}: the loss is {loss.item()} (NaN/inf)")
                     (loss * len(p) / b).backward()
-                    sent.append((p, s, r.detach(), None))
+                    sent.append((p, s, r.detach()))
             for p in ([] if oracle is not None else parts):
                 noise = est.noise((len(p), k, model.decoder.dim), generator=gen, device=dev)
                 s = model.sample(x[p], k, noise=noise, generator=gen)
@@ -286,34 +265,25 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     raise FloatingPointError(
                         f"step {step}: the model produced NaN/inf mesh parameters; the last "
                         f"checkpoint ({log.checkpoint_path}) is intact; lower train.lr")
-                actions, targets = s.actions.reshape(-1, s.actions.shape[-1]), np.repeat(idx[p], k)
-                prop = replay.propose(idx[p], gen) if replay is not None else None
-                if prop is not None:  # the search's renders travel with the step's own
-                    with torch.no_grad():
-                        searched = model.decoder(prop.m.reshape(-1, prop.m.shape[-1]))
-                    actions = torch.cat([actions, searched])
-                    targets = np.concatenate([targets, np.repeat(idx[p][prop.rows], prop.m.shape[1])])
-                    rendered += prop.m.shape[0] * prop.m.shape[1]
-                ticket = pool.submit(actions.cpu().numpy(), target_idx=targets)
-                sent.append((p, s, ticket, prop))
+                ticket = pool.submit(s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy(),
+                                     target_idx=np.repeat(idx[p], k))
+                sent.append((p, s, ticket))
             # 2. as rewards come back, form each micro-batch's surrogate and back-propagate
             rewards, kls, wait, grads = [], [], 0.0, []
             want_var = step % tc.log_every == 0 and len(parts) > 1
-            for p, s, ticket, prop in sent:
+            for p, s, ticket in sent:
                 if oracle is not None:
                     rewards.append(ticket)
                     kls.append(s.kl.detach())
                     continue
                 res = pool.collect(ticket)
                 wait += res.wait_s
-                r_res = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev)
-                r = r_res[:len(p) * k].reshape(len(p), k)
+                r = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev).reshape(len(p), k)
                 batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
                                          log_prior=s.log_pz - s.log_qz, noise=s.noise)
                 loss = est.loss(batch)
                 if replay is not None:
-                    r_prop = None if prop is None else r_res[len(p) * k:].reshape(len(prop.rows), -1)
-                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p], prop, r_prop)
+                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p])
                 if est.objective == "elbo":
                     loss = loss + beta * s.kl.mean()
                 if not torch.isfinite(loss):
@@ -341,7 +311,6 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 timing["steps"] += 1
                 timing["step_s"] += dt
                 timing["wait_s"] += wait
-                timing["renders"] += rendered
             r_all, kl_all = torch.cat(rewards), torch.cat(kls)
             elbo = float((r_all - kl_all).mean())
             history.append(elbo)
@@ -368,7 +337,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                         "train/reward_var": float(r_all.var(1).mean()),
                         "train/kl_nats": float(kl_all.mean()),
                         "train/model_std": float(model.std().detach().mean()),
-                        "speed/renders_per_s": rendered / dt, "speed/step_s": dt,
+                        "speed/renders_per_s": b * k / dt, "speed/step_s": dt,
                         "speed/wait_s": wait, "speed/wait_frac": wait / dt}
                 if grads:  # per-micro-batch gradients, differences taken in sequence
                     g = torch.stack([grads[0]] + [grads[i] - grads[i - 1] for i in range(1, len(grads))])
@@ -380,8 +349,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                     seen = torch.isfinite(replay.r)
                     best = float(replay.r[seen].mean()) if seen.any() else None
                     vals.update({"replay/best_reward_mean": best,
-                                 "replay/seen_frac": float(seen.float().mean()),
-                                 "replay/from_search": replay.from_search})
+                                 "replay/seen_frac": float(seen.float().mean())})
                 log.scalars(step, vals)
             if step % tc.image_every == 0:
                 grid_step(log, average.model if average else model, local, test, step, dev)
@@ -393,7 +361,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         n_t = max(timing["steps"], 1)
         report["speed"] = {"pool": dict(pool.stats) if pool else None,
                            "steps_per_s": n_t / max(timing["step_s"], 1e-9),
-                           "renders_per_s": timing["renders"] / max(timing["step_s"], 1e-9),
+                           "renders_per_s": n_t * b * k / max(timing["step_s"], 1e-9),
                            "wait_frac": timing["wait_s"] / max(timing["step_s"], 1e-9),
                            "learner_step_s": timing["step_s"] / n_t}
         report["elbo_history"] = history

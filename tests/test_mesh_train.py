@@ -67,13 +67,13 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
 
 
-@pytest.mark.parametrize("self_imitation,ema,search", [(0.0, 0.0, 0), (0.25, 0.9, 4)])
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema, search):
+@pytest.mark.parametrize("self_imitation,ema", [(0.0, 0.0), (0.25, 0.9)])
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema):
     from learners.mesh_train import run
 
-    a = tiny(tmp_path / "a", self_imitation=self_imitation, ema=ema, search_samples=search)
+    a = tiny(tmp_path / "a", self_imitation=self_imitation, ema=ema)
     report = run(a)
-    b = tiny(tmp_path / "b", self_imitation=self_imitation, ema=ema, search_samples=search)
+    b = tiny(tmp_path / "b", self_imitation=self_imitation, ema=ema)
     b.train.steps = 2
     run(b)
     b.train.steps = 4
@@ -83,14 +83,9 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation
     assert wa["step"] == wb["step"] == 4
     for k, v in wa["model"].items():
         torch.testing.assert_close(wb["model"][k], v, rtol=0, atol=0, msg=k)
-    if self_imitation:  # the replayed bests and the search points travel with the checkpoint
+    if self_imitation:  # the replayed bests travel with the checkpoint
         assert torch.isfinite(wa["replay"]["r"]).any()
-        for k in ("r", "point", "adam"):
-            torch.testing.assert_close(wb["replay"][k], wa["replay"][k], rtol=0, atol=0, msg=k)
-        # the search rendered (1 + 4) meshes per revisited image on top of the B x K samples
-        pool = report["speed"]["pool"]
-        assert pool["completed"] == pool["requested"] > 4 * 4 * 4
-        assert (pool["requested"] - 4 * 4 * 4) % 5 == 0 and wa["replay"]["adam"][2].max() >= 1
+        torch.testing.assert_close(wb["replay"]["r"], wa["replay"]["r"], rtol=0, atol=0)
     if ema:  # so do the averaged weights, and the report scores them beside the raw ones
         assert wa["average"]["n"] == wb["average"]["n"] == 4
         for k, v in wa["average"]["model"].items():
@@ -178,10 +173,6 @@ def test_bad_config_keys_and_types_are_named(tmp_path):
         load(p, ["estimator.name=nope"])
     with pytest.raises(ConfigError, match=r"data\.kinds: unknown \['blob'\]"):
         load(p, ["data.kinds=[cube, blob]"])
-    with pytest.raises(ConfigError, match=r"train\.search_samples: needs self_imitation"):
-        load(p, ["train.search_samples=8"])
-    with pytest.raises(ConfigError, match=r"train\.search_samples: must be an even"):
-        load(p, ["train.search_samples=3", "train.self_imitation=0.25"])
     # the command line says it and starts nothing
     proc = subprocess.run([sys.executable, "-m", "learners.run", "--config", str(p),
                            "--set", "model.hiden=3"], capture_output=True, text=True, timeout=120)
@@ -321,48 +312,3 @@ def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_adva
     # an image whose best is no better than its current samples gets no pull
     model.zero_grad()
     assert float(replay.loss(model, s2, torch.tensor([[5.0] * 4, [-1.0] * 4]), idx).detach()) == 0.0
-
-
-def test_the_search_climbs_each_images_own_likelihood_and_the_replay_keeps_what_it_finds():
-    """A quadratic black box per image: its samples from the network stay bad, so every gain
-    comes from the search point, which must reach the optimum; a better network sample moves
-    the point there."""
-    from gen3d.mesh_model import MeshModel, MeshModelConfig
-    from learners.self_imitation import SelfImitation
-
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    model = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, colour="uniform"), 32)
-    d = model.decoder.dim
-    replay = SelfImitation(3, d, "cpu", samples=8, std=0.05, lr=0.05)
-    x, idx = torch.rand(2, 3, 32, 32), np.array([2, 0])
-    assert replay.propose(idx, gen) is None  # nothing seen yet: nothing to search from
-    s = model.sample(x, 4)
-    target = s.m[:, 0] + torch.linspace(-0.5, 0.5, d)  # each image's optimum
-
-    def black_box(m):  # (n, S, D) -> rewards, 0 at the optimum
-        return -((m - target[:, None]) ** 2).sum(-1)
-
-    r0 = black_box(s.m)
-    replay.loss(model, s, r0, idx)
-    torch.testing.assert_close(replay.point[idx], s.m[[0, 1], r0.argmax(1)])  # the first best
-    start = r0.max(1).values
-    bad = torch.full((2, 4), -1e6)
-    for _ in range(150):
-        prop = replay.propose(idx, gen)
-        assert prop.m.shape == (2, 9, d) and list(prop.rows) == [0, 1]
-        torch.testing.assert_close(prop.m[:, 1:5] + prop.m[:, 5:], 2 * prop.m[:, :1].expand(-1, 4, -1))
-        replay.loss(model, model.sample(x, 4), bad, idx, prop, black_box(prop.m))
-    assert (start < -1.4).all()
-    # Adam's constant step leaves the point jittering about the optimum; the bests keep its best
-    assert (black_box(replay.point[idx][:, None])[:, 0] > 0.03 * start).all()
-    torch.testing.assert_close(replay.r[idx], black_box(replay.m[idx][:, None])[:, 0])
-    assert (replay.r[idx] > 0.01 * start).all() and replay.from_search >= 10
-    assert torch.isinf(replay.r[1])  # never drawn, never searched
-    # a network sample better than everything the search rendered: the point jumps to it
-    prop = replay.propose(idx, gen)
-    s = model.sample(x, 4)
-    replay.loss(model, s, torch.tensor([[0.0, 0.0, 5.0, 0.0], [-1e6] * 4]), idx, prop,
-                torch.full((2, 9), -1.0))
-    assert torch.equal(replay.point[2], s.m[0, 2]) and float(replay.r[2]) == 5.0
-    assert not replay.adam[:, 2].any() and replay.adam[2, 0, 0] > 0  # fresh Adam for image 2 only
