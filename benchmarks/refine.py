@@ -56,7 +56,8 @@ def main(argv=None) -> dict:
     _, cfg = config_io.load(Path(args.run) / "config.json")
     model = MeshModel(cfg.model, cfg.data.size)
     if not args.untrained:
-        model.load_state_dict(torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)["model"])
+        st = torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)
+        model.load_state_dict((st.get("average") or st)["model"])  # the network the run scored
     r = local_renderer(cfg)
     rows = []
     try:

@@ -29,6 +29,20 @@ def tiny(tmp_path, **train):
     return from_dict(MeshRunConfig, d, "tiny")
 
 
+def two_steps_then_edit(tmp_path, edit):
+    """A tiny run of 2 steps whose checkpoint ``edit(state)`` then changes: (config, path)."""
+    from learners.mesh_train import run
+
+    cfg = tiny(tmp_path)
+    cfg.train.steps = 2
+    run(cfg)
+    ck = tmp_path / "runs/tiny/checkpoint.pt"
+    state = torch.load(ck, weights_only=False)
+    edit(state)
+    torch.save(state, ck)
+    return cfg, ck
+
+
 def test_end_to_end_writes_checkpoint_events_and_a_report_in_range(tmp_path):
     from learners.mesh_train import run
 
@@ -98,14 +112,11 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation
 def test_the_time_limit_counts_the_training_before_a_resume(tmp_path):
     from learners.mesh_train import run
 
-    cfg = tiny(tmp_path)
-    cfg.train.steps = 2
-    run(cfg)
-    ck = tmp_path / "runs/tiny/checkpoint.pt"
-    state = torch.load(ck, weights_only=False)
-    assert 0 < state["train_s"] < 600
-    state["train_s"] = 100.0  # as if the first two steps had taken 100 s
-    torch.save(state, ck)
+    def slow(state):
+        assert 0 < state["train_s"] < 600
+        state["train_s"] = 100.0  # as if the first two steps had taken 100 s
+
+    cfg, ck = two_steps_then_edit(tmp_path, slow)
     cfg.train.steps, cfg.train.time_limit_s = 4, 50.0
     report = run(cfg, resume=True)  # past its limit already: scores without another step
     assert report["scores"]["steps"] == 2 and report["speed"]["pool"]["requested"] == 0
@@ -128,13 +139,13 @@ def test_the_weight_average_is_the_exponential_average_of_the_weights_it_saw():
     from learners.mesh_train import WeightAverage
 
     net = torch.nn.Linear(3, 2)
-    avg = WeightAverage(net, 0.5)
+    avg = WeightAverage(net, 0.3)
     expect = net.weight.detach().clone()
     for t, v in enumerate([1.0, -2.0, 4.0, 0.5, 3.0]):
         with torch.no_grad():
             net.weight.fill_(v)
         avg.update(net)
-        d = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, 0.25, 0.31, 0.36... capped at 0.5
+        d = [0.1, 2 / 11, 0.25, 0.3, 0.3][t]  # (1 + t) / (10 + t) until the decay caps it
         expect = d * expect + (1 - d) * v
     torch.testing.assert_close(avg.model.weight, expect)
     assert not avg.model.weight.requires_grad and avg.n == 5
@@ -145,14 +156,10 @@ def test_the_weight_average_is_the_exponential_average_of_the_weights_it_saw():
 def test_nan_from_the_model_is_a_clear_error_and_the_checkpoint_stays_intact(tmp_path):
     from learners.mesh_train import run
 
-    cfg = tiny(tmp_path)
-    cfg.train.steps = 2
-    run(cfg)
-    ck = tmp_path / "runs/tiny/checkpoint.pt"
-    state = torch.load(ck, weights_only=False)
-    w = state["model"]["write.weight"]
-    w[0, 0] = float("nan")  # the model now writes NaN mesh parameters
-    torch.save(state, ck)
+    def poison(state):
+        state["model"]["write.weight"][0, 0] = float("nan")  # the model now writes NaN meshes
+
+    cfg, ck = two_steps_then_edit(tmp_path, poison)
     digest = hashlib.sha1(ck.read_bytes()).hexdigest()
     cfg.train.steps = 6
     with pytest.raises(FloatingPointError, match="NaN.*checkpoint.*intact"):
