@@ -33,6 +33,24 @@ def machine(gl: dict | None = None) -> dict:
     return info
 
 
+def load_run(run: str, trained: bool = True):
+    """A finished mesh run's config and the network its report scored (the weight average when
+    it kept one; ``trained=False``: freshly initialised), on CPU with one torch thread."""
+    import torch
+
+    from gen3d.mesh_model import MeshModel
+    from learners import config as config_io
+
+    os.environ.setdefault("LP_NUM_THREADS", "0")
+    torch.set_num_threads(1)
+    _, cfg = config_io.load(Path(run) / "config.json")
+    model = MeshModel(cfg.model, cfg.data.size)
+    if trained:
+        st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
+        model.load_state_dict((st.get("average") or st)["model"])
+    return cfg, model
+
+
 def write_json(path: str | None, data: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -11,20 +11,16 @@ A setting is steps:samples:std:lr (``learners.mesh_refine.RefineConfig``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, table, write_json  # noqa: E402
+from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from gen3d.mesh_model import MeshModel  # noqa: E402
-from learners import config as config_io  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_refine import RefineConfig  # noqa: E402
 from learners.mesh_train import local_renderer, refine_actions  # noqa: E402
@@ -51,13 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--untrained", action="store_true", help="start from an untrained network")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    os.environ.setdefault("LP_NUM_THREADS", "0")
-    torch.set_num_threads(1)
-    _, cfg = config_io.load(Path(args.run) / "config.json")
-    model = MeshModel(cfg.model, cfg.data.size)
-    if not args.untrained:
-        st = torch.load(Path(args.run) / "checkpoint.pt", weights_only=False)
-        model.load_state_dict((st.get("average") or st)["model"])  # the network the run scored
+    cfg, model = load_run(args.run, trained=not args.untrained)
     r = local_renderer(cfg)
     rows = []
     try:

@@ -164,9 +164,12 @@ class MeshModel(nn.Module):
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
         self.log_std = nn.Parameter(torch.full((self.decoder.dim,), math.log(cfg.init_std)))
+        # a learner's schedule narrows the search without fighting the learned log-std; set
+        # every step, so it is not saved
+        self.register_buffer("std_scale", torch.ones(()), persistent=False)
 
     def std(self) -> Tensor:
-        return self.cfg.min_std + torch.exp(self.log_std)
+        return self.std_scale * (self.cfg.min_std + torch.exp(self.log_std))
 
     def _unroll(self, feat: Tensor, eps_z: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """feat (N,F); eps_z (N,T,z) or None for the posterior mean. Returns mean of m (N,D),
@@ -212,9 +215,10 @@ class MeshModel(nn.Module):
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
                        lqz.reshape(b, k), feat.detach(), noise, actions, u)
 
-    def log_prob(self, m: Tensor, mean: Tensor) -> Tensor:
-        """log p(m | z) (...) of parameters m (..., D) under the Gaussian of mean ``mean``."""
-        std = self.std()
+    def log_prob(self, m: Tensor, mean: Tensor, std: Tensor | None = None) -> Tensor:
+        """log p(m | z) (...) of parameters m (..., D) under the Gaussian of mean ``mean`` (and
+        std ``std``, the model's own by default)."""
+        std = self.std() if std is None else std
         return (-0.5 * ((m - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
 
     def mean_params(self, images: Tensor) -> Tensor:

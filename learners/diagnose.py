@@ -58,6 +58,9 @@ class Settings:
     """Pathwise estimates averaged into the oracle gradient."""
     oracle_sigma: float = 0.5
     """Edge softness (pixels) of the oracle's soft rasteriser."""
+    std_scale: float = 1.0
+    """Multiplies the sampling std of p(m | z), as ``train.std_final`` does late in a run:
+    how gradient quality depends on the width of the search."""
     seed: int = 0
 
 
@@ -178,6 +181,7 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
              s: Settings, est_state: tuple[str, dict] | None = None, progress: bool = True) -> dict:
     """The diagnostics of ``s.estimators`` at the model's current parameters (JSON-ready)."""
     k = s.samples or cfg.train.samples
+    model.std_scale.fill_(s.std_scale)
     probe = Probe(cfg, model, images, renderer, s.seed)
     names = s.estimators or estimators.available()
     oracle = make_oracle(cfg, model, probe.dev, sigma=s.oracle_sigma, mode="edges")
@@ -334,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
               "oracle_estimates", "seed"):
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Settings(), f))
     ap.add_argument("--oracle-sigma", type=float, default=Settings().oracle_sigma)
+    ap.add_argument("--std-scale", type=float, default=Settings().std_scale)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -345,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ConfigError(f"--estimators: unknown {unknown}; "
                               f"choose from {estimators.available()}")
+        if not a.std_scale > 0:
+            raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
         if a.estimates < 2 or a.ref_estimates < 2:
             raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
     except ConfigError as e:
@@ -352,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = Settings(names, **{f: getattr(a, f) for f in ("estimates", "batch", "samples", "warmup",
                                                        "ref_estimates", "ref_samples",
-                                                       "oracle_estimates", "oracle_sigma", "seed")})
+                                                       "oracle_estimates", "oracle_sigma", "std_scale",
+                                                       "seed")})
     torch.set_num_threads(cfg.train.torch_threads)
     state = checkpoint.load(a.checkpoint, map_location=cfg.device)
     model = MeshModel(cfg.model, cfg.data.size).to(cfg.device)

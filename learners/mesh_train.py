@@ -95,6 +95,14 @@ class TrainConfig:
     off-policy score-function term whose advantage is how far its reward lies above the mean of
     the image's current samples (clipped at 0). Renders nothing extra; biased towards the best
     meshes seen, as per-image refinement is."""
+    self_imitation_std: bool = True
+    """Whether the replay term trains the sampling std of p(m | z) too. It pulls that std
+    towards the distance of the replayed bests from the current mean, which grows as the
+    network moves on from where they were sampled; off, the on-policy estimator alone sets it."""
+    std_final: float = 1.0
+    """The sampling std of p(m | z) is multiplied by a factor that falls linearly from 1 to
+    this over the run (the learning rate's clock; 1: off). Late in a run each image's mean is
+    near its optimum, where a narrower search estimates the local gradient more reliably."""
     ema: float = 0.0
     """Decay of an exponential moving average of the model's weights (Polyak averaging; 0:
     off), kept beside the trained weights and used for scoring: it averages away the
@@ -112,6 +120,11 @@ class TrainConfig:
     """Atomic checkpoint every this many steps (and at the end)."""
     progress: bool = True
     """Show a progress bar."""
+
+    def __post_init__(self):
+        if not self.std_final > 0:
+            raise ValueError(f"std_final: the sampling std's final factor must be > 0 (1: no "
+                             f"schedule), got {self.std_final}")
 
 
 @dataclass
@@ -221,7 +234,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
                                           "sigma": tc.sigma}), cfg.pool, targets=train.images)
     k, b = tc.samples, tc.batch
-    replay = SelfImitation(len(train), model.decoder.dim, dev) if tc.self_imitation > 0 else None
+    replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
+              if tc.self_imitation > 0 else None)
     if replay is not None and resume and st.get("replay") is not None:
         replay.load_state_dict(st["replay"])
     average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
@@ -239,8 +253,10 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
                 break
             step += 1
             t0 = time.perf_counter()
+            elapsed = time.time() - t_start
             for g in opt.param_groups:
-                g["lr"] = tc.lr * lr_scale * lr_factor(tc, step, time.time() - t_start)
+                g["lr"] = tc.lr * lr_scale * lr_factor(tc, step, elapsed)
+            model.std_scale.fill_(std_factor(tc, step, elapsed))
             beta = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
             idx = rng.integers(len(train), size=b)
             x = images_to_tensor(train.images[idx], dev)
@@ -374,13 +390,23 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
         local.release()
 
 
-def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
-    """The learning rate's fraction at ``step``: linear from 1 to ``lr_final`` over the steps
-    or the time limit, whichever runs out first."""
+def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
+    is further on."""
     done = step / tc.steps
     if tc.time_limit_s:
-        done = min(1.0, max(done, elapsed_s / tc.time_limit_s))
-    return 1 - (1 - tc.lr_final) * done
+        done = max(done, elapsed_s / tc.time_limit_s)
+    return min(1.0, done)
+
+
+def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    """The learning rate's fraction at ``step``: linear from 1 to ``lr_final``."""
+    return 1 - (1 - tc.lr_final) * run_fraction(tc, step, elapsed_s)
+
+
+def std_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+    """The sampling std's factor at ``step``: linear from 1 to ``std_final``."""
+    return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
 
 
 class WeightAverage:

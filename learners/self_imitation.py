@@ -20,9 +20,10 @@ from gen3d.mesh_model import MeshModel
 class SelfImitation:
     """The best mesh parameters sampled so far for each training image, and their reward."""
 
-    def __init__(self, n: int, dim: int, dev):
+    def __init__(self, n: int, dim: int, dev, train_std: bool = True):
         self.m = torch.zeros(n, dim, device=dev)
         self.r = torch.full((n,), -float("inf"), device=dev)
+        self.train_std = train_std
 
     def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray) -> Tensor:
         """Update the bests with this micro-batch's samples, then the replay term: minus the
@@ -33,7 +34,8 @@ class SelfImitation:
             if top[j] > self.r[i[j]]:                             # may be drawn twice
                 self.m[i[j]], self.r[i[j]] = s.m[j, arg[j]], top[j]
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
-        return -(adv * model.log_prob(self.m[i][:, None], s.mean)).mean()
+        std = None if self.train_std else model.std().detach()
+        return -(adv * model.log_prob(self.m[i][:, None], s.mean, std)).mean()
 
     def state_dict(self) -> dict:
         return {"m": self.m, "r": self.r}

@@ -76,9 +76,11 @@ def test_diagnose_cli_writes_finite_figures_and_loo_beats_plain_reinforce(user_r
         [sys.executable, "-m", "learners.diagnose", "--config", str(cfg_path), "--checkpoint",
          report["checkpoint"], "--estimators", "reinforce,rloo,pathwise", "--estimates", str(n),
          "--ref-estimates", "30", "--oracle-estimates", "5", "--warmup", "0", "--no-progress",
+         "--std-scale", "0.5",
          "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "diagnose.json").read_text())
+    assert res["settings"]["std_scale"] == 0.5
 
     def numbers(x):
         if isinstance(x, dict):
@@ -112,3 +114,5 @@ def test_diagnose_cli_refuses_unknown_estimators(tmp_path, capsys):
     p.write_text("task: mesh\n")
     assert main(["--config", str(p), "--checkpoint", "nope.pt", "--estimators", "rloo,bogus"]) == 2
     assert "unknown ['bogus']" in capsys.readouterr().err
+    assert main(["--config", str(p), "--checkpoint", "nope.pt", "--std-scale", "0"]) == 2
+    assert "--std-scale must be > 0" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 
@@ -124,9 +125,12 @@ def test_the_time_limit_counts_the_training_before_a_resume(tmp_path):
 
 
 def test_the_learning_rate_decays_over_the_steps_or_the_clock_whichever_ends_first():
-    from learners.mesh_train import TrainConfig, lr_factor
+    from learners.mesh_train import TrainConfig, lr_factor, std_factor
 
     tc = TrainConfig(steps=1000, lr_final=0.2)
+    assert std_factor(tc, 500, 0.0) == 1.0  # std_final 1: no schedule
+    tc.std_final = 0.5  # the sampling std follows the same clock to its own end
+    assert std_factor(tc, 500, 0.0) == pytest.approx(0.75) and std_factor(tc, 2000, 0.0) == 0.5
     assert lr_factor(tc, 0, 1e6) == 1.0 and lr_factor(tc, 1000, 0.0) == pytest.approx(0.2)
     assert lr_factor(tc, 500, 1e6) == pytest.approx(0.6)  # no limit: the clock does not count
     tc.time_limit_s = 100.0
@@ -180,6 +184,8 @@ def test_bad_config_keys_and_types_are_named(tmp_path):
         load(p, ["estimator.name=nope"])
     with pytest.raises(ConfigError, match=r"data\.kinds: unknown \['blob'\]"):
         load(p, ["data.kinds=[cube, blob]"])
+    with pytest.raises(ConfigError, match=r"train\.std_final: .* must be > 0"):
+        load(p, ["train.std_final=0"])
     # the command line says it and starts nothing
     proc = subprocess.run([sys.executable, "-m", "learners.run", "--config", str(p),
                            "--set", "model.hiden=3"], capture_output=True, text=True, timeout=120)
@@ -285,6 +291,23 @@ def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
 
 
+def test_the_std_scale_narrows_the_samples_and_their_density_alike():
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+
+    torch.manual_seed(0)
+    model = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, colour="uniform"), 32)
+    x = torch.rand(2, 3, 32, 32)
+    noise = torch.randn(2, 3, model.decoder.dim)
+    wide = model.sample(x, 3, noise=noise, generator=torch.Generator().manual_seed(1))
+    model.std_scale.fill_(0.25)
+    narrow = model.sample(x, 3, noise=noise, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(narrow.m - narrow.mean, 0.25 * (wide.m - wide.mean))
+    # the same standard-normal point: the density rises by the log of the scale, per dimension
+    torch.testing.assert_close(narrow.logp - wide.logp,
+                               torch.full_like(wide.logp, -model.decoder.dim * math.log(0.25)))
+    assert "std_scale" not in model.state_dict()  # a schedule's, set each step: not saved
+
+
 def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_advantage():
     from gen3d.mesh_model import MeshModel, MeshModelConfig
     from learners.self_imitation import SelfImitation
@@ -303,7 +326,7 @@ def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_adva
     s2 = model.sample(x, 4)
     low = torch.full((2, 4), -10.0)
     model.zero_grad()
-    replay.loss(model, s2, low, idx).backward()
+    replay.loss(model, s2, low, idx).backward(retain_graph=True)
     torch.testing.assert_close(replay.m[3], s.m[0, 1])
     g = model.write.bias.grad.clone()
     std = model.std().detach()
@@ -312,6 +335,13 @@ def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_adva
     # d loss / d mean of p(m | z) per sample, the loss being a mean over 2 x 4 samples
     want = -(adv * (replay.m[idx][:, None] - mean) / std**2) / 8
     torch.testing.assert_close(g, want.sum((0, 1)), rtol=1e-4, atol=1e-3)
+    # told to leave the std alone, the replay pulls the mean just the same and the std not at all
+    model.zero_grad()
+    replay.train_std = False
+    replay.loss(model, s2, low, idx).backward()
+    torch.testing.assert_close(model.write.bias.grad, g, rtol=0, atol=0)
+    assert model.log_std.grad is None or not model.log_std.grad.any()
+    replay.train_std = True
     # an image drawn twice in one micro-batch keeps the better of its two bests
     twice = SelfImitation(5, model.decoder.dim, "cpu")
     twice.loss(model, s, torch.tensor([[9.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]]), np.array([4, 4]))
