@@ -2,8 +2,8 @@
 
 For a batch of training images, the gradient of E_m[log p(x | render(m))] with respect to each
 image's mean mesh parameters, as the run's own estimator forms it from K samples of p(m | z)
-(posterior-mean z), with the sampling std multiplied by each scale (``MeshModel.std_scale``,
-what ``train.std_final`` does late in a run). Reports, per scale: the cosine between two
+(posterior-mean z), with the sampling std multiplied by each scale (as ``train.std_final``
+does late in a run). Reports, per scale: the cosine between two
 independent K-sample estimates, the cosine of one with a K_ref-sample estimate, and how far the
 mean sample's reward falls below the reward of the mean.
 

@@ -192,7 +192,8 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     orc, _ = collect(lambda: probe.pathwise(oracle, k), s.oracle_estimates, what="oracle",
                      progress=progress)
     cos_ref_oracle = ref.mean @ orc.mean / (ref.mean.norm() * orc.mean.norm()).clamp_min(1e-300)
-    out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref},
+    out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref,
+                                    "model_std_mean": float(model.std().mean())},
            "reference": {"estimator": "rloo", "samples": k_ref, "estimates": ref.n,
                          "renders": ref.n * len(images) * k_ref, "norm": float(ref.mean.norm()),
                          "cos_oracle": float(cos_ref_oracle)},

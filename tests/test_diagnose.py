@@ -80,7 +80,10 @@ def test_diagnose_cli_writes_finite_figures_and_loo_beats_plain_reinforce(user_r
          "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "diagnose.json").read_text())
-    assert res["settings"]["std_scale"] == 0.5
+    # the samples were drawn at half the checkpoint's std
+    ck = torch.load(report["checkpoint"], weights_only=False)["model"]
+    own = (d["model"]["min_std"] + ck["log_std"].exp()).mean()
+    assert res["settings"]["model_std_mean"] == pytest.approx(0.5 * float(own), rel=1e-6)
 
     def numbers(x):
         if isinstance(x, dict):
