@@ -11,7 +11,7 @@ def register_envs() -> None:
     import gymnasium as gym
 
     if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="envs.mesh_env:MeshRenderEnv",
+        gym.register(id=ENV_ID, entry_point="envs.mesh_env:make_env",
                      vector_entry_point="envs.mesh_env:MeshRenderVectorEnv",
                      disable_env_checker=False)
 

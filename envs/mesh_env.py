@@ -21,7 +21,13 @@ from gymnasium.vector.utils import batch_space
 
 from envs import spaces
 from envs.renderer import Lights, MeshRenderer
+from envs.validate import check_camera, check_lights, check_sigma, check_size
 from gen3d import geometry as geo
+
+RENDER_MODES = ["rgb_array"]
+# meshes a vector env draws at once: larger vector envs render in chunks of this many (one
+# atlas draw each); a bigger atlas saves little per mesh and holds framebuffers of GBs
+MAX_DRAW_BATCH = 4096
 
 TargetSource = Callable[[np.random.Generator], np.ndarray]
 
@@ -61,11 +67,14 @@ _RENDERERS: dict[tuple, MeshRenderer] = {}
 
 def shared_renderer(width: int, height: int, min_batch: int, camera=None, lights=None) -> MeshRenderer:
     """This process's renderer for these settings, made on first use and shared by every
-    environment that asks (one GL context per process, whatever the batch sizes)."""
+    environment that asks (one GL context per process, whatever the batch sizes). It draws
+    up to ``min_batch`` meshes at once, or as many as ``MAX_DRAW_BATCH`` and GL's limits allow
+    (larger batches are drawn in chunks)."""
     key = (width, height, camera or geo.Camera(), lights or Lights())
+    want = min(max(min_batch, 1), MAX_DRAW_BATCH)
     r = _RENDERERS.get(key)
-    if r is None or r.max_batch < min_batch:
-        r = MeshRenderer(width, height, max(min_batch, 1), camera=key[2], lights=key[3])
+    if r is None or r.max_batch < min(want, r.batch_limit):
+        r = MeshRenderer(width, height, want, camera=key[2], lights=key[3], clip_batch=True)
         _RENDERERS[key] = r
     return r
 
@@ -77,11 +86,18 @@ def render_actions(renderer: MeshRenderer, actions: np.ndarray, **kwargs):
 class _Base:
     """Shared construction: spaces, lazily made renderer."""
 
-    def _setup(self, width: int, height: int, sigma: float, camera, lights, max_batch: int):
-        if sigma <= 0:
-            raise ValueError(f"sigma: the pixel noise must be > 0, got {sigma}")
-        self.width, self.height, self.sigma = width, height, float(sigma)
-        self.camera, self.lights, self.max_batch = camera, lights, max_batch
+    def _setup(self, width: int, height: int, sigma: float, camera, lights, max_batch: int,
+               render_mode: str | None):
+        """Checks every setting here, before any GL: a bad one is a ValueError naming it."""
+        self.width, self.height = check_size("width", width), check_size("height", height)
+        self.sigma = check_sigma(sigma)
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode: {render_mode!r} is not supported; the supported modes "
+                             f"are {RENDER_MODES} and None (headless: there is no window)")
+        self.render_mode = render_mode
+        self.camera = None if camera is None else check_camera(camera)
+        self.lights = None if lights is None else check_lights(lights)
+        self.max_batch = max_batch
         self._renderer: MeshRenderer | None = None
         lo, hi = spaces.bounds()
         self.single_action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
@@ -102,18 +118,24 @@ class _Base:
         return t
 
 
+def make_env(**kwargs) -> MeshRenderEnv:
+    """``gym.make``'s entry point. Given the class, gymnasium would swap ``render_mode="human"``
+    for its HumanRendering wrapper (a window, pygame); given this, every mode reaches the
+    environment, which refuses the ones it does not support by name."""
+    return MeshRenderEnv(**kwargs)
+
+
 class MeshRenderEnv(_Base, gym.Env):
     """One mesh, one render, one reward. Action and observation spaces: ``envs/spaces.py``."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 30}
 
     def __init__(self, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
                  lights: Lights | None = None, render_mode: str | None = None):
-        self._setup(width, height, sigma, camera, lights, max_batch=1)
+        self._setup(width, height, sigma, camera, lights, 1, render_mode)
         self.action_space = self.single_action_space
         self.observation_space = self.single_observation_space
-        self.render_mode = render_mode
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._target: np.ndarray | None = None
         self._last: np.ndarray | None = None
@@ -130,7 +152,8 @@ class MeshRenderEnv(_Base, gym.Env):
     def step(self, action):
         if self._target is None:
             raise RuntimeError("step() before reset(): call reset() to draw a target first")
-        img = render_actions(self.renderer, np.asarray(action, np.float32)[None]).rgb[0]
+        a = spaces.check_actions(action, "action", single=True)
+        img = render_actions(self.renderer, a).rgb[0]
         reward = float(spaces.gaussian_loglik(self._target[None], img[None], self.sigma)[0])
         self._last = img
         return img, reward, True, False, {}
@@ -146,7 +169,7 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     """N meshes per step in one atlas draw. No autoreset: every step is a whole episode, and
     the next ``reset(options={"targets": ...})`` sets the targets for the next step."""
 
-    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.DISABLED}
+    metadata = {"render_modes": RENDER_MODES, "autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, num_envs: int = 16, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
@@ -154,14 +177,14 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
         """``copy=False`` (as in gymnasium's vector envs): ``step``'s observations are views of
         the renderer's read-back memory, overwritten by the next step of any environment
         sharing this process's renderer; it saves a fresh image array per step (page faults
-        that cost more than the draw on a GPU). Render workers use it: they reply at once."""
-        if num_envs < 1:
-            raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
-        self._setup(width, height, sigma, camera, lights, max_batch=num_envs)
+        that cost more than the draw on a GPU). Render workers use it: they reply at once.
+        Any ``num_envs`` works: beyond ``MAX_DRAW_BATCH`` (or GL's limit) the meshes are
+        drawn in chunks."""
+        num_envs = check_size("num_envs", num_envs)
+        self._setup(width, height, sigma, camera, lights, num_envs, render_mode)
         self.num_envs = num_envs
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.render_mode = render_mode
         self.copy = bool(copy)
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._targets: np.ndarray | None = None
@@ -180,7 +203,7 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     def step(self, actions):
         if self._targets is None:
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
-        a = np.asarray(actions, np.float32)
+        a = spaces.check_actions(actions)
         if a.shape != (self.num_envs, spaces.ACTION_DIM):
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
                              f"got {a.shape}")

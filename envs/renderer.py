@@ -17,7 +17,19 @@ import numpy as np
 
 from envs import shaders
 from envs.gl import create_context, describe
-from envs.validate import check_array, check_batch, check_colours, check_pose
+from envs.validate import (
+    check_array,
+    check_at_most,
+    check_batch,
+    check_camera,
+    check_colours,
+    check_lights,
+    check_meshes,
+    check_pose,
+    check_reach,
+    check_size,
+    LENGTH_HINT,
+)
 from gen3d import geometry as geo
 
 
@@ -79,45 +91,60 @@ class MeshRenderer:
     ``cull`` drops back faces, which halves llvmpipe's triangle set-up and is exact for closed
     meshes faced outward (ray meshes with lengths >= 0 always are) seen from outside;
     ``device_index`` picks an EGL device on multi-GPU machines.
+
+    Sizes, camera and lights are checked here, and ``max_batch`` against the limits of this
+    GL (texture and framebuffer sides): a ValueError names the limit. ``clip_batch`` lowers a
+    ``max_batch`` over the limit to ``batch_limit`` instead (larger batches are drawn in
+    chunks either way).
     """
 
     def __init__(self, width: int = 64, height: int = 64, max_batch: int = 256,
                  camera: geo.Camera | None = None, lights: Lights | None = None,
                  float_colour: bool = False, cull: bool = True, device_index: int | None = None,
-                 ctx=None):
-        for name, v in (("width", width), ("height", height), ("max_batch", max_batch)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        self.width, self.height, self.max_batch = int(width), int(height), int(max_batch)
+                 ctx=None, clip_batch: bool = False):
+        self.width, self.height = check_size("width", width), check_size("height", height)
+        self.max_batch = check_size("max_batch", max_batch)
+        camera = check_camera(geo.Camera() if camera is None else camera)
+        lights = check_lights(Lights() if lights is None else lights)
         self.ctx = ctx if ctx is not None else create_context(device_index=device_index)
         self.gl = describe(self.ctx)
-        limit = min(int(self.ctx.info["GL_MAX_RENDERBUFFER_SIZE"]),
-                    int(self.ctx.info["GL_MAX_TEXTURE_SIZE"]), *self.ctx.info["GL_MAX_VIEWPORT_DIMS"])
-        # one column of tiles when it fits: the read-back is then the batch itself, no copy
-        if self.max_batch * self.height <= limit:
-            cols = 1
-        else:
-            cols = max(1, min(int(np.ceil(np.sqrt(self.max_batch))), limit // self.width))
-        rows = int(np.ceil(self.max_batch / cols))
-        if cols * self.width > limit or rows * self.height > limit:
-            raise ValueError(
-                f"max_batch={self.max_batch} tiles of {self.width}x{self.height} need an atlas of "
-                f"{cols * self.width}x{rows * self.height} pixels, over this GL's limit of {limit}; "
-                "lower max_batch or the resolution")
-        self.atlas = _Atlas(cols, rows, self.width, self.height)
-        # power-of-two framebuffer: the shader's pixel -> NDC mapping is then exact
-        self._fb_size = (_pow2(cols * self.width), _pow2(rows * self.height))
-        if max(self._fb_size) > limit:
-            raise ValueError(
-                f"max_batch={self.max_batch} tiles of {self.width}x{self.height} need a "
-                f"{self._fb_size[0]}x{self._fb_size[1]} framebuffer, over this GL's limit of "
-                f"{limit}; lower max_batch or the resolution")
+        try:
+            self.atlas, self._fb_size = self._fit_gl_limits(clip_batch)
+        except ValueError:
+            if ctx is None:  # a context per failed construction would otherwise leak
+                self.ctx.release()
+            raise
         self.float_colour = bool(float_colour)
         self.cull = bool(cull)
         self._readback: dict[str, np.ndarray] = {}
         self._make_gl_objects()
-        self.set_camera(camera or geo.Camera())
-        self.set_lights(lights or Lights())
+        self.set_camera(camera)
+        self.set_lights(lights)
+
+    def _fit_gl_limits(self, clip_batch: bool) -> tuple[_Atlas, tuple[int, int]]:
+        """The atlas layout and framebuffer size for ``max_batch`` within this GL's limits."""
+        info = self.ctx.info
+        tex = int(info["GL_MAX_TEXTURE_SIZE"])
+        side = min(int(info["GL_MAX_RENDERBUFFER_SIZE"]), tex, *info["GL_MAX_VIEWPORT_DIMS"])
+        for name, v in (("width", self.width), ("height", self.height)):
+            if v > side:
+                raise ValueError(f"{name}={v} is over this GL's largest framebuffer side of {side} "
+                                 f"pixels; lower the resolution")
+        self.batch_limit = largest_batch(self.width, self.height, tex, side)
+        if self.max_batch > self.batch_limit and clip_batch:
+            self.max_batch = self.batch_limit
+        if self.max_batch > tex:  # per-mesh data live in textures max_batch rows tall
+            raise ValueError(
+                f"max_batch={self.max_batch} needs data textures {self.max_batch} rows tall, over "
+                f"this GL's GL_MAX_TEXTURE_SIZE limit of {tex}; lower max_batch to at most "
+                f"{self.batch_limit} (larger batches are drawn in chunks of max_batch anyway)")
+        layout = atlas_layout(self.max_batch, self.width, self.height, side)
+        if layout is None:
+            raise ValueError(
+                f"max_batch={self.max_batch} tiles of {self.width}x{self.height} need a framebuffer "
+                f"over this GL's limit of {side} pixels a side; lower max_batch to at most "
+                f"{self.batch_limit} or the resolution")
+        return layout
 
     # ------------------------------------------------------------------ GL set-up
 
@@ -158,7 +185,7 @@ class MeshRenderer:
 
     @_current
     def set_camera(self, camera: geo.Camera) -> None:
-        self.camera = camera
+        self.camera = camera = check_camera(camera)
         view = camera.view().astype(np.float32)
         proj = camera.projection(self.width / self.height).astype(np.float32)
         for p in (self.ray_prog, self.mesh_prog):
@@ -170,7 +197,7 @@ class MeshRenderer:
 
     @_current
     def set_lights(self, lights: Lights) -> None:
-        self.lights = lights
+        self.lights = lights = check_lights(lights)
         d, c, amb = lights.arrays()
         for p in (self.ray_prog, self.mesh_prog):
             _set(p, "light_dir", d)
@@ -185,9 +212,13 @@ class MeshRenderer:
                     reuse: bool = False) -> Render:
         """Render B ray meshes: vertex i of mesh b at ``R_b (s_b * lengths[b,i] * ray_i) + t_b``.
 
-        lengths (B,162) >= 0; rotation (B,3) axis-angle or (B,3,3) matrices (default identity);
-        translation (B,3) (default 0); colours (B,162,3) per vertex, (B,320,3) per face or (B,3)
-        one per mesh, in [0,1] (default grey); scale (B,) > 0 (default 1).
+        lengths (B,162) in [0, MAX_LENGTH]; rotation (B,3) axis-angle (any finite value: a
+        rotation is periodic) or (B,3,3) matrices (default identity); translation (B,3) in
+        [-MAX_TRANSLATION, MAX_TRANSLATION] (default 0); colours (B,162,3) per vertex, (B,320,3)
+        per face or (B,3) one per mesh, in [0,1] (default grey); scale (B,) > 0 (default 1),
+        with ``scale * lengths <= MAX_LENGTH``. The bounds are the action space's
+        (``envs/spaces.py``): values outside them, NaN or inf raise a ValueError naming the
+        argument (geometry that far off would draw a black image).
 
         ``reuse=True`` (B <= max_batch) returns views of read-back memory that this renderer
         keeps and overwrites on its next ``reuse`` call: for callers that consume the images at
@@ -195,8 +226,10 @@ class MeshRenderer:
         (about 10 ms a call at B=1024, 64x64).
         """
         lengths = check_array("lengths", lengths, (None, geo.N_RAYS), nonneg=True)
+        check_at_most("lengths", lengths, geo.MAX_LENGTH, LENGTH_HINT)
         b = check_batch("lengths", lengths)
         poses = check_pose(b, rotation, translation, scale)
+        check_reach(lengths.max(1), scale)
         cols, per_face = check_colours(b, colours, (geo.N_RAYS, geo.N_FACES))
         reuse = reuse and b <= self.max_batch
         parts = []
@@ -224,13 +257,13 @@ class MeshRenderer:
         """Render B meshes of any topology (``geometry.Mesh`` or (verts, faces) pairs).
 
         colours: per mesh, (F,3) per face, (n_sides,3) one per side (``Mesh.side_ids``) or (3,);
-        default grey. Poses as in ``render_rays``.
+        default grey. Poses as in ``render_rays``; a mesh's vertices, scaled, lie within
+        MAX_LENGTH of its origin.
         """
-        meshes = [m if isinstance(m, geo.Mesh) else geo.Mesh(*m) for m in meshes]
-        if not meshes:
-            raise ValueError("meshes: the batch is empty; pass at least one mesh")
+        meshes = check_meshes(meshes)
         b = len(meshes)
         poses = check_pose(b, rotation, translation, scale)
+        check_reach(np.array([np.linalg.norm(m.verts, axis=1).max() for m in meshes]), scale)
         if colours is None:
             colours = [np.full(3, 0.7, np.float32)] * b
         if len(colours) != b:
@@ -341,6 +374,32 @@ class MeshRenderer:
     def release(self) -> None:
         """Free every GL object and the context (when this renderer made it)."""
         self.ctx.release()
+
+
+def atlas_layout(n: int, w: int, h: int, side: int) -> tuple[_Atlas, tuple[int, int]] | None:
+    """Tiles of n images w x h in one framebuffer no larger than ``side`` a side, and its
+    power-of-two size (the shader's pixel -> NDC mapping is then exact); None if none fits."""
+    # one column of tiles when it fits: the read-back is then the batch itself, no copy
+    if n * h <= side:
+        cols = 1
+    else:
+        cols = max(1, min(int(np.ceil(np.sqrt(n))), side // w))
+    rows = int(np.ceil(n / cols))
+    fb = (_pow2(cols * w), _pow2(rows * h))
+    return None if max(fb) > side else (_Atlas(cols, rows, w, h), fb)
+
+
+def largest_batch(w: int, h: int, texture_side: int, side: int) -> int:
+    """The largest ``max_batch`` that GL's limits allow at w x h: data textures ``max_batch``
+    rows tall, an atlas within ``side``; 0 when not even one tile fits."""
+    lo, hi = 0, texture_side
+    while lo < hi:  # the atlas grows with n: bisect for the last n that fits
+        mid = (lo + hi + 1) // 2
+        if atlas_layout(mid, w, h, side) is None:
+            hi = mid - 1
+        else:
+            lo = mid
+    return lo
 
 
 def _pow2(n: int) -> int:

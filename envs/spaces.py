@@ -9,12 +9,18 @@
 
 The default camera sits 4 units from the origin; a mesh of lengths ~0.5-1 fills about a third
 of a 64x64 image.
+
+Actions outside these bounds (or NaN, inf) are refused, never clipped: ``check_actions`` raises
+a ValueError naming the field, the mesh and the element. A value out of bounds is a bug upstream
+(the mesh model's decoder keeps its actions inside), and clipping it would hide that bug behind
+a plausible image.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from envs.validate import check_sigma
 from gen3d.geometry import ACTION_DIM, MAX_LENGTH, MAX_TRANSLATION, N_RAYS
 from gen3d.geometry import ACTION_SLICES as SLICES
 
@@ -24,6 +30,7 @@ __all__ = [
     "MAX_TRANSLATION",
     "SLICES",
     "bounds",
+    "check_actions",
     "gaussian_loglik",
     "pack",
     "unpack",
@@ -37,6 +44,9 @@ def bounds() -> tuple[np.ndarray, np.ndarray]:
     lo[SLICES["rotation"]], hi[SLICES["rotation"]] = -np.pi, np.pi
     lo[SLICES["translation"]], hi[SLICES["translation"]] = -MAX_TRANSLATION, MAX_TRANSLATION
     return lo, hi
+
+
+_LO, _HI = bounds()
 
 
 def pack(lengths, rotation=None, translation=None, colours=None) -> np.ndarray:
@@ -56,12 +66,34 @@ def pack(lengths, rotation=None, translation=None, colours=None) -> np.ndarray:
     return out
 
 
+def check_actions(actions, name: str = "actions", single: bool = False) -> np.ndarray:
+    """Actions (B, ACTION_DIM) as float32, each value finite and within ``bounds()``; with
+    ``single``, one action (ACTION_DIM,), returned as (1, ACTION_DIM)."""
+    want = f"({ACTION_DIM},)" if single else f"(B, {ACTION_DIM})"
+    try:
+        a = np.asarray(actions, np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: must be a float array {want}, could not convert ({e})") from None
+    if single and a.shape == (ACTION_DIM,):
+        a = a[None]
+    elif single or a.ndim != 2 or a.shape[1] != ACTION_DIM:
+        raise ValueError(f"{name}: must have shape {want} (see envs/spaces.py), got {a.shape}")
+    for field, sl in SLICES.items():
+        part = a[:, sl]
+        bad = ~((part >= _LO[sl]) & (part <= _HI[sl]))  # NaN fails both comparisons
+        if bad.any():
+            b, j = (int(i) for i in np.argwhere(bad)[0])
+            where = f"{field}[{j}]" + (f" (vertex {j // 3}, channel {j % 3})" if field == "colours" else "")
+            raise ValueError(f"{name}: {where} of mesh {b} is {part[b, j]:.6g}, outside its bounds "
+                             f"[{_LO[sl][j]:.6g}, {_HI[sl][j]:.6g}] (envs/spaces.py); actions are "
+                             "refused, not clipped")
+    return a
+
+
 def unpack(actions) -> dict[str, np.ndarray]:
-    """The parts of actions (B, ACTION_DIM) as renderer arguments; raises ValueError on a bad
-    shape."""
-    a = np.asarray(actions)
-    if a.ndim != 2 or a.shape[1] != ACTION_DIM:
-        raise ValueError(f"actions: must have shape (B, {ACTION_DIM}) (see envs/spaces.py), got {a.shape}")
+    """The parts of actions (B, ACTION_DIM) as renderer arguments; raises ValueError (naming
+    the field) on a bad shape or a value outside ``bounds()``."""
+    a = check_actions(actions)
     return {
         "lengths": a[:, SLICES["lengths"]],
         "rotation": a[:, SLICES["rotation"]],
@@ -73,6 +105,7 @@ def unpack(actions) -> dict[str, np.ndarray]:
 def gaussian_loglik(target: np.ndarray, render: np.ndarray, sigma: float) -> np.ndarray:
     """log N(target | render, sigma^2) summed over pixels and channels, images in [0,1] (uint8
     are divided by 255): (B,) in nats."""
+    sigma = check_sigma(sigma)
     t = _unit(target)
     r = _unit(render)
     d = (t - r).reshape(len(t), -1)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +71,13 @@ class MeshImageConfig:
             raise ValueError(f"scale: need 0 < low <= high, got {self.scale}")
         if self.mesh not in ("exact", "rays"):
             raise ValueError(f"mesh: {self.mesh!r} is not one of 'exact', 'rays'")
+        if not 0 <= self.translation <= geo.MAX_TRANSLATION:  # the renderer's bounds
+            raise ValueError(f"translation: need 0 <= translation <= {geo.MAX_TRANSLATION:g}, got "
+                             f"{self.translation}")
+        reach = self.scale[1] * max(np.linalg.norm(geo.primitive(k).verts, axis=1).max() for k in self.kinds)
+        if not reach <= geo.MAX_LENGTH:
+            raise ValueError(f"scale: at {self.scale[1]} a primitive reaches {reach:.3g} from its "
+                             f"centre, over the renderer's MAX_LENGTH={geo.MAX_LENGTH:g}; lower it")
 
 
 @dataclass
@@ -151,25 +160,53 @@ def cache_path(cfg: MeshImageConfig) -> Path:
     return Path(cfg.cache_dir) / f"mesh_images_{key}.npz"
 
 
+FIELDS = ("images", "masks", "kind", "rotation", "translation", "scale", "colours")
+
+
 def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImages, MeshImages]:
     """The cached set for ``cfg``; generated (and cached atomically) when absent and a
-    ``render`` function is given."""
+    ``render`` function is given. A torn or stale cache file is generated again, with a
+    warning, when ``render`` is given; without it, it is a ValueError naming the file."""
     path = cache_path(cfg)
     if path.is_file():
         try:
-            with np.load(path) as z:
-                data = {k: z[k] for k in z.files}
-            both = MeshImages(**data, kinds=list(cfg.kinds), on_rays=cfg.mesh == "rays")
+            both = _read_cache(path, cfg)
             return both.subset(slice(0, cfg.n_train)), both.subset(slice(cfg.n_train, len(both)))
-        except Exception as e:
-            raise ValueError(f"dataset cache {path} is unreadable ({e}); delete it to regenerate") from None
+        except Exception as e:  # zip, pickle and numpy errors alike: the file is torn
+            problem = f"dataset cache {path} is unreadable ({type(e).__name__}: {e})"
+            if render is None:
+                raise ValueError(f"{problem}; delete it to regenerate") from None
+            warnings.warn(f"{problem}; generating the set again and overwriting it", stacklevel=2)
     if render is None:
         raise FileNotFoundError(f"dataset cache {path} is missing; generate it by running the "
                                 "config once (python -m learners.run --config ...)")
     train, test = generate(cfg, render)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    fields = ["images", "masks", "kind", "rotation", "translation", "scale", "colours"]
-    np.savez_compressed(tmp, **{k: np.concatenate([getattr(train, k), getattr(test, k)]) for k in fields})
-    tmp.replace(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(tmp, **{k: np.concatenate([getattr(train, k), getattr(test, k)])
+                                    for k in FIELDS})
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not write the dataset cache {path} ({e.strerror or e}); the set "
+                      "is generated again on each run (set data.cache_dir to a writable folder)",
+                      stacklevel=2)
     return train, test
+
+
+def _read_cache(path: Path, cfg: MeshImageConfig) -> MeshImages:
+    """The whole cached set, checked to hold what ``cfg`` asks for (else a ValueError)."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = sorted(set(FIELDS) - set(z.files))
+        if missing:
+            raise ValueError(f"no {missing} in it")
+        data = {k: z[k] for k in FIELDS}
+    n, s = cfg.n_train + cfg.n_test, cfg.size
+    want = {"images": (n, s, s, 3), "masks": (n, s, s), "kind": (n,), "scale": (n,)}
+    for k, shape in want.items():
+        if data[k].shape != shape:
+            raise ValueError(f"{k} of shape {data[k].shape}, expected {shape}")
+    if data["kind"].min() < 0 or data["kind"].max() >= len(cfg.kinds):
+        raise ValueError(f"kind indices outside [0, {len(cfg.kinds)})")
+    return MeshImages(**data, kinds=list(cfg.kinds), on_rays=cfg.mesh == "rays")

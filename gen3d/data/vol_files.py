@@ -1,10 +1,14 @@
 """Volume datasets read from files the user gives: MNIST3D (extruded MNIST digits from the
-standard IDX files) and ShapeNet binvox volumes resampled to 30^3."""
+standard IDX files) and ShapeNet binvox volumes resampled to 30^3.
+
+A file that cannot be read, or is not what it should be, is a ValueError that names the file
+and what is wrong with it (never an error from deep inside gzip or numpy)."""
 
 from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +19,28 @@ MNIST_FILES = {
 }
 
 
+MAX_BINVOX_DIM = 1024  # ShapeNet's are 128 or 256; run-length data can claim any size cheaply
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; a ValueError naming the file when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 def _open(path: Path) -> bytes:
-    return gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    """The bytes of a file, gunzipped when it is gzip (by its magic number or a .gz name)."""
+    raw = read_bytes(path)
+    if not (raw.startswith(GZIP_MAGIC) or path.suffix == ".gz"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: not a readable gzip file ({e}); download it again, or give "
+                         "the uncompressed file without .gz") from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -24,9 +48,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     data = _open(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number "
+                         f"{data[:4].hex() or 'none: the file is empty'}, expected 00000803 or 00000801)")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: corrupt IDX file: cut in the header ({len(data)} bytes, a "
+                         f"{ndim}-dimensional header needs {4 + 4 * ndim})")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    if 0 in dims:
+        raise ValueError(f"{path}: corrupt IDX file: the header's dimensions {dims} hold no values")
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise ValueError(f"{path}: corrupt IDX file: header says {dims} = {int(np.prod(dims))} "
@@ -46,6 +76,8 @@ def mnist3d(root: str | Path, split: str, n: int, size: int = 30, depth: int = 8
     """The first n digits of a split, binarised (> 127), padded to size x size and extruded
     ``depth`` voxels along z through the middle of the volume. Returns (volumes, labels)."""
     root = Path(root)
+    if split not in MNIST_FILES:
+        raise ValueError(f"MNIST3D: split {split!r} is not one of {sorted(MNIST_FILES)}")
     stems = MNIST_FILES[split]
     paths = [_find(root, s) for s in stems]
     if not root.is_dir() or any(p is None for p in paths):
@@ -72,7 +104,7 @@ def read_binvox(path: str | Path) -> np.ndarray:
     """A binvox file as a uint8 volume (d, d, d) with axes (z, y, x), y up (binvox stores x
     slowest, then z, then y, run-length encoded)."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     if not raw.startswith(b"#binvox"):
         first = raw[:40].split(b"\n")[0]
         raise ValueError(f"{path}: not a binvox file (first line {first!r}, expected '#binvox 1')")
@@ -89,22 +121,37 @@ def read_binvox(path: str | Path) -> np.ndarray:
         if line:
             key, *vals = line.split()
             header[key] = vals
-    if "dim" not in header or len(header["dim"]) != 3:
-        raise ValueError(f"{path}: corrupt binvox file: no 'dim d d d' line in the header")
-    dims = tuple(int(v) for v in header["dim"])
-    if len(set(dims)) != 1:
-        raise ValueError(f"{path}: binvox dims {dims} are not cubic; only cubic grids are supported")
+    dims = _binvox_dims(path, header)
     rle = np.frombuffer(raw, np.uint8, offset=pos)
-    if rle.size % 2:
-        raise ValueError(f"{path}: corrupt binvox file: truncated run-length data")
     values, counts = rle[0::2], rle[1::2].astype(np.int64)
     total = int(counts.sum())
+    if rle.size % 2 or total < dims[0] ** 3:
+        raise ValueError(f"{path}: corrupt binvox file: truncated run-length data ({rle.size} "
+                         f"bytes cover {total} voxels of {dims[0] ** 3}); the file was cut short")
     if total != dims[0] ** 3 or (values > 1).any():
         raise ValueError(f"{path}: corrupt binvox file: run-length data cover {total} voxels "
                          f"(values {sorted(set(values.tolist()))[:4]}), expected {dims[0] ** 3} "
                          "of 0/1")
     vol = np.repeat(values, counts).reshape(dims)  # [x][z][y]
     return np.ascontiguousarray(vol.transpose(1, 2, 0))  # -> [z][y][x]
+
+
+def _binvox_dims(path: Path, header: dict[str, list[str]]) -> tuple[int, int, int]:
+    """The header's 'dim d d d': three equal whole numbers in [1, MAX_BINVOX_DIM]."""
+    vals = header.get("dim")
+    if vals is None or len(vals) != 3:
+        raise ValueError(f"{path}: corrupt binvox file: no 'dim d d d' line in the header "
+                         f"(got {'dim ' + ' '.join(vals) if vals else 'none'})")
+    try:
+        dims = tuple(int(v) for v in vals)
+    except ValueError:
+        raise ValueError(f"{path}: corrupt binvox file: dims {' '.join(vals)!r} are not whole "
+                         "numbers") from None
+    if len(set(dims)) != 1:
+        raise ValueError(f"{path}: binvox dims {dims} are not cubic; only cubic grids are supported")
+    if not 1 <= dims[0] <= MAX_BINVOX_DIM:
+        raise ValueError(f"{path}: corrupt binvox file: dims {dims} must lie in [1, {MAX_BINVOX_DIM}]")
+    return dims  # type: ignore[return-value]
 
 
 def resample(vol: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,8 @@
 - ``shapenet``: binvox volumes under ``path/<synset>/``, resampled to 30^3, one class per synset.
 
 Procedural sets are deterministic from the seed and cached on disk as packed bits under
-``cache_dir``, so a second run (or a resumed one) reads them instead of making them again.
+``cache_dir``, so a second run (or a resumed one) reads them instead of making them again; a
+torn cache file is made again (with a warning), since the set is a function of its key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -98,23 +100,40 @@ def _cache_path(cfg: VolumeDataConfig, split: str, n: int) -> Path:
     return Path(cfg.cache_dir) / f"{cfg.dataset}-{cfg.volume_size}-{split}-{n}-s{cfg.seed}-{digest}.npz"
 
 
-def _cached(cfg: VolumeDataConfig, split: str, n: int, make) -> tuple[np.ndarray, np.ndarray | None]:
+def _cached(cfg: VolumeDataConfig, split: str, n: int, make, labelled: bool
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The set from its cache file, else made by ``make()`` and cached. A torn or stale cache
+    file is made again, with a warning; a cache that cannot be written costs a warning only."""
     path = _cache_path(cfg, split, n)
-    size = cfg.volume_size
     if path.is_file():
         try:
-            with np.load(path) as z:
-                vols = np.unpackbits(z["bits"])[: n * size**3].reshape(n, size, size, size)
-                labels = z["labels"] if z["labels"].size else None
-            return vols, labels
-        except (OSError, ValueError, KeyError):
-            pass  # a torn or stale cache file: make the set again and overwrite it
+            return _read_cache(path, n, cfg.volume_size, labelled)
+        except Exception as e:  # zip, pickle and numpy errors alike: the file is torn
+            warnings.warn(f"{path}: unreadable volume cache ({type(e).__name__}: {e}); "
+                          "making the set again and overwriting it", stacklevel=3)
     vols, labels = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, bits=np.packbits(vols), labels=labels if labels is not None else np.zeros(0))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, bits=np.packbits(vols), labels=labels if labels is not None else np.zeros(0))
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not write the volume cache {path} ({e.strerror or e}); the set is "
+                      "made again on each run (set data.cache_dir to a writable folder)", stacklevel=3)
     return vols, labels
+
+
+def _read_cache(path: Path, n: int, size: int, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as z:
+        bits, labels = z["bits"], z["labels"]
+    if bits.dtype != np.uint8 or bits.size * 8 < n * size**3:
+        raise ValueError(f"{bits.size} bytes of volume bits, {n} volumes of {size}^3 need "
+                         f"{-(-n * size**3 // 8)}")
+    if labelled and labels.shape != (n,):
+        raise ValueError(f"labels of shape {labels.shape}, expected ({n},)")
+    vols = np.unpackbits(bits)[: n * size**3].reshape(n, size, size, size)
+    return vols, (labels.astype(np.int64) if labelled else None)
 
 
 def _procedural(cfg: VolumeDataConfig, split: str, n: int) -> VolumeSet:
@@ -122,9 +141,11 @@ def _procedural(cfg: VolumeDataConfig, split: str, n: int) -> VolumeSet:
     size = cfg.volume_size
     seed_int = int(np.random.SeedSequence(seed).generate_state(1)[0])
     if cfg.dataset == "necker":
-        vols, labels = _cached(cfg, split, n, lambda: (vol_procedural.necker_cubes(n, seed_int, size), None))
+        vols, _ = _cached(cfg, split, n, lambda: (vol_procedural.necker_cubes(n, seed_int, size), None),
+                          labelled=False)
         return VolumeSet(vols, None, ["necker"])
-    vols, labels = _cached(cfg, split, n, lambda: vol_procedural.primitives(n, seed_int, size))
+    vols, labels = _cached(cfg, split, n, lambda: vol_procedural.primitives(n, seed_int, size),
+                           labelled=True)
     return VolumeSet(vols, labels, list(vol_procedural.PRIMITIVES))
 
 
