@@ -12,6 +12,7 @@ meshes, per-side colours and poses it returns ``(rgb uint8 (N,H,W,3), mask bool 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -188,7 +189,8 @@ def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImag
                                     for k in FIELDS})
         tmp.replace(path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         warnings.warn(f"could not write the dataset cache {path} ({e.strerror or e}); the set "
                       "is generated again on each run (set data.cache_dir to a writable folder)",
                       stacklevel=2)

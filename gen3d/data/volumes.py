@@ -13,6 +13,7 @@ torn cache file is made again (with a warning), since the set is a function of i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -118,7 +119,8 @@ def _cached(cfg: VolumeDataConfig, split: str, n: int, make, labelled: bool
         np.savez(tmp, bits=np.packbits(vols), labels=labels if labels is not None else np.zeros(0))
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         warnings.warn(f"could not write the volume cache {path} ({e.strerror or e}); the set is "
                       "made again on each run (set data.cache_dir to a writable folder)", stacklevel=3)
     return vols, labels
