@@ -152,8 +152,7 @@ class MeshRenderEnv(_Base, gym.Env):
     def step(self, action):
         if self._target is None:
             raise RuntimeError("step() before reset(): call reset() to draw a target first")
-        a = spaces.check_actions(action, "action", single=True)
-        img = render_actions(self.renderer, a).rgb[0]
+        img = self.renderer.render_rays(**spaces.unpack(action, "action", single=True)).rgb[0]
         reward = float(spaces.gaussian_loglik(self._target[None], img[None], self.sigma)[0])
         self._last = img
         return img, reward, True, False, {}
@@ -203,12 +202,12 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     def step(self, actions):
         if self._targets is None:
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
-        a = spaces.check_actions(actions)
-        if a.shape != (self.num_envs, spaces.ACTION_DIM):
+        parts = spaces.unpack(actions)  # checks the shape and every value, naming the field
+        if len(parts["lengths"]) != self.num_envs:
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
-                             f"got {a.shape}")
+                             f"got ({len(parts['lengths'])}, {spaces.ACTION_DIM})")
         t0 = time.perf_counter()
-        imgs = render_actions(self.renderer, a, reuse=not self.copy).rgb
+        imgs = self.renderer.render_rays(**parts, reuse=not self.copy).rgb
         t1 = time.perf_counter()
         rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
         done = np.ones(self.num_envs, bool)

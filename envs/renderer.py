@@ -229,7 +229,8 @@ class MeshRenderer:
         check_at_most("lengths", lengths, geo.MAX_LENGTH, LENGTH_HINT)
         b = check_batch("lengths", lengths)
         poses = check_pose(b, rotation, translation, scale)
-        check_reach(lengths.max(1), scale)
+        if scale is not None:  # unscaled, the lengths' own bound is the mesh's reach
+            check_reach(lengths.max(1), scale)
         cols, per_face = check_colours(b, colours, (geo.N_RAYS, geo.N_FACES))
         reuse = reuse and b <= self.max_batch
         parts = []

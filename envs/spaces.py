@@ -78,22 +78,27 @@ def check_actions(actions, name: str = "actions", single: bool = False) -> np.nd
         a = a[None]
     elif single or a.ndim != 2 or a.shape[1] != ACTION_DIM:
         raise ValueError(f"{name}: must have shape {want} (see envs/spaces.py), got {a.shape}")
-    for field, sl in SLICES.items():
+    if (a >= _LO).all() and (a <= _HI).all():  # NaN fails both: one pass in the common case
+        return a
+    for field, sl in SLICES.items():  # name the first bad value
         part = a[:, sl]
         bad = ~((part >= _LO[sl]) & (part <= _HI[sl]))  # NaN fails both comparisons
         if bad.any():
             b, j = (int(i) for i in np.argwhere(bad)[0])
             where = f"{field}[{j}]" + (f" (vertex {j // 3}, channel {j % 3})" if field == "colours" else "")
-            raise ValueError(f"{name}: {where} of mesh {b} is {part[b, j]:.6g}, outside its bounds "
-                             f"[{_LO[sl][j]:.6g}, {_HI[sl][j]:.6g}] (envs/spaces.py); actions are "
-                             "refused, not clipped")
+            v = part[b, j]
+            never = "" if np.isfinite(v) else " (NaN and inf are never valid)"
+            raise ValueError(f"{name}: {where} of mesh {b} is {v:.6g}, outside its bounds "
+                             f"[{_LO[sl][j]:.6g}, {_HI[sl][j]:.6g}] (envs/spaces.py){never}; actions "
+                             "are refused, not clipped")
     return a
 
 
-def unpack(actions) -> dict[str, np.ndarray]:
+def unpack(actions, name: str = "actions", single: bool = False) -> dict[str, np.ndarray]:
     """The parts of actions (B, ACTION_DIM) as renderer arguments; raises ValueError (naming
-    the field) on a bad shape or a value outside ``bounds()``."""
-    a = check_actions(actions)
+    the field) on a bad shape or a value outside ``bounds()``. ``name``, ``single``: as in
+    ``check_actions``."""
+    a = check_actions(actions, name, single)
     return {
         "lengths": a[:, SLICES["lengths"]],
         "rotation": a[:, SLICES["rotation"]],

@@ -29,14 +29,17 @@ def check_array(name: str, x, shape: tuple | None, nonneg: bool = False, unit: b
             want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name}: must have shape {want}, got {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
+    if not a.size:
+        return a
+    lo, hi = a.min(), a.max()  # NaN and inf show in these: no mask over the array when all is well
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
                          "all values must be finite")
-    if nonneg and a.size and a.min() < 0:
-        raise ValueError(f"{name}: must be >= 0, got a minimum of {a.min():.4g}")
-    if unit and a.size and (a.min() < 0 or a.max() > 1):
-        raise ValueError(f"{name}: must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]")
+    if nonneg and lo < 0:
+        raise ValueError(f"{name}: must be >= 0, got a minimum of {lo:.4g}")
+    if unit and (lo < 0 or hi > 1):
+        raise ValueError(f"{name}: must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
     return a
 
 
