@@ -86,22 +86,30 @@ def render_actions(renderer: MeshRenderer, actions: np.ndarray, **kwargs):
 class _Base:
     """Shared construction: spaces, lazily made renderer."""
 
-    def _setup(self, width: int, height: int, sigma: float, camera, lights, max_batch: int,
-               render_mode: str | None):
+    def _setup(self, width: int, height: int, sigma: float, camera, lights, max_batch: int):
         """Checks every setting here, before any GL: a bad one is a ValueError naming it."""
         self.width, self.height = check_size("width", width), check_size("height", height)
         self.sigma = check_sigma(sigma)
-        if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode: {render_mode!r} is not supported; the supported modes "
-                             f"are {RENDER_MODES} and None (headless: there is no window)")
-        self.render_mode = render_mode
         self.camera = None if camera is None else check_camera(camera)
         self.lights = None if lights is None else check_lights(lights)
-        self.max_batch = max_batch
+        self.max_batch = check_size("num_envs", max_batch)
+        self._render_mode = None
         self._renderer: MeshRenderer | None = None
         lo, hi = spaces.bounds()
         self.single_action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
         self.single_observation_space = gym.spaces.Box(0, 255, (height, width, 3), dtype=np.uint8)
+
+    @property
+    def render_mode(self) -> str | None:
+        return self._render_mode
+
+    @render_mode.setter
+    def render_mode(self, mode: str | None) -> None:
+        """Checked when set: an unsupported mode is refused with the supported ones."""
+        if mode is not None and mode not in RENDER_MODES:
+            raise ValueError(f"render_mode: {mode!r} is not supported; the supported modes are "
+                             f"{RENDER_MODES} and None (headless: there is no window)")
+        self._render_mode = mode
 
     @property
     def renderer(self) -> MeshRenderer:
@@ -128,14 +136,15 @@ def make_env(**kwargs) -> MeshRenderEnv:
 class MeshRenderEnv(_Base, gym.Env):
     """One mesh, one render, one reward. Action and observation spaces: ``envs/spaces.py``."""
 
-    metadata = {"render_modes": RENDER_MODES, "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
                  lights: Lights | None = None, render_mode: str | None = None):
-        self._setup(width, height, sigma, camera, lights, 1, render_mode)
+        self._setup(width, height, sigma, camera, lights, max_batch=1)
         self.action_space = self.single_action_space
         self.observation_space = self.single_observation_space
+        self.render_mode = render_mode
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._target: np.ndarray | None = None
         self._last: np.ndarray | None = None
@@ -168,7 +177,7 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     """N meshes per step in one atlas draw. No autoreset: every step is a whole episode, and
     the next ``reset(options={"targets": ...})`` sets the targets for the next step."""
 
-    metadata = {"render_modes": RENDER_MODES, "autoreset_mode": AutoresetMode.DISABLED}
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, num_envs: int = 16, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
@@ -176,14 +185,14 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
         """``copy=False`` (as in gymnasium's vector envs): ``step``'s observations are views of
         the renderer's read-back memory, overwritten by the next step of any environment
         sharing this process's renderer; it saves a fresh image array per step (page faults
-        that cost more than the draw on a GPU). Render workers use it: they reply at once.
-        Any ``num_envs`` works: beyond ``MAX_DRAW_BATCH`` (or GL's limit) the meshes are
-        drawn in chunks."""
-        num_envs = check_size("num_envs", num_envs)
-        self._setup(width, height, sigma, camera, lights, num_envs, render_mode)
+        that cost more than the draw on a GPU). Render workers use it: they reply at once."""
+        if num_envs < 1:
+            raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
+        self._setup(width, height, sigma, camera, lights, max_batch=num_envs)
         self.num_envs = num_envs
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.render_mode = render_mode
         self.copy = bool(copy)
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._targets: np.ndarray | None = None
@@ -202,12 +211,12 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     def step(self, actions):
         if self._targets is None:
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
-        parts = spaces.unpack(actions)  # checks the shape and every value, naming the field
-        if len(parts["lengths"]) != self.num_envs:
+        a = np.asarray(actions, np.float32)
+        if a.shape != (self.num_envs, spaces.ACTION_DIM):
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
-                             f"got ({len(parts['lengths'])}, {spaces.ACTION_DIM})")
+                             f"got {a.shape}")
         t0 = time.perf_counter()
-        imgs = self.renderer.render_rays(**parts, reuse=not self.copy).rgb
+        imgs = render_actions(self.renderer, a, reuse=not self.copy).rgb
         t1 = time.perf_counter()
         rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
         done = np.ones(self.num_envs, bool)

@@ -17,19 +17,9 @@ import numpy as np
 
 from envs import shaders
 from envs.gl import create_context, describe
-from envs.validate import (
-    check_array,
-    check_at_most,
-    check_batch,
-    check_camera,
-    check_colours,
-    check_lights,
-    check_meshes,
-    check_pose,
-    check_reach,
-    check_size,
-    LENGTH_HINT,
-)
+from envs.validate import check_array, check_batch, check_colours, check_pose
+from envs.validate import (LENGTH_HINT, check_at_most, check_camera, check_lights, check_meshes,
+                           check_reach, check_size)
 from gen3d import geometry as geo
 
 
@@ -377,32 +367,6 @@ class MeshRenderer:
         self.ctx.release()
 
 
-def atlas_layout(n: int, w: int, h: int, side: int) -> tuple[_Atlas, tuple[int, int]] | None:
-    """Tiles of n images w x h in one framebuffer no larger than ``side`` a side, and its
-    power-of-two size (the shader's pixel -> NDC mapping is then exact); None if none fits."""
-    # one column of tiles when it fits: the read-back is then the batch itself, no copy
-    if n * h <= side:
-        cols = 1
-    else:
-        cols = max(1, min(int(np.ceil(np.sqrt(n))), side // w))
-    rows = int(np.ceil(n / cols))
-    fb = (_pow2(cols * w), _pow2(rows * h))
-    return None if max(fb) > side else (_Atlas(cols, rows, w, h), fb)
-
-
-def largest_batch(w: int, h: int, texture_side: int, side: int) -> int:
-    """The largest ``max_batch`` that GL's limits allow at w x h: data textures ``max_batch``
-    rows tall, an atlas within ``side``; 0 when not even one tile fits."""
-    lo, hi = 0, texture_side
-    while lo < hi:  # the atlas grows with n: bisect for the last n that fits
-        mid = (lo + hi + 1) // 2
-        if atlas_layout(mid, w, h, side) is None:
-            hi = mid - 1
-        else:
-            lo = mid
-    return lo
-
-
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
@@ -433,3 +397,29 @@ def _concat(parts: list[Render]) -> Render:
     def cat(k):
         return None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])
     return Render(cat("rgb"), cat("depth"), cat("mask"))
+
+
+def atlas_layout(n: int, w: int, h: int, side: int) -> tuple[_Atlas, tuple[int, int]] | None:
+    """Tiles of n images w x h in one framebuffer no larger than ``side`` a side, and its
+    power-of-two size (the shader's pixel -> NDC mapping is then exact); None if none fits."""
+    # one column of tiles when it fits: the read-back is then the batch itself, no copy
+    if n * h <= side:
+        cols = 1
+    else:
+        cols = max(1, min(int(np.ceil(np.sqrt(n))), side // w))
+    rows = int(np.ceil(n / cols))
+    fb = (_pow2(cols * w), _pow2(rows * h))
+    return None if max(fb) > side else (_Atlas(cols, rows, w, h), fb)
+
+
+def largest_batch(w: int, h: int, texture_side: int, side: int) -> int:
+    """The largest ``max_batch`` that GL's limits allow at w x h: data textures ``max_batch``
+    rows tall, an atlas within ``side``; 0 when not even one tile fits."""
+    lo, hi = 0, texture_side
+    while lo < hi:  # the atlas grows with n: bisect for the last n that fits
+        mid = (lo + hi + 1) // 2
+        if atlas_layout(mid, w, h, side) is None:
+            hi = mid - 1
+        else:
+            lo = mid
+    return lo
