@@ -120,3 +120,67 @@ void main() {
     f_depth = 1.0 / v_inv_w;  // w is the eye-space depth for a perspective camera
 }
 """
+
+# Reduction passes (envs/reward.py): one triangle that covers the viewport, no attributes.
+COVER_VS = """
+#version 330
+void main() {
+    gl_Position = vec4(float((gl_VertexID & 1) * 4 - 1), float((gl_VertexID & 2) * 2 - 1), 0.0, 1.0);
+}
+"""
+
+# One fragment per (row r, tile m): the row's summed squared difference between render and
+# target, in integer units of 1/255. Every term is an integer below 2^24, so float adds of up
+# to 8 pixels are exact; the row's total is kept in 32 bits (exact for any row the GL can
+# draw). Eight pixels an iteration: the loop's overhead halved the pass on llvmpipe.
+ROW_SUMS_FS = """
+#version 330
+uniform sampler2D colour;         // the atlas just drawn, tiles upside down (see GS)
+uniform sampler2DArray targets;   // per_layer images stacked in each layer, row 0 first
+uniform isampler2D target_idx;    // max_batch x 1: each tile's target
+uniform int cols;                 // atlas columns
+uniform ivec2 tile;               // tile width, height
+uniform int per_layer;
+out uint row_sum;
+ivec2 src;
+ivec3 dst;
+float term(int x) {
+    vec3 k = round(255.0 * (texelFetch(colour, src + ivec2(x, 0), 0).rgb
+                            - texelFetch(targets, dst + ivec3(x, 0, 0), 0).rgb));
+    return dot(k, k);
+}
+void main() {
+    int r = int(gl_FragCoord.x);
+    int m = int(gl_FragCoord.y);
+    int i = texelFetch(target_idx, ivec2(m, 0), 0).r;
+    src = ivec2((m % cols) * tile.x, (m / cols) * tile.y + r);
+    dst = ivec3(0, (i % per_layer) * tile.y + r, i / per_layer);
+    uint s = 0u;
+    int x = 0;
+    for (; x + 8 <= tile.x; x += 8)
+        s += uint(term(x) + term(x + 1) + term(x + 2) + term(x + 3)
+                  + term(x + 4) + term(x + 5) + term(x + 6) + term(x + 7));
+    for (; x < tile.x; x++)
+        s += uint(term(x));
+    row_sum = s;
+}
+"""
+
+# One fragment per tile: its rows summed into 64 bits (low word, high word).
+TILE_SUMS_FS = """
+#version 330
+uniform usampler2D row_sums;      // rows x max_batch
+uniform int rows;
+out uvec2 tile_sum;
+void main() {
+    int m = int(gl_FragCoord.x);
+    uint lo = 0u;
+    uint hi = 0u;
+    for (int r = 0; r < rows; r++) {
+        uint v = texelFetch(row_sums, ivec2(r, m), 0).r;
+        lo += v;
+        if (lo < v) hi += 1u;
+    }
+    tile_sum = uvec2(lo, hi);
+}
+"""
