@@ -149,7 +149,8 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
     the next ``reset`` sets the targets for the next step: ``options={"targets": (N,H,W,3)}``,
     or ``{"target_set": images, "target_idx": (N,)}`` to score against ``images[target_idx]``
     (the set goes to the GL side once, while the same array is given). ``"images": False``
-    makes the next ``step`` read back rewards only (its observation is then None)."""
+    makes the next ``step`` read back rewards only: its observation, and with ``target_idx``
+    the reset's, is then None."""
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.DISABLED}
 
@@ -215,11 +216,13 @@ class MeshRenderVectorEnv(_Base, VectorEnv):
             raise ValueError(f"target_idx: need {self.num_envs} integer indices in [0, {n}), "
                              f"got {idx.dtype} {idx.shape}")
         self._target_idx = idx
-        self._targets = np.asarray(self._target_set)[idx]
-        self._targets.setflags(write=False)
+        self._targets = None
+        if self.reward == "numpy" or self._images:  # else nothing reads them: no gather
+            self._targets = np.asarray(self._target_set)[idx]
+            self._targets.setflags(write=False)
 
     def step(self, actions):
-        if self._targets is None:
+        if self._target_idx is None:
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
         a = np.asarray(actions, np.float32)
         if a.shape != (self.num_envs, spaces.ACTION_DIM):

@@ -6,8 +6,8 @@ Two passes over the atlas just drawn: one fragment per (tile, row) sums the row'
 differences in integer units of 1/255 (exact: a row of any width the GL allows stays under
 2^32), then one fragment per tile adds its rows into 64 bits. The host turns each exact sum
 into nats in float64: the result is ``envs.spaces.gaussian_loglik``'s formula without its
-float32 rounding. Targets live in a texture array uploaded once per target set; a request
-names each tile's target by index.
+float32 rounding. Targets live in a texture array uploaded once per target set (4 pixels a texel:
+fetches are what the pass costs on llvmpipe); a request names each tile's target by index.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class TileRewards:
         self.ctx, self.colour = ctx, colour
         self.cols, self.width, self.height, self.max_batch = cols, width, height, max_batch
         self.per_layer = max(1, limit // height)
+        self._quads = -(-width // 4)  # target texels a row: 4 pixels each
         self.max_layers = int(ctx.info["GL_MAX_ARRAY_TEXTURE_LAYERS"])
         self._row_prog = ctx.program(vertex_shader=shaders.COVER_VS, fragment_shader=shaders.ROW_SUMS_FS)
         self._tile_prog = ctx.program(vertex_shader=shaders.COVER_VS, fragment_shader=shaders.TILE_SUMS_FS)
@@ -76,20 +77,27 @@ class TileRewards:
         if layers > self._layers:
             if self._store is not None:
                 self._store.release()
-            self._store = self.ctx.texture_array((self.width, self.per_layer * self.height, layers), 4)
+            self._store = self.ctx.texture_array((self._quads, self.per_layer * self.height, layers),
+                                                 4, dtype="u4")
             self._store.filter = _NEAREST
             self._layers = layers
-        rgba = np.empty((n, self.height, self.width, 4), np.uint8)
-        rgba[..., :3] = imgs  # RGBA: GL's own conversion from 3 components is slow on the CPU
-        rgba[..., 3] = 255
+        packed = self._pack(imgs)
         full, rest = divmod(n, self.per_layer)
         h = self.per_layer * self.height
         if full:
-            self._store.write(rgba[:full * self.per_layer], viewport=(0, 0, 0, self.width, h, full))
+            self._store.write(packed[:full * self.per_layer], viewport=(0, 0, 0, self._quads, h, full))
         if rest:
-            self._store.write(rgba[full * self.per_layer:],
-                              viewport=(0, 0, full, self.width, rest * self.height, 1))
+            self._store.write(packed[full * self.per_layer:],
+                              viewport=(0, 0, full, self._quads, rest * self.height, 1))
         self.source, self.n_targets = imgs, n
+
+    def _pack(self, imgs: np.ndarray) -> np.ndarray:
+        """(N,H,W,3) uint8 -> (N,H,ceil(W/4),4) uint32: 4 RGBA8 pixels a texel, the row padded
+        with black to a multiple of 4 (the shader never reads the padding)."""
+        n = len(imgs)
+        rgba = np.zeros((n, self.height, 4 * self._quads, 4), np.uint8)
+        rgba[:, :, :self.width, :3] = imgs
+        return rgba.view("<u4").reshape(n, self.height, self._quads, 4)
 
     def check_idx(self, target_idx, n: int) -> np.ndarray:
         idx = np.asarray(target_idx)
