@@ -141,7 +141,7 @@ def one_process_rows(res: int, b: int, seconds: float, rounds: int, rng) -> tupl
     gl = r.gl
     r.release()
     rows = [{"res": res, "batch": b, "mode": mode, "reuse": reuse, "reward": reward, "procs": 1,
-             "renders_per_s": float(np.median(v)), "rounds": len(v)}
+             "renders_per_s": float(np.median(v)), "per_round": [round(x, 1) for x in v]}
             for (mode, reuse, reward), v in rates.items()]
     return rows, gl
 
@@ -170,28 +170,36 @@ def main(argv=None) -> dict:
                                      "reward": reward, "procs": procs,
                                      "renders_per_s": measure_procs(res, b, seconds, procs, mode)})
     print(table(rows, ["res", "batch", "mode", "reuse", "reward", "procs", "renders_per_s"]))
-    summary(rows)
-    out = {"machine": machine(gl), "rounds": args.rounds, "rows": rows}
+    ratios = summary(rows)
+    out = {"machine": machine(gl), "rounds": args.rounds, "rows": rows, "worker_over_atlas": ratios}
     write_json(args.json, out)
     return out
 
 
-def summary(rows: list[dict]) -> None:
-    def rate(res, b, mode, **kw):
-        got = [r["renders_per_s"] for r in rows if r["res"] == res and r["batch"] == b
-               and r["mode"] == mode and r["procs"] == 1 and all(r[k] == v for k, v in kw.items())]
-        return max(got) if got else None
+def summary(rows: list[dict]) -> list[dict]:
+    """Best atlas over best single per resolution, and the worker's rewards/s over the atlas's
+    renders/s (reuse) per (res, B): the median of the ratios within each round, which pairs
+    measurements taken moments apart on a shared machine."""
+    def row(res, b, mode, **kw):
+        got = [r for r in rows if r["res"] == res and r["batch"] == b and r["mode"] == mode
+               and r["procs"] == 1 and all(r[k] == v for k, v in kw.items())]
+        return got[0] if got else None
 
+    ratios = []
     for res in sorted({r["res"] for r in rows}):
         single = max(r["renders_per_s"] for r in rows if r["res"] == res and r["mode"] == "single")
         best = max(r["renders_per_s"] for r in rows
                    if r["res"] == res and r["mode"] == "atlas" and r["procs"] == 1)
         print(f"{res}²: best atlas / best single (one process) = {best / single:.2f}x")
         for b in sorted({r["batch"] for r in rows if r["res"] == res}):
-            atlas, worker = rate(res, b, "atlas", reuse=True), rate(res, b, "worker", reward="gl")
+            atlas, worker = row(res, b, "atlas", reuse=True), row(res, b, "worker", reward="gl")
             if atlas and worker:
-                print(f"{res}², B={b}: worker (GL rewards) / atlas (reuse) = {worker / atlas:.2f}")
-
+                paired = np.array(worker["per_round"]) / np.array(atlas["per_round"])
+                ratios.append({"res": res, "batch": b, "worker_over_atlas": float(np.median(paired)),
+                               "per_round": [round(float(x), 3) for x in paired]})
+                print(f"{res}², B={b}: worker (GL rewards) / atlas (reuse) = {np.median(paired):.2f} "
+                      f"(median of {len(paired)} rounds; {np.min(paired):.2f}-{np.max(paired):.2f})")
+    return ratios
 
 if __name__ == "__main__":
     main()

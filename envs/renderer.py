@@ -6,6 +6,8 @@ the same for meshes of any topology (the datasets' primitives). Lighting is Lamb
 three directional lights plus ambient, flat normals, two-sided. Every GL object is made once
 in ``__init__`` (buffers grow only when a larger batch of general meshes needs it), so memory
 does not grow with calls. Batches above ``max_batch`` are drawn in chunks of ``max_batch``.
+``rewards_rays`` draws as ``render_rays`` does and scores each tile against its target image
+on the GL side (``envs/reward.py``), reading back one number per mesh instead of the images.
 """
 
 from __future__ import annotations
