@@ -81,14 +81,10 @@ class TileRewards:
                                                  4, dtype="u4")
             self._store.filter = _NEAREST
             self._layers = layers
-        packed = self._pack(imgs)
-        full, rest = divmod(n, self.per_layer)
-        h = self.per_layer * self.height
-        if full:
-            self._store.write(packed[:full * self.per_layer], viewport=(0, 0, 0, self._quads, h, full))
-        if rest:
-            self._store.write(packed[full * self.per_layer:],
-                              viewport=(0, 0, full, self._quads, rest * self.height, 1))
+        for layer, lo in enumerate(range(0, n, self.per_layer)):  # a layer at a time: bounded memory
+            part = imgs[lo:lo + self.per_layer]
+            rows = len(part) * self.height
+            self._store.write(self._pack(part), viewport=(0, 0, layer, self._quads, rows, 1))
         self.source, self.n_targets = imgs, n
 
     def _pack(self, imgs: np.ndarray) -> np.ndarray:
