@@ -5,6 +5,7 @@ import pytest
 
 from envs import spaces
 from gen3d import geometry as geo
+from tests.test_reward import exact_loglik
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,6 @@ def test_rewards_match_a_local_render(pool, renderer):
     # the GL-side sums are exact; numpy's float32 pass is within its rounding of them
     np.testing.assert_allclose(res.rewards, exact_loglik(targets, imgs, 0.1), rtol=1e-12)
     np.testing.assert_allclose(res.rewards, spaces.gaussian_loglik(targets, imgs, 0.1), rtol=1e-5)
-
-
-def exact_loglik(targets, imgs, sigma):
-    d = (targets.astype(np.int64) - imgs.astype(np.int64)).reshape(len(imgs), -1)
-    return (-0.5 * (d * d).sum(1) / (255.0 * sigma) ** 2
-            - d.shape[1] * (np.log(sigma) + 0.5 * np.log(2 * np.pi)))
 
 
 def test_a_worker_killed_mid_step_loses_nothing_and_counts_nothing_twice(pool):
