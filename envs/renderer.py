@@ -390,7 +390,7 @@ class MeshRenderer:
         ``target_idx[b]`` (of ``set_targets``) on the GL side: the Gaussian log-likelihood of
         ``envs.spaces.gaussian_loglik``, (B,) float64 nats. Only those B numbers are read back;
         the images too when ``images`` (then ``Render.rgb`` is the renderer's reused memory)."""
-        if not (isinstance(sigma, (int, float, np.floating)) and np.isfinite(sigma) and sigma > 0):
+        if not (isinstance(sigma, (int, float, np.number)) and np.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma: the pixel noise must be a finite number > 0, got {sigma!r}")
         lengths = check_array("lengths", lengths, (None, geo.N_RAYS), nonneg=True)
         idx = self._rewards().check_idx(target_idx, len(lengths))

@@ -96,8 +96,11 @@ def test_bad_reward_requests_get_errors_that_name_the_problem(renderer):
         renderer.rewards_rays(np.array([0, 1, 4]), 0.1, **m)
     with pytest.raises(ValueError, match="target_idx: need 3"):
         renderer.rewards_rays(np.array([0, 1]), 0.1, **m)
-    with pytest.raises(ValueError, match="sigma"):
-        renderer.rewards_rays(np.arange(3), 0.0, **m)
+    with pytest.raises(ValueError, match="target_idx: need 3 integer"):
+        renderer.rewards_rays(np.array([0.0, 1.0, 2.0]), 0.1, **m)
+    for sigma in (0.0, -1.0, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="sigma: the pixel noise must be a finite number > 0"):
+            renderer.rewards_rays(np.arange(3), sigma, **m)
     with pytest.raises(ValueError, match=r"targets: need uint8 images of shape \(N, 64, 64, 3\)"):
         renderer.set_targets(np.zeros((4, 32, 32, 3), np.uint8))
     # the renderer still serves a good request
