@@ -15,10 +15,10 @@
 #
 # The GPU image (see the device notes) has python3 3.12 with torch, numpy, pyyaml, tensorboard,
 # pillow and tqdm, but not moderngl, glcontext, gymnasium or PyOpenGL: `prepare` downloads
-# those as wheels into .whl/ and the EGL loader packages into .gl/ (both git-ignored through
-# .git/info/exclude). Ray's wheel alone is larger than what a visit can carry (64 MiB): without
-# Ray the main job renders with pool.backend=local (one in-process worker on the GPU, no overlap
-# of rendering and learning), and the log says so. WITH_RAY=1 prepare tries to fetch it anyway.
+# those as wheels into .whl/ and the EGL loader packages into .gl/ (both git-ignored). Ray's
+# wheel (2.60.0, cp312: 79 MB) is larger than what a visit can carry (64 MiB): without Ray the
+# main job renders with pool.backend=local (one in-process worker on the GPU, no overlap of
+# rendering and learning), and the log says so. WITH_RAY=1 prepare fetches it anyway.
 # Times: TRAIN_S (default 180) and BIG_S (default 60) seconds of training fit one 10-minute
 # command with the benchmarks (run it with timeout_s 590); the 20-minute run needs a
 # longer visit. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
