@@ -156,3 +156,25 @@ def test_worker_falls_back_to_numpy_on_request():
     np.testing.assert_array_equal(gl["images"], numpy_["images"])
     np.testing.assert_allclose(gl["rewards"], exact_loglik(targets[idx], gl["images"], 0.1), rtol=1e-12)
     assert_close_to_numpy(gl["rewards"], numpy_["rewards"], 32 * 32 * 3, 0.1)
+
+
+def test_a_target_set_goes_to_the_gl_side_once(monkeypatch):
+    rng = np.random.default_rng(8)
+    env = MeshRenderVectorEnv(num_envs=3, width=16, height=16, sigma=0.1)
+    uploads = []
+    real = type(env.renderer).set_targets
+    monkeypatch.setattr(type(env.renderer), "set_targets",
+                        lambda self, images: (uploads.append(len(images)), real(self, images)))
+    a = np.stack([env.target_source.action(rng) for _ in range(3)])
+    first, second = (rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8) for _ in range(2))
+    for target_set in (first, first, first, second, second):
+        env.reset(options={"target_set": target_set, "target_idx": rng.integers(0, 10, 3),
+                           "images": False})
+        env.step(a)
+    assert uploads == [10, 10]  # once per set, not per request
+    env.reset(options={"targets": second[:3]})  # images given with the request: uploaded then
+    _, rewards, *_ = env.step(a)
+    assert uploads == [10, 10, 3]
+    env.reset(options={"target_set": second, "target_idx": np.arange(3)})
+    np.testing.assert_array_equal(env.step(a)[1], rewards)
+    assert uploads == [10, 10, 3, 10]  # the set again, after the request's own targets
