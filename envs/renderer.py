@@ -19,7 +19,8 @@ import numpy as np
 
 from envs import shaders
 from envs.gl import create_context, describe
-from envs.reward import TileRewards, loglik_from_sums
+from envs.reward import TileRewards
+from envs.spaces import loglik_from_sums
 from envs.validate import check_array, check_batch, check_colours, check_pose
 from gen3d import geometry as geo
 

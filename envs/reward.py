@@ -5,27 +5,18 @@ of the images.
 Two passes over the atlas just drawn: one fragment per (tile, row) sums the row's squared
 differences in integer units of 1/255 (exact: a row of any width the GL allows stays under
 2^32), then one fragment per tile adds its rows into 64 bits. The host turns each exact sum
-into nats in float64: the result is ``envs.spaces.gaussian_loglik``'s formula without its
-float32 rounding. Targets live in a texture array uploaded once per target set (4 pixels a texel:
+into nats in float64: the same numbers as ``envs.spaces.gaussian_loglik``, which compares 8-bit
+images exactly too. Targets live in a texture array uploaded once per target set (4 pixels a texel:
 fetches are what the pass costs on llvmpipe); a request names each tile's target by index.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from envs import shaders
 
 _NEAREST = (0x2600, 0x2600)  # integer textures are incomplete under any other filter
-
-
-def loglik_from_sums(sums: np.ndarray, n_values: int, sigma: float) -> np.ndarray:
-    """Nats of N(target | render, sigma^2) over ``n_values`` channel values, from the summed
-    squared difference in units of 1/255."""
-    const = n_values * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
-    return -0.5 * sums.astype(np.float64) / (255.0**2 * sigma**2) - const
 
 
 class TileRewards:

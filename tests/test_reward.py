@@ -16,7 +16,7 @@ def exact_loglik(targets: np.ndarray, imgs: np.ndarray, sigma: float) -> np.ndar
             - d.shape[1] * (np.log(sigma) + 0.5 * np.log(2 * np.pi)))
 
 
-def assert_close_to_numpy(got: np.ndarray, ref: np.ndarray, n_values: int, sigma: float) -> None:
+def assert_close_to_float32(got: np.ndarray, ref: np.ndarray, n_values: int, sigma: float) -> None:
     """Within float32 rounding of the larger of the sum's two terms: the rewards themselves
     can be near 0 where the squared error and the normalising constant cancel."""
     const = abs(n_values * (np.log(sigma) + 0.5 * np.log(2 * np.pi)))
@@ -43,7 +43,7 @@ def meshes(rng: np.random.Generator, b: int) -> dict:
     (14, 3, 4, 0.5),
     (15, 2, 2, 0.7),
 ])
-def test_gl_rewards_equal_the_exact_sums_and_numpy(res, batch, max_batch, sigma):
+def test_gl_rewards_equal_the_exact_sums_and_the_numpy_reference(res, batch, max_batch, sigma):
     rng = np.random.default_rng(res + batch)
     r = MeshRenderer(res, res, max_batch=max_batch)
     try:
@@ -57,7 +57,10 @@ def test_gl_rewards_equal_the_exact_sums_and_numpy(res, batch, max_batch, sigma)
         got, out = r.rewards_rays(idx, sigma, **m)
         assert out.rgb is None  # nothing read back but the rewards
         np.testing.assert_allclose(got, exact_loglik(targets[idx], imgs, sigma), rtol=1e-12)
-        assert_close_to_numpy(got, spaces.gaussian_loglik(targets[idx], imgs, sigma), res * res * 3, sigma)
+        np.testing.assert_array_equal(got, spaces.gaussian_loglik(targets[idx], imgs, sigma))
+        # the float path of the numpy reference (images in [0,1]) agrees to its float32 rounding
+        as_float = spaces.gaussian_loglik(targets[idx] / np.float32(255), imgs / np.float32(255), sigma)
+        assert_close_to_float32(got, as_float, res * res * 3, sigma)
     finally:
         r.release()
 
@@ -132,7 +135,7 @@ def test_vector_env_scores_on_the_gl_side_as_numpy_does():
     np.testing.assert_array_equal(obs, imgs)
     np.testing.assert_array_equal(r_idx, r_gl)
     np.testing.assert_allclose(r_gl, exact_loglik(target_set[idx], imgs, 0.1), rtol=1e-12)
-    assert_close_to_numpy(r_gl, r_np, 32 * 32 * 3, 0.1)
+    np.testing.assert_array_equal(r_np, r_gl)
     with pytest.raises(ValueError, match="reward"):
         MeshRenderVectorEnv(num_envs=2, reward="torch")
     with pytest.raises(ValueError, match="target_set"):
@@ -141,13 +144,16 @@ def test_vector_env_scores_on_the_gl_side_as_numpy_does():
         gl_env.reset(options={"target_set": target_set, "target_idx": idx + 5})
 
 
-def test_worker_falls_back_to_numpy_on_request():
+def test_worker_scores_on_the_gl_side_by_default_and_in_numpy_on_request():
     from workers.worker import EnvSpec, RenderWorker
 
     rng = np.random.default_rng(7)
     targets = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     a = spaces.pack(np.full((4, geo.N_RAYS), 0.8, np.float32), colours=rng.uniform(0, 1, (4, 3)))
     idx = np.array([1, 5, 0, 2])
+    default = RenderWorker(EnvSpec(kwargs={"width": 32, "height": 32}), targets)
+    assert "error" not in default.evaluate(0, a, target_idx=idx)
+    assert default._env(4).renderer.targets is default.targets  # GL-side rewards by default
     replies = []
     for reward in ("gl", "numpy"):
         w = RenderWorker(EnvSpec(kwargs={"width": 32, "height": 32, "reward": reward}), targets)
@@ -155,7 +161,7 @@ def test_worker_falls_back_to_numpy_on_request():
     gl, numpy_ = replies
     np.testing.assert_array_equal(gl["images"], numpy_["images"])
     np.testing.assert_allclose(gl["rewards"], exact_loglik(targets[idx], gl["images"], 0.1), rtol=1e-12)
-    assert_close_to_numpy(gl["rewards"], numpy_["rewards"], 32 * 32 * 3, 0.1)
+    np.testing.assert_array_equal(numpy_["rewards"], gl["rewards"])
 
 
 def test_a_target_set_goes_to_the_gl_side_once(monkeypatch):

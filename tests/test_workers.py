@@ -5,7 +5,6 @@ import pytest
 
 from envs import spaces
 from gen3d import geometry as geo
-from tests.test_reward import exact_loglik
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +39,7 @@ def test_rewards_match_a_local_render(pool, renderer):
     targets = np.roll(imgs, 1, axis=0)
     res = pool.evaluate(a, targets=targets, return_images=True)
     np.testing.assert_array_equal(res.images, imgs)
-    # the GL-side sums are exact; numpy's float32 pass is within its rounding of them
-    np.testing.assert_allclose(res.rewards, exact_loglik(targets, imgs, 0.1), rtol=1e-12)
-    np.testing.assert_allclose(res.rewards, spaces.gaussian_loglik(targets, imgs, 0.1), rtol=1e-5)
+    np.testing.assert_allclose(res.rewards, spaces.gaussian_loglik(targets, imgs, 0.1), rtol=1e-9)
 
 
 def test_a_worker_killed_mid_step_loses_nothing_and_counts_nothing_twice(pool):
