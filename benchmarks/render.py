@@ -4,12 +4,13 @@ at 64² and 128², B in {1, 64, 256}. Fresh random ray lengths, poses and colour
 Atlas rows come twice: into fresh arrays, and with ``reuse=True`` (read-back memory kept by
 the renderer). "worker" rows are what a render worker delivers: a request of B actions and
 target indices in, B rewards out (``RenderWorker.evaluate`` without Ray: target handling and
-the reward included), with the reward reduced on the GL side ("gl") or in numpy. ``--procs 4``
-adds rows of 4 processes, each with its own GL context, drawing at once (as render workers
-sharing a GPU do): their summed renders/s. ``--rounds 5`` measures every mode of a row 5 times,
-interleaved, and reports the medians (for a machine shared with other jobs).
+the reward included), with the reward reduced on the GL side ("gl") or in numpy. The
+one-process modes take turns, one call each, ``--rounds`` times, and report the median call:
+on a machine shared with other jobs the calls compared ran moments apart. ``--procs 4`` adds
+rows of 4 processes, each with its own GL context, drawing at once for ``--seconds`` (as render
+workers sharing a GPU do): their summed renders/s.
 
-    python benchmarks/render.py [--quick] [--json PATH] [--seconds S] [--procs 1,4] [--rounds 5]
+    python benchmarks/render.py [--quick] [--json PATH] [--rounds N] [--procs 1,4] [--seconds S]
 """
 
 from __future__ import annotations
@@ -123,45 +124,61 @@ def measure_procs(res: int, b: int, seconds: float, procs: int, mode: str = "atl
     return float(sum(rates))
 
 
-def one_process_rows(res: int, b: int, seconds: float, rounds: int, rng) -> tuple[list[dict], dict]:
-    """Every one-process mode of (res, B), measured ``rounds`` times interleaved: medians."""
+def one_process_rows(res: int, b: int, rounds: int, rng) -> tuple[list[dict], dict]:
+    """Every one-process mode of (res, B): one call of each in turn, ``rounds`` times, so that
+    calls compared were made moments apart under the same load; renders/s from the median
+    call ("single": B calls of one mesh)."""
     r = MeshRenderer(res, res, max_batch=b)
     sets = random_meshes(rng, b)
     r.render_rays(*sets[0])  # warm-up: shader compile, first allocation
     workers = {reward: WorkerBench(res, b, reward) for reward in ("gl", "numpy")}
-    modes = {("single", False, None): lambda: measure(r, sets, 1, seconds),
-             ("atlas", False, None): lambda: measure(r, sets, b, seconds),
-             ("atlas", True, None): lambda: measure(r, sets, b, seconds, True)}
+
+    def single(i: int) -> None:
+        m = sets[i % len(sets)]
+        for s in range(b):
+            r.render_rays(*(x[s:s + 1] for x in m))
+
+    calls = {("single", False, None): single,
+             ("atlas", False, None): lambda i: r.render_rays(*sets[i % len(sets)]),
+             ("atlas", True, None): lambda i: r.render_rays(*sets[i % len(sets)], reuse=True)}
     for reward, w in workers.items():
-        modes[("worker", None, reward)] = w.measure
-    rates: dict = {k: [] for k in modes}
-    for _ in range(rounds):
-        for k, fn in modes.items():
-            rates[k].append(fn(seconds) if k[0] == "worker" else fn())
+        calls[("worker", None, reward)] = w.evaluate
+    wall: dict = {k: [] for k in calls}
+    cpu: dict = {k: [] for k in calls}
+    for i in range(rounds):
+        for k, fn in calls.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(i)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     gl = r.gl
     r.release()
-    rows = [{"res": res, "batch": b, "mode": mode, "reuse": reuse, "reward": reward, "procs": 1,
-             "renders_per_s": float(np.median(v)), "per_round": [round(x, 1) for x in v]}
-            for (mode, reuse, reward), v in rates.items()]
+    rows = [{"res": res, "batch": b, "mode": k[0], "reuse": k[1], "reward": k[2], "procs": 1,
+             "renders_per_s": b / float(np.median(wall[k])),
+             "renders_per_cpu_s": b / float(np.median(cpu[k])),
+             "call_ms": [round(1e3 * x, 2) for x in wall[k]],
+             "call_cpu_ms": [round(1e3 * x, 2) for x in cpu[k]]} for k in calls]
     return rows, gl
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short timings (0.3 s a row)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds, 0.3 s a multi-process row")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--seconds", type=float, default=None, help="time per row")
+    ap.add_argument("--seconds", type=float, default=None, help="time per multi-process row")
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--res", default="64,128")
     ap.add_argument("--procs", default="1", help="process counts for the multi-process rows")
-    ap.add_argument("--rounds", type=int, default=1, help="interleaved measurements per row (median)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="calls of each one-process mode, in turn (default 20, 3 with --quick)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 2.0)
+    rounds = max(1, args.rounds or (3 if args.quick else 20))
     rng = np.random.default_rng(0)
     rows, gl = [], None
     for res in (int(x) for x in args.res.split(",")):
         for b in (int(x) for x in args.batches.split(",")):
-            new, gl = one_process_rows(res, b, seconds, max(1, args.rounds), rng)
+            new, gl = one_process_rows(res, b, rounds, rng)
             rows += new
             for procs in (int(x) for x in args.procs.split(",")):
                 if procs > 1:
@@ -169,17 +186,20 @@ def main(argv=None) -> dict:
                         rows.append({"res": res, "batch": b, "mode": mode, "reuse": reuse,
                                      "reward": reward, "procs": procs,
                                      "renders_per_s": measure_procs(res, b, seconds, procs, mode)})
-    print(table(rows, ["res", "batch", "mode", "reuse", "reward", "procs", "renders_per_s"]))
+    print(table(rows, ["res", "batch", "mode", "reuse", "reward", "procs", "renders_per_s",
+                       "renders_per_cpu_s"]))
     ratios = summary(rows)
-    out = {"machine": machine(gl), "rounds": args.rounds, "rows": rows, "worker_over_atlas": ratios}
+    out = {"machine": machine(gl), "rounds": rounds, "rows": rows, "worker_over_atlas": ratios}
     write_json(args.json, out)
     return out
 
 
 def summary(rows: list[dict]) -> list[dict]:
     """Best atlas over best single per resolution, and the worker's rewards/s over the atlas's
-    renders/s (reuse) per (res, B): the median of the ratios within each round, which pairs
-    measurements taken moments apart on a shared machine."""
+    renders/s (reuse) per (res, B): the median over rounds of the ratio of the two calls made
+    moments apart, in wall time and in this process's CPU time (with ``LP_NUM_THREADS=0``
+    llvmpipe draws in the calling thread, so CPU time is what a call costs, whatever else the
+    machine runs)."""
     def row(res, b, mode, **kw):
         got = [r for r in rows if r["res"] == res and r["batch"] == b and r["mode"] == mode
                and r["procs"] == 1 and all(r[k] == v for k, v in kw.items())]
@@ -193,12 +213,16 @@ def summary(rows: list[dict]) -> list[dict]:
         print(f"{res}²: best atlas / best single (one process) = {best / single:.2f}x")
         for b in sorted({r["batch"] for r in rows if r["res"] == res}):
             atlas, worker = row(res, b, "atlas", reuse=True), row(res, b, "worker", reward="gl")
-            if atlas and worker:
-                paired = np.array(worker["per_round"]) / np.array(atlas["per_round"])
-                ratios.append({"res": res, "batch": b, "worker_over_atlas": float(np.median(paired)),
-                               "per_round": [round(float(x), 3) for x in paired]})
-                print(f"{res}², B={b}: worker (GL rewards) / atlas (reuse) = {np.median(paired):.2f} "
-                      f"(median of {len(paired)} rounds; {np.min(paired):.2f}-{np.max(paired):.2f})")
+            if not (atlas and worker):
+                continue
+            out = {"res": res, "batch": b}
+            for clock in ("call_ms", "call_cpu_ms"):
+                paired = np.array(atlas[clock]) / np.maximum(np.array(worker[clock]), 1e-6)
+                out[clock.replace("call", "worker_over_atlas")] = float(np.median(paired))
+            ratios.append(out)
+            print(f"{res}², B={b}: worker (GL rewards) / atlas (reuse), median of paired calls: "
+                  f"{out['worker_over_atlas_ms']:.2f} in wall time, "
+                  f"{out['worker_over_atlas_cpu_ms']:.2f} in CPU time")
     return ratios
 
 if __name__ == "__main__":

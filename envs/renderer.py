@@ -144,6 +144,7 @@ class MeshRenderer:
         self._depth_rb = ctx.renderbuffer(size, 1, dtype="f4")
         self._zbuf = ctx.depth_renderbuffer(size)
         self.fbo = ctx.framebuffer([self._colour, self._depth_rb], self._zbuf)
+        self._colour_fbo = ctx.framebuffer([self._colour], self._zbuf)
         self.ray_prog = ctx.program(vertex_shader=shaders.RAY_VS, geometry_shader=shaders.GS,
                                     fragment_shader=shaders.FS)
         self.mesh_prog = ctx.program(vertex_shader=shaders.MESH_VS, geometry_shader=shaders.GS,
@@ -303,11 +304,13 @@ class MeshRenderer:
         # draw only over the region in use (llvmpipe bins the whole viewport); power-of-two
         # sides keep the shader's pixel -> NDC mapping exact
         vp = (_pow2(w), _pow2(h))
-        self.fbo.use()
+        # rewards need colour only: no eye-depth attachment to write (a few % of the draw)
+        fbo = self._colour_fbo if self._reducing is not None else self.fbo
+        fbo.use()
         self.ctx.viewport = (0, 0) + vp
         for p in (self.ray_prog, self.mesh_prog):
             _set(p, "atlas_px", (float(vp[0]), float(vp[1])))
-        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
         self.ctx.enable(self.ctx.DEPTH_TEST)
         if self.cull:
             self.ctx.enable(self.ctx.CULL_FACE)
