@@ -33,7 +33,7 @@ PY=${PY:-python3}
 OUT=${OUT:-runs/gpu_visit}
 TRAIN_S=${TRAIN_S:-180}
 BIG_S=${BIG_S:-60}
-RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 2"}
+RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 20"}
 JOB_SETS=${JOB_SETS:-}
 VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile"}
 BIG_SETS=${BIG_SETS:-"--set train.batch=256 --set train.samples=32 --set pool.chunk=1024"}
