@@ -16,12 +16,12 @@ INSTALL_HINT = ("install a CUDA build of torch (README: 'Choosing a torch build'
 
 def cuda_problem() -> str | None:
     """Why this process cannot use CUDA, or None when it can."""
+    if torch.cuda.is_available():
+        return None
     if torch.version.cuda is None:
         return f"this torch ({torch.__version__}) is a CPU-only build"
-    if not torch.cuda.is_available():
-        return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no usable "
-                "GPU (no device, no driver, or CUDA_VISIBLE_DEVICES hides it)")
-    return None
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no usable "
+            "GPU (no device, no driver, or CUDA_VISIBLE_DEVICES hides it)")
 
 
 def resolve_device(name: str, announce: bool = True) -> torch.device:
@@ -38,7 +38,7 @@ def resolve_device(name: str, announce: bool = True) -> torch.device:
             raise ConfigError(f"device: {name!r} asked for, but {why}; {INSTALL_HINT}")
         dev = torch.device(key)
         n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
+        if dev.index is not None and 0 < n <= dev.index:
             raise ConfigError(f"device: {name!r} asked for, but this machine has {n} CUDA "
                               f"device(s) (cuda:0 to cuda:{n - 1}); pick one of those, or cuda")
     else:
@@ -51,7 +51,10 @@ def resolve_device(name: str, announce: bool = True) -> torch.device:
 def describe(dev: torch.device) -> str:
     """The device in words: the GPU's name, or the CPU with the reason no GPU was used."""
     if dev.type == "cuda":
-        i = dev.index if dev.index is not None else torch.cuda.current_device()
-        return f"{dev} ({torch.cuda.get_device_name(i)}, torch {torch.__version__})"
+        try:
+            gpu = torch.cuda.get_device_name(dev.index if dev.index is not None else 0)
+        except (AssertionError, RuntimeError):  # a GPU this process cannot query
+            gpu = "GPU"
+        return f"{dev} ({gpu}, torch {torch.__version__})"
     why = cuda_problem()
     return f"cpu (torch {torch.__version__}" + (f"; no GPU: {why})" if why else ")")

@@ -66,3 +66,15 @@ def test_machine_report_names_the_torch_build_and_every_egl_device(gpus, capsys)
     assert report.main([]) == 0
     out = capsys.readouterr().out
     assert "CPU-only build" in out and f"EGL device 0: {devices[0]['renderer']}" in out
+
+
+def test_only_is_available_faked_is_enough(monkeypatch, capsys):
+    """What torch.cuda.is_available says decides, even on a CPU build that cannot name a GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert "auto -> cuda" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: 'cuda' asked for"):
+        resolve_device("cuda")
