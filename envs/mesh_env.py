@@ -5,8 +5,10 @@ One-step episodes. ``reset`` draws a target image from a pluggable source (or ta
 mesh the action describes (``envs/spaces.py``), returns the render as the observation and the
 log-likelihood of the target under a Gaussian pixel model centred on the render as the reward,
 and ends the episode. ``MeshRenderVectorEnv`` renders N actions in one atlas draw; its targets
-come in ``reset(options={"targets": (N,H,W,3)})``. The GL context is made on first use, in the
-process that steps the environment.
+come in ``reset(options={"targets": (N,H,W,3)})`` or as indices into a target set, and by
+default it scores each image against its target on the GL side (``envs/reward.py``), reading
+the images back only when asked. The GL context is made on first use, in the process that
+steps the environment.
 """
 
 from __future__ import annotations
@@ -175,53 +177,111 @@ class MeshRenderEnv(_Base, gym.Env):
 
 class MeshRenderVectorEnv(_Base, VectorEnv):
     """N meshes per step in one atlas draw. No autoreset: every step is a whole episode, and
-    the next ``reset(options={"targets": ...})`` sets the targets for the next step."""
+    the next ``reset`` sets the targets for the next step: ``options={"targets": (N,H,W,3)}``,
+    or ``{"target_set": images, "target_idx": (N,)}`` to score against ``images[target_idx]``
+    (the set goes to the GL side once, while the same array is given). ``"images": False``
+    makes the next ``step`` read back rewards only: its observation, and with ``target_idx``
+    the reset's, is then None."""
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, num_envs: int = 16, width: int = 64, height: int = 64, sigma: float = 0.1,
                  target_source: TargetSource | None = None, camera: geo.Camera | None = None,
-                 lights: Lights | None = None, render_mode: str | None = None, copy: bool = True):
+                 lights: Lights | None = None, render_mode: str | None = None, copy: bool = True,
+                 reward: str = "gl"):
         """``copy=False`` (as in gymnasium's vector envs): ``step``'s observations are views of
         the renderer's read-back memory, overwritten by the next step of any environment
         sharing this process's renderer; it saves a fresh image array per step (page faults
-        that cost more than the draw on a GPU). Render workers use it: they reply at once."""
+        that cost more than the draw on a GPU). Render workers use it: they reply at once.
+        ``reward="gl"`` reduces each image against its target on the GL side and reads back
+        one number per mesh; ``"numpy"`` reads the images back and scores them with
+        ``envs.spaces.gaussian_loglik`` (the same values, up to float32 rounding)."""
         if num_envs < 1:
             raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
+        if reward not in ("gl", "numpy"):
+            raise ValueError(f"reward: must be 'gl' (reduced on the GL side) or 'numpy', got {reward!r}")
         self._setup(width, height, sigma, camera, lights, max_batch=num_envs)
         self.num_envs = num_envs
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.render_mode = render_mode
         self.copy = bool(copy)
+        self.reward = reward
         self.target_source = target_source or RandomMeshTargets(lambda: self.renderer)
         self._targets: np.ndarray | None = None
+        self._target_set: np.ndarray | None = None
+        self._target_idx: np.ndarray | None = None
+        self._images = True
         self._rng = np.random.default_rng()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        if options and "targets" in options:
-            self._targets = self._check_target(options["targets"], self.num_envs).copy()
+        options = options or {}
+        self._images = bool(options.get("images", True))
+        if "target_idx" in options:
+            self._set_indexed(options.get("target_set"), options["target_idx"])
         else:
-            self._targets = np.stack([self.target_source(self._rng) for _ in range(self.num_envs)])
-        self._targets.setflags(write=False)
+            if "targets" in options:
+                t = self._check_target(options["targets"], self.num_envs).copy()
+            else:
+                t = np.stack([self.target_source(self._rng) for _ in range(self.num_envs)])
+            t.setflags(write=False)
+            self._target_set, self._target_idx = t, np.arange(self.num_envs)
+            self._targets = t
         return self._targets, {}  # read-only for the caller: no second copy per request
 
+    def _set_indexed(self, target_set, target_idx) -> None:
+        if target_set is None:
+            raise ValueError("target_idx: give the images it indexes as options['target_set']")
+        if target_set is not self._target_set:
+            ts = np.asarray(target_set)
+            if ts.ndim != 4 or ts.shape[1:] != (self.height, self.width, 3) or ts.dtype != np.uint8:
+                raise ValueError(f"target_set: must be uint8 of shape (N, {self.height}, {self.width}, 3), "
+                                 f"got {ts.dtype} {ts.shape}")
+            self._target_set = target_set
+        idx = np.asarray(target_idx)
+        n = len(self._target_set)
+        if (idx.shape != (self.num_envs,) or not np.issubdtype(idx.dtype, np.integer)
+                or idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"target_idx: need {self.num_envs} integer indices in [0, {n}), "
+                             f"got {idx.dtype} {idx.shape}")
+        self._target_idx = idx
+        self._targets = None
+        if self.reward == "numpy" or self._images:  # else nothing reads them: no gather
+            self._targets = np.asarray(self._target_set)[idx]
+            self._targets.setflags(write=False)
+
     def step(self, actions):
-        if self._targets is None:
+        if self._target_idx is None:
             raise RuntimeError("step() before reset(): call reset(options={'targets': ...}) first")
         a = np.asarray(actions, np.float32)
         if a.shape != (self.num_envs, spaces.ACTION_DIM):
             raise ValueError(f"actions: must have shape ({self.num_envs}, {spaces.ACTION_DIM}), "
                              f"got {a.shape}")
         t0 = time.perf_counter()
-        imgs = render_actions(self.renderer, a, reuse=not self.copy).rgb
-        t1 = time.perf_counter()
-        rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
+        if self.reward == "gl":
+            imgs, rewards = self._gl_rewards(a)
+            t1 = time.perf_counter()
+        else:
+            imgs = render_actions(self.renderer, a, reuse=not self.copy).rgb
+            t1 = time.perf_counter()
+            rewards = spaces.gaussian_loglik(self._targets, imgs, self.sigma)
         done = np.ones(self.num_envs, bool)
         info = {"render_s": t1 - t0, "reward_s": time.perf_counter() - t1}
         return imgs, rewards, done, np.zeros(self.num_envs, bool), info
+
+    def _gl_rewards(self, a: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Render and score on the GL side (``reward_s`` is then part of ``render_s``)."""
+        r = self.renderer
+        if r.targets is not self._target_set:
+            r.set_targets(self._target_set)
+        rewards, out = r.rewards_rays(self._target_idx, self.sigma, images=self._images,
+                                      **spaces.unpack(a))
+        imgs = out.rgb
+        if imgs is not None and self.copy:
+            imgs = imgs.copy()
+        return imgs, rewards
 
     def close_extras(self, **kwargs):
         self._renderer = None

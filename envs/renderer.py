@@ -6,17 +6,21 @@ the same for meshes of any topology (the datasets' primitives). Lighting is Lamb
 three directional lights plus ambient, flat normals, two-sided. Every GL object is made once
 in ``__init__`` (buffers grow only when a larger batch of general meshes needs it), so memory
 does not grow with calls. Batches above ``max_batch`` are drawn in chunks of ``max_batch``.
+``rewards_rays`` draws as ``render_rays`` does and scores each tile against its target image
+on the GL side (``envs/reward.py``), reading back one number per mesh instead of the images.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from envs import shaders
 from envs.gl import create_context, describe
+from envs.reward import TileRewards
+from envs.spaces import loglik_from_sums
 from envs.validate import check_array, check_batch, check_colours, check_pose
 from envs.validate import (LENGTH_HINT, check_at_most, check_camera, check_lights, check_meshes,
                            check_reach, check_size)
@@ -25,11 +29,18 @@ from gen3d import geometry as geo
 
 def _current(method):
     """Run a method with this renderer's context current: a process may hold several
-    contexts, and GL calls go to whichever is current."""
+    contexts, and GL calls go to whichever is current. Reentrant: a nested ``with ctx`` would
+    leave no context current on its exit."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with self.ctx:
+        if getattr(self, "_in_context", False):
             return method(self, *args, **kwargs)
+        self._in_context = True
+        try:
+            with self.ctx:
+                return method(self, *args, **kwargs)
+        finally:
+            self._in_context = False
     return wrapper
 
 
@@ -107,6 +118,8 @@ class MeshRenderer:
         self.float_colour = bool(float_colour)
         self.cull = bool(cull)
         self._readback: dict[str, np.ndarray] = {}
+        self._tile_rewards: TileRewards | None = None
+        self._reducing: _Reduction | None = None
         self._make_gl_objects()
         self.set_camera(camera)
         self.set_lights(lights)
@@ -142,10 +155,13 @@ class MeshRenderer:
     def _make_gl_objects(self) -> None:
         ctx, a = self.ctx, self.atlas
         size = self._fb_size
-        self._colour_rb = ctx.renderbuffer(size, 4, dtype="f4" if self.float_colour else "f1")
+        # a texture, not a renderbuffer: the reward passes read it where it was drawn
+        self._colour = ctx.texture(size, 4, dtype="f4" if self.float_colour else "f1")
+        self._colour.filter = (0x2600, 0x2600)
         self._depth_rb = ctx.renderbuffer(size, 1, dtype="f4")
         self._zbuf = ctx.depth_renderbuffer(size)
-        self.fbo = ctx.framebuffer([self._colour_rb, self._depth_rb], self._zbuf)
+        self.fbo = ctx.framebuffer([self._colour, self._depth_rb], self._zbuf)
+        self._colour_fbo = ctx.framebuffer([self._colour], self._zbuf)
         self.ray_prog = ctx.program(vertex_shader=shaders.RAY_VS, geometry_shader=shaders.GS,
                                     fragment_shader=shaders.FS)
         self.mesh_prog = ctx.program(vertex_shader=shaders.MESH_VS, geometry_shader=shaders.GS,
@@ -312,11 +328,13 @@ class MeshRenderer:
         # draw only over the region in use (llvmpipe bins the whole viewport); power-of-two
         # sides keep the shader's pixel -> NDC mapping exact
         vp = (_pow2(w), _pow2(h))
-        self.fbo.use()
+        # rewards need colour only: no eye-depth attachment to write (a few % of the draw)
+        fbo = self._colour_fbo if self._reducing is not None else self.fbo
+        fbo.use()
         self.ctx.viewport = (0, 0) + vp
         for p in (self.ray_prog, self.mesh_prog):
             _set(p, "atlas_px", (float(vp[0]), float(vp[1])))
-        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=(0, 0, w, h))
         self.ctx.enable(self.ctx.DEPTH_TEST)
         if self.cull:
             self.ctx.enable(self.ctx.CULL_FACE)
@@ -336,6 +354,13 @@ class MeshRenderer:
         return buf[:size].reshape(shape)
 
     def _read(self, n: int, depth: bool, mask: bool, as_float: bool, reuse: bool = False) -> Render:
+        red = self._reducing
+        if red is not None:
+            red.sums.append(self._tile_rewards.tile_sums(red.idx[red.done:red.done + n]))
+            red.done += n
+            if not red.images:
+                self._check_error()
+                return Render(None)
         w, h = self._used(n)
         rows = h // self.atlas.h
         dt = np.float32 if self.float_colour else np.uint8
@@ -357,14 +382,68 @@ class MeshRenderer:
             d = _untile(d, rows, self.atlas, n)[..., 0]
             out.depth = d if depth else None
             out.mask = d > 0 if mask else None
+        self._check_error()
+        return out
+
+    def _check_error(self) -> None:
         err = self.ctx.error
         if err != "GL_NO_ERROR":
             raise RuntimeError(f"OpenGL reported {err} while rendering; the images are not valid")
-        return out
+
+    # ------------------------------------------------------------------ rewards on the GL side
+
+    def _rewards(self) -> TileRewards:
+        if self.float_colour:
+            raise ValueError("GL-side rewards compare 8-bit images: make the renderer with "
+                             "float_colour=False, or compute rewards in numpy (reward='numpy')")
+        if self._tile_rewards is None:  # callers hold the context current
+            self._tile_rewards = TileRewards(self.ctx, self._colour, self.atlas.cols,
+                                             self.width, self.height, self.max_batch)
+        return self._tile_rewards
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """The target images on the GL side (the array given to ``set_targets``), or None."""
+        return None if self._tile_rewards is None else self._tile_rewards.source
+
+    @_current
+    def set_targets(self, images) -> None:
+        """Upload target images (N,H,W,3) uint8 to the GL side once, for ``rewards_rays``."""
+        self._rewards().set_targets(images)
+
+    @_current
+    def rewards_rays(self, target_idx, sigma: float, lengths, rotation=None, translation=None,
+                     colours=None, scale=None, images: bool = False) -> tuple[np.ndarray, Render]:
+        """Draw ray meshes as ``render_rays`` does and score each against target image
+        ``target_idx[b]`` (of ``set_targets``) on the GL side: the Gaussian log-likelihood of
+        ``envs.spaces.gaussian_loglik``, (B,) float64 nats. Only those B numbers are read back;
+        the images too when ``images`` (then ``Render.rgb`` is the renderer's reused memory)."""
+        if not (isinstance(sigma, (int, float, np.number)) and np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma: the pixel noise must be a finite number > 0, got {sigma!r}")
+        lengths = check_array("lengths", lengths, (None, geo.N_RAYS), nonneg=True)
+        idx = self._rewards().check_idx(target_idx, len(lengths))
+        self._reducing = _Reduction(idx, bool(images))
+        try:
+            out = self.render_rays(lengths, rotation, translation, colours, scale, reuse=True)
+            sums = np.concatenate(self._reducing.sums)
+        finally:
+            self._reducing = None
+        return loglik_from_sums(sums, self.width * self.height * 3, float(sigma)), out
 
     def release(self) -> None:
         """Free every GL object and the context (when this renderer made it)."""
         self.ctx.release()
+
+
+@dataclass
+class _Reduction:
+    """A ``rewards_rays`` call in progress: ``_read`` reduces each drawn chunk of tiles
+    against targets ``idx[done:]`` instead of (or before) reading the images back."""
+
+    idx: np.ndarray
+    images: bool
+    done: int = 0
+    sums: list = field(default_factory=list)
 
 
 def _pow2(n: int) -> int:

@@ -120,3 +120,78 @@ void main() {
     f_depth = 1.0 / v_inv_w;  // w is the eye-space depth for a perspective camera
 }
 """
+
+# Reduction passes (envs/reward.py): one triangle that covers the viewport, no attributes.
+COVER_VS = """
+#version 330
+void main() {
+    gl_Position = vec4(float((gl_VertexID & 1) * 4 - 1), float((gl_VertexID & 2) * 2 - 1), 0.0, 1.0);
+}
+"""
+
+# One fragment per (row r, tile m): the row's summed squared difference between render and
+# target, in integer units of 1/255. Every term is an integer below 2^24, so float adds of up
+# to 8 pixels are exact; the row's total is kept in 32 bits (exact for any row the GL can
+# draw). Texel fetches are the cost on llvmpipe: targets come packed, 4 RGBA8 pixels a texel
+# (a third off the pass), and 8 pixels an iteration halve the loop's overhead.
+ROW_SUMS_FS = """
+#version 330
+uniform sampler2D colour;         // the atlas just drawn, tiles upside down (see GS)
+uniform usampler2DArray targets;  // per_layer images stacked in each layer, row 0 first
+uniform isampler2D target_idx;    // max_batch x 1: each tile's target
+uniform int cols;                 // atlas columns
+uniform ivec2 tile;               // tile width, height
+uniform int per_layer;
+out uint row_sum;
+ivec2 src;
+ivec3 dst;
+float px(uint t, int x) {
+    vec3 k = round(255.0 * texelFetch(colour, src + ivec2(x, 0), 0).rgb)
+             - vec3(uvec3(t, t >> 8u, t >> 16u) & 255u);
+    return dot(k, k);
+}
+float quad(int x) {
+    uvec4 t = texelFetch(targets, dst + ivec3(x / 4, 0, 0), 0);
+    return px(t.x, x) + px(t.y, x + 1) + px(t.z, x + 2) + px(t.w, x + 3);
+}
+void main() {
+    int r = int(gl_FragCoord.x);
+    int m = int(gl_FragCoord.y);
+    int i = texelFetch(target_idx, ivec2(m, 0), 0).r;
+    src = ivec2((m % cols) * tile.x, (m / cols) * tile.y + r);
+    dst = ivec3(0, (i % per_layer) * tile.y + r, i / per_layer);
+    uint s = 0u;
+    int x = 0;
+    for (; x + 8 <= tile.x; x += 8)
+        s += uint(quad(x) + quad(x + 4));
+    for (; x + 4 <= tile.x; x += 4)
+        s += uint(quad(x));
+    if (x < tile.x) {  // the last 1-3 pixels of a width that is no multiple of 4
+        uvec4 t = texelFetch(targets, dst + ivec3(x / 4, 0, 0), 0);
+        float e = px(t.x, x);
+        if (x + 1 < tile.x) e += px(t.y, x + 1);
+        if (x + 2 < tile.x) e += px(t.z, x + 2);
+        s += uint(e);
+    }
+    row_sum = s;
+}
+"""
+
+# One fragment per tile: its rows summed into 64 bits (low word, high word).
+TILE_SUMS_FS = """
+#version 330
+uniform usampler2D row_sums;      // rows x max_batch
+uniform int rows;
+out uvec2 tile_sum;
+void main() {
+    int m = int(gl_FragCoord.x);
+    uint lo = 0u;
+    uint hi = 0u;
+    for (int r = 0; r < rows; r++) {
+        uint v = texelFetch(row_sums, ivec2(r, m), 0).r;
+        lo += v;
+        if (lo < v) hi += 1u;
+    }
+    tile_sum = uvec2(lo, hi);
+}
+"""

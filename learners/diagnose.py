@@ -34,6 +34,7 @@ from gen3d.data import mesh_images
 from gen3d.mesh_model import MeshModel, images_to_tensor
 from learners import checkpoint
 from learners.config import ConfigError, load
+from learners.device import resolve_device
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
 from learners.pathwise import make_oracle
 
@@ -363,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        "oracle_estimates", "oracle_sigma", "std_scale",
                                                        "seed")})
     torch.set_num_threads(cfg.train.torch_threads)
-    state = checkpoint.load(a.checkpoint, map_location=cfg.device)
-    model = MeshModel(cfg.model, cfg.data.size).to(cfg.device)
+    dev = resolve_device(cfg.device)
+    state = checkpoint.load(a.checkpoint, map_location=dev)
+    model = MeshModel(cfg.model, cfg.data.size).to(dev)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -25,6 +25,7 @@ from gen3d.volumes.model import VolumeModelConfig
 from gen3d.volumes.projection import ProjectionConfig
 from learners import checkpoint
 from learners.config import ConfigError, as_config_file
+from learners.device import resolve_device
 from learners.runlog import RunLog, image_grid, save_png
 
 
@@ -100,8 +101,8 @@ class ImageRunConfig:
     """Where runs/<name>/ goes."""
     seed: int = 0
     """Seed of the model, the batches and the random target cameras."""
-    device: str = "cpu"
-    """torch device, e.g. cpu or cuda."""
+    device: str = "auto"
+    """torch device: auto (the GPU when torch can use one), cpu, cuda or cuda:N."""
     data: VolumeDataConfig = field(default_factory=VolumeDataConfig)
     """The volumes the images are made from (held-out ones score the 3D)."""
     views: ViewsConfig = field(default_factory=ViewsConfig)
@@ -227,7 +228,7 @@ def evaluate(cfg: ImageRunConfig, model: ImageVolumeModel, test: MultiViewData,
 
 def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     """Train from images, evaluate on held-out shapes, write runs/<name>/report.json."""
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {cfg.device} asked for but CUDA is not available; use cpu")
     torch.manual_seed(cfg.seed)

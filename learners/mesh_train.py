@@ -28,6 +28,7 @@ from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
 from learners.config import as_config_file, to_dict
+from learners.device import resolve_device
 from learners.mesh_refine import RefineConfig, refine
 from learners.runlog import RunLog, image_grid, save_png
 from learners.self_imitation import SelfImitation
@@ -148,8 +149,8 @@ class MeshRunConfig:
     """Parent directory of runs."""
     seed: int = 0
     """Seed of the model's initialisation, batches and samples."""
-    device: str = "cpu"
-    """Torch device of the learner ("cpu", "cuda")."""
+    device: str = "auto"
+    """Torch device of the learner: "auto" (the GPU when torch can use one), "cpu", "cuda", "cuda:N"."""
     data: MeshImageConfig = field(default_factory=MeshImageConfig)
     model: MeshModelConfig = field(default_factory=MeshModelConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -175,7 +176,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     tc = cfg.train
     torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(cfg.seed)
-    dev = torch.device(cfg.device)
+    dev = resolve_device(cfg.device)
     est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
     if tc.samples < getattr(est, "min_samples", 1):
         raise ValueError(f"estimator {cfg.estimator.name!r} needs train.samples >= {est.min_samples}")

@@ -23,6 +23,7 @@ from gen3d.volumes.contexts import render_views
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig
 from learners import checkpoint
 from learners.config import ConfigError, as_config_file, to_dict
+from learners.device import resolve_device
 from learners.runlog import RunLog, image_grid, save_png
 
 
@@ -79,8 +80,8 @@ class VolumeRunConfig:
     """parent folder of runs"""
     seed: int = 0
     """seed of the model, batches and samples"""
-    device: str = "cpu"
-    """torch device, e.g. cpu or cuda"""
+    device: str = "auto"
+    """torch device: auto (the GPU when torch can use one), cpu, cuda or cuda:N"""
     data: VolumeDataConfig = field(default_factory=VolumeDataConfig)
     """the dataset"""
     model: VolumeModelConfig = field(default_factory=VolumeModelConfig)
@@ -181,7 +182,7 @@ class TrainStep:
 
 
 def make_optimizer(model: VolumeModel, cfg: VolumeRunConfig) -> torch.optim.Optimizer:
-    graph = cfg.train.cuda_graph and torch.device(cfg.device).type == "cuda"
+    graph = cfg.train.cuda_graph and resolve_device(cfg.device, announce=False).type == "cuda"
     return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, capturable=graph)
 
 
@@ -244,7 +245,7 @@ def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     train_set, test_set = load_volumes(cfg.data)
     check_config(cfg, train_set)
     train, test = Batches(train_set, cfg, device), Batches(test_set, cfg, device)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine: headless OpenGL system packages,
-# a virtual environment at .venv, torch 2.13.0 (CPU build) first, then gen3d with its dev extra.
+# a virtual environment at .venv, torch 2.13.0 first, then gen3d with its dev extra; it ends by
+# saying which torch build it installed, what `device: auto` will use, and the EGL devices.
+# torch comes from pip's configured index (whatever build that serves); TORCH_INDEX_URL picks
+# one, e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (CPU) or .../whl/cu128 (CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,13 +34,20 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 stamp=.venv/.gen3d-installed
-want=$(cat pyproject.toml | sha1sum | cut -c1-12)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
-
-$VPY -m pip install -q --upgrade pip
-# torch first: a looser requirement would let pip choose a multi-GB CUDA build.
-$VPY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-  || $VPY -m pip install -q torch==2.13.0
-$VPY -m pip install -q -e ".[dev]"
-echo "$want" > "$stamp"
+INDEX=${TORCH_INDEX_URL:-}
+want=$( (cat pyproject.toml; if [ -n "$INDEX" ]; then echo "$INDEX"; fi) | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  $VPY -m pip install -q --upgrade pip
+  # torch pinned first, so that gen3d's looser requirement does not pick another version
+  if [ -n "$INDEX" ]; then  # a build asked for: replace whatever build is there
+    $VPY -m pip install -q --force-reinstall torch==2.13.0 --index-url "$INDEX"
+  else
+    $VPY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+      || $VPY -m pip install -q torch==2.13.0
+  fi
+  $VPY -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
 echo "setup: done (.venv ready)"
+# what was installed and what it can use: the torch build, the learner's GPU, the EGL devices
+$VPY scripts/machine_report.py || echo "setup: no usable OpenGL device; the renderer will not start (see above)" >&2

@@ -83,21 +83,15 @@ class RenderWorker:
     def evaluate(self, request_id: int, actions, targets=None, target_idx=None,
                  return_images: bool = False) -> dict:
         """Rewards of ``actions`` (N, A) against ``targets`` (N,H,W,3) uint8, or against this
-        worker's target images at ``target_idx`` (N,)."""
+        worker's target images at ``target_idx`` (N,). gen3d's environment scores on the GL
+        side (its ``reward`` option, "gl" by default) and reads images back only when asked."""
         t0 = time.perf_counter()
         try:
             a = np.asarray(actions, np.float32)
             if a.ndim != 2 or len(a) == 0:
                 raise ValueError(f"actions: need a non-empty (N, A) array, got shape {a.shape}")
-            if targets is None:
-                if target_idx is None or self.targets is None:
-                    raise ValueError("targets: send target images, or target_idx after set_targets()")
-                idx = np.asarray(target_idx)
-                if idx.shape != (len(a),) or idx.min() < 0 or idx.max() >= len(self.targets):
-                    raise ValueError(f"target_idx: need {len(a)} indices in [0, {len(self.targets)})")
-                targets = self.targets[idx]
             env = self._env(len(a))
-            env.reset(options={"targets": np.asarray(targets)})
+            env.reset(options=self._reset_options(len(a), targets, target_idx, return_images))
             obs, rewards, *_, info = env.step(a)
             self.renders += len(a)
             reply = {"request_id": request_id, "rewards": np.asarray(rewards, np.float64),
@@ -109,6 +103,24 @@ class RenderWorker:
         except Exception as e:  # a bad request must not kill the worker
             return {"request_id": request_id, "error": f"{type(e).__name__}: {e}",
                     "traceback": traceback.format_exc(limit=3), "pid": self.pid}
+
+    def _reset_options(self, n: int, targets, target_idx, return_images: bool) -> dict:
+        ours = self.spec.env_id == EnvSpec.env_id
+        if targets is not None:
+            opts = {"targets": np.asarray(targets)}
+        else:
+            if target_idx is None or self.targets is None:
+                raise ValueError("targets: send target images, or target_idx after set_targets()")
+            idx = np.asarray(target_idx)
+            if (idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer)
+                    or idx.min() < 0 or idx.max() >= len(self.targets)):
+                raise ValueError(f"target_idx: need {n} integer indices in [0, {len(self.targets)})")
+            # gen3d's env keeps the whole set on the GL side: only indices per request
+            opts = ({"target_set": self.targets, "target_idx": idx} if ours
+                    else {"targets": self.targets[idx]})
+        if ours:
+            opts["images"] = bool(return_images)
+        return opts
 
     def ping(self) -> dict:
         from envs.mesh_env import _RENDERERS

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# One short visit to a GPU machine (issue 17): installs what the machine's image lacks, then
+# measures and records everything in one go, under $OUT (or runs/gpu_visit/):
+#   machine.json   torch build, the learner's device (device: auto), EGL devices
+#   render.json    benchmarks/render.py: atlas and worker rows (request in, rewards out with
+#                  GL-side rewards), 1 and several processes sharing the GPU
+#   primitives.json  the main job, configs/primitives_gpu.yaml, for TRAIN_S seconds: steps/s,
+#                  renders/s consumed by the learner, learner wait fraction, held-out scores
+#   primitives_big.json  the same with BIG_SETS (raised batch and samples), when BIG_S > 0
+#   volumes.json   benchmarks/volumes.py --device cuda --only speed --compile
+#   visit.log      everything printed
+#
+#   bash scripts/gpu_visit.sh prepare   # here, with pip and a network: GL libraries and wheels
+#   bash scripts/gpu_visit.sh run       # there, from the repository root (carry .gl and .whl)
+#
+# The GPU image (see the device notes) has python3 3.12 with torch, numpy, pyyaml, tensorboard,
+# pillow and tqdm, but not moderngl, glcontext, gymnasium or PyOpenGL: `prepare` downloads
+# those as wheels into .whl/ and the EGL loader packages into .gl/ (both git-ignored). Ray's
+# wheel (2.60.0, cp312: 79 MB) is larger than what a visit can carry (64 MiB): without Ray the
+# main job renders with pool.backend=local (one in-process worker on the GPU, no overlap of
+# rendering and learning), and the log says so. WITH_RAY=1 prepare fetches it anyway.
+# Times: TRAIN_S (default 180) and BIG_S (default 60) seconds of training fit one 10-minute
+# command with the benchmarks (run it with timeout_s 590); the issue's 20-minute run needs a
+# longer visit. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
+# what runs: a smoke test of this script on a CPU machine, for one, is
+#   OUT=/tmp/visit PY=.venv/bin/python TRAIN_S=5 BIG_S=0 RENDER_ARGS="--res 16 --batches 8 --seconds 0.2" \
+#   JOB_SETS="--set device=cpu --set pool.worker_gpus=0 --set ray.num_gpus=0 --set pool.workers=1 ..." \
+#   VOLUME_ARGS="--device cpu --only speed --quick" bash scripts/gpu_visit.sh run
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-python3}
+OUT=${OUT:-runs/gpu_visit}
+TRAIN_S=${TRAIN_S:-180}
+BIG_S=${BIG_S:-60}
+RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 20"}
+JOB_SETS=${JOB_SETS:-}
+VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile"}
+BIG_SETS=${BIG_SETS:-"--set train.batch=256 --set train.samples=32 --set pool.chunk=1024"}
+WHEELS="moderngl==5.13.0 glcontext==3.1.0 gymnasium==1.4.0 farama-notifications==0.0.4 PyOpenGL==3.1.10"
+RAY_WHEELS="ray==2.60.0 jsonschema jsonschema-specifications referencing rpds-py"
+
+prepare() {
+  grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >> .git/info/exclude
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+  mkdir -p .gl .whl /tmp/amd64/partial
+  local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  apt-get $o update -qq && (cd .gl && apt-get $o download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  local plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
+  local wheels=$WHEELS
+  [ "${WITH_RAY:-0}" = 1 ] && wheels="$wheels $RAY_WHEELS"
+  for w in $wheels; do
+    $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      $plat --platform any -d .whl "$w" || { echo "prepare: could not fetch $w" >&2; return 1; }
+  done
+  du -sh .gl .whl
+}
+
+install() {
+  if [ -d .gl ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
+  local v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  [ -f "$v" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
+  if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || { echo "visit: wheel install failed" >&2; exit 1; }
+    export PYTHONPATH=/tmp/site:$PWD
+  else
+    export PYTHONPATH=$PWD
+  fi
+  export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
+}
+
+main_job() {  # name, seconds, extra --set flags
+  local name=$1 secs=$2
+  shift 2
+  local backend=()
+  $PY -c "import ray" 2>/dev/null || { backend=(--set pool.backend=local);
+    echo "visit: Ray is not installed here: $name renders with pool.backend=local (no overlap)"; }
+  $PY -m learners.run --config configs/primitives_gpu.yaml --set name=$name \
+    --set train.time_limit_s=$secs --set eval.refine.steps=0 "${backend[@]}" $JOB_SETS "$@" \
+    && cp runs/$name/report.json "$OUT/$name.json" \
+    && $PY - "$OUT/$name.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, sc = r.get("speed", {}), r.get("scores", {})
+print(f"{sys.argv[1]}: steps/s {s.get('steps_per_s', 0):.2f}, renders/s consumed "
+      f"{s.get('renders_per_s', 0):,.0f}, learner wait {s.get('wait_frac', 0):.2f}, "
+      f"held-out IoU {sc.get('iou')}, PSNR {sc.get('psnr')}")
+EOF
+}
+
+run() {
+  mkdir -p "$OUT"
+  install
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+  $PY scripts/machine_report.py --json "$OUT/machine.json"
+  $PY benchmarks/render.py $RENDER_ARGS --json "$OUT/render.json"
+  main_job primitives "$TRAIN_S"
+  [ "$BIG_S" -gt 0 ] && main_job primitives_big "$BIG_S" $BIG_SETS
+  $PY benchmarks/volumes.py $VOLUME_ARGS --json "$OUT/volumes.json"
+  ls -l "$OUT"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) mkdir -p "$OUT"; run 2>&1 | tee "$OUT/visit.log" ;;
+  *) echo "usage: bash scripts/gpu_visit.sh prepare|run (see the header)" >&2; exit 2 ;;
+esac
