@@ -1,8 +1,10 @@
 """Where render workers go: what each asks of Ray, how many the cluster can host, and the
 message that says so when it cannot.
 
-Ray packs actors onto the driver's node unless told otherwise, so the pool asks for Ray's
-SPREAD strategy by default: one worker per node in turn, then a second on each, and so on.
+Ray's default scheduling prefers the driver's node, so the pool asks for Ray's SPREAD
+strategy by default: one worker per node in turn, then a second on each, and so on. "pack"
+fills nodes one after the other, the driver's first, each up to what it can hold (a soft
+node affinity per worker: Ray places it elsewhere if that node is gone).
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ def hostable(need: dict[str, float], nodes: list[Node]) -> float:
         # a small tolerance: Ray stores fractions in units of 1/10000
         total += min(math.floor(node.resources.get(k, 0.0) / v + 1e-6) for k, v in need.items())
     return total
+
+
+def pack_order(n: int, need: dict[str, float], nodes: list[Node], first: str | None) -> list[str]:
+    """Node ids for ``n`` workers, filling the node ``first`` (the driver's), then the others."""
+    order = sorted(nodes, key=lambda nd: (nd.node_id != first, nd.ip, nd.node_id))
+    out: list[str] = []
+    for node in order:
+        room = hostable(need, [node])
+        take = n - len(out) if math.isinf(room) else min(int(room), n - len(out))
+        out += [node.node_id] * take
+    return out
+
+
+def strategy(kind: str, node_id: str | None = None):
+    """Ray's scheduling strategy for one worker."""
+    if kind == "pack" and node_id:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id, soft=True)
+    return STRATEGIES[kind]
 
 
 def fleet_size(workers: int | str, need: dict[str, float], nodes: list[Node]) -> int:

@@ -61,8 +61,8 @@ class PoolConfig:
     """Environment variables set in each worker before its GL context is made (Mesa's
     llvmpipe threads: 0 = draw on the worker's own thread, as the CPU reserved is 1 or less)."""
     placement: str = "spread"
-    """"spread": workers spread over the cluster's nodes (Ray's SPREAD); "pack": Ray's default,
-    filling the driver's node first."""
+    """"spread": workers spread over the cluster's nodes (Ray's SPREAD); "pack": nodes filled
+    one after another, the driver's first."""
     request_timeout_s: float = 300.0
     """A request unanswered this long counts as a dead (hung) worker: replaced, and resent."""
     start_timeout_s: float = 60.0
@@ -172,13 +172,15 @@ class RenderPool:
         self._attempts: dict[Any, _Attempt] = {}
         self._backlog: deque[_Request] = deque()
         self._durations: deque[float] = deque(maxlen=256)
+        nodes = placement.alive_nodes()
         try:
-            n = placement.fleet_size(self.cfg.workers, self._need, placement.alive_nodes())
+            n = placement.fleet_size(self.cfg.workers, self._need, nodes)
         except placement.CapacityError as e:
             raise WorkerError(str(e)) from None
         self.slots = [_Slot(f"w{i}") for i in range(n)]
-        for s in self.slots:
-            self._launch(s)
+        homes = placement.pack_order(n, self._need, nodes, ray.get_runtime_context().get_node_id())
+        for s, home in zip(self.slots, homes if self.cfg.placement == "pack" else [None] * n):
+            self._launch(s, home)
         self._await_start()
         self._log_fleet()
         self.refresh_stats()
@@ -190,9 +192,10 @@ class RenderPool:
         """The actors of the workers that are up."""
         return [s.actor for s in self.slots if s.state == "up"]
 
-    def _launch(self, slot: _Slot) -> None:
+    def _launch(self, slot: _Slot, node_id: str | None = None) -> None:
+        """Start ``slot``'s worker (on ``node_id`` if given, else where the strategy says)."""
         opts: dict[str, Any] = {"num_cpus": self.cfg.worker_cpus, "max_concurrency": 1,
-                                "scheduling_strategy": placement.STRATEGIES[self.cfg.placement]}
+                                "scheduling_strategy": placement.strategy(self.cfg.placement, node_id)}
         if self.cfg.worker_gpus > 0:
             opts["num_gpus"] = self.cfg.worker_gpus
         if self.cfg.worker_resources:
@@ -210,11 +213,12 @@ class RenderPool:
             left = deadline - time.monotonic()
             pending = [s.ready for s in self.slots if s.state == "starting"]
             if left <= 0:
-                up = sum(s.state == "up" for s in self.slots)
+                msg = (f"pool: not every worker started within start_timeout_s="
+                       f"{self.cfg.start_timeout_s:g} s (other jobs may hold the resources, or "
+                       "start-up is slow: raise pool.start_timeout_s). " + placement.shortfall(
+                           len(self.slots), self._need, placement.alive_nodes(), self._count("up")))
                 self.close()
-                raise WorkerError(f"pool: not every worker started within start_timeout_s="
-                                  f"{self.cfg.start_timeout_s:g} s. " + placement.shortfall(
-                                      len(self.slots), self._need, placement.alive_nodes(), up))
+                raise WorkerError(msg)
             ready, _ = self.ray.wait(pending, num_returns=1, timeout=min(left, 1.0))
             for s in [s for s in self.slots if s.ready in ready]:
                 try:
@@ -439,6 +443,12 @@ class RenderPool:
                 log.info("pool: request of %d renders late on %s (%.2f s > %.2f s): sent "
                          "again to %s", req.n, att.slot.name, now - att.sent_at, late, slot.name)
                 self._send(req, slot)
+
+    def poll(self, timeout: float = 0.0) -> dict[str, float]:
+        """Handle what has come in (late replies, lost workers, replacements that started)
+        without collecting a ticket; returns the refreshed ``stats``."""
+        self._pump(timeout)
+        return self.refresh_stats()
 
     def refresh_stats(self) -> dict[str, float]:
         """``stats`` with the fleet's current state (workers up, renders/s of each)."""
