@@ -97,15 +97,28 @@ def join(cfg: RayConfig) -> None:
     import ray
 
     address = cfg.address.strip()
-    if os.environ.get("RAY_AUTH_MODE") is None and token_source():
-        # Ray turns token mode on by itself only for address=None/"auto"
-        os.environ["RAY_AUTH_MODE"] = "token"
+    _token_mode_if_token()
     if not address.startswith("ray://") and address != "auto":
         _check_reachable(address, cfg.connect_timeout_s)
         _check_token(address)
     runtime_env = project_runtime_env() if cfg.ship_code else None
     ray.init(address=address, log_to_driver=True, runtime_env=runtime_env,
              configure_logging=False)
+
+
+def _token_mode_if_token() -> None:
+    """Token mode when a token is at hand and RAY_AUTH_MODE is unset: what Ray itself does for
+    address "auto", but not for an explicit address."""
+    if os.environ.get("RAY_AUTH_MODE") is not None or not token_source():
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # Ray's internals moved: the variable alone, read at Ray's next start
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _check_reachable(address: str, timeout: float) -> None:
