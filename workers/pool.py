@@ -49,6 +49,9 @@ class PoolConfig:
     at ``worker_cpus`` / ``worker_gpus`` each."""
     chunk: int = 64
     """Renders per request: a step's B*K renders go out as ceil(B*K / chunk) requests."""
+    worker_queue: int = 2
+    """Requests sent ahead to each worker; the rest wait in the pool and go to whichever
+    worker frees first (a slow worker then gets less work, not the same share)."""
     worker_cpus: float = 1.0
     """CPUs Ray reserves for each worker."""
     worker_gpus: float = 0.0
@@ -88,7 +91,7 @@ class PoolConfig:
 def _check_pool_config(c: PoolConfig) -> None:
     if c.workers != "auto" and (not isinstance(c.workers, int) or c.workers < 1):
         raise ValueError(f"workers: must be an integer >= 1 or 'auto', got {c.workers!r}")
-    for key, lo in (("chunk", 1), ("max_restarts", 0)):
+    for key, lo in (("chunk", 1), ("worker_queue", 1), ("max_restarts", 0)):
         if getattr(c, key) < lo:
             raise ValueError(f"{key}: must be >= {lo}, got {getattr(c, key)}")
     for key in ("worker_cpus", "worker_gpus", "straggler_factor", "straggler_min_s"):
@@ -317,12 +320,15 @@ class RenderPool:
         return t
 
     def _dispatch(self) -> None:
-        """Send waiting requests to the least busy workers that are up."""
-        up = [s for s in self.slots if s.state == "up"]
-        while self._backlog and up:
+        """Send waiting requests to the least busy workers that are up, at most
+        ``worker_queue`` in flight each."""
+        while self._backlog:
+            free = [s for s in self.slots if s.state == "up" and len(s.inflight) < self.cfg.worker_queue]
+            if not free:
+                return
             req = self._backlog.popleft()
             if not req.done:
-                self._send(req, min(up, key=lambda s: len(s.inflight)))
+                self._send(req, min(free, key=lambda s: len(s.inflight)))
 
     def _send(self, req: _Request, slot: _Slot) -> None:
         t, b = req.ticket, req.ticket.payload
