@@ -116,6 +116,29 @@ def test_a_local_ray_with_no_cpu_fails_within_seconds(local_ray):
         cluster.start(cluster.RayConfig(num_cpus=1))
 
 
+def test_a_hung_worker_costs_a_bounded_stall(local_ray, tmp_path):
+    from workers.pool import PoolConfig, RenderPool
+    from workers.worker import EnvSpec
+
+    flag = tmp_path / "hang"
+    spec = EnvSpec(STANDIN_ID, {"delay_s": 0.01, "slow_s": 60.0, "slow_flag": str(flag)})
+    pool = RenderPool(spec, PoolConfig(workers=2, chunk=2, worker_cpus=0.25, request_timeout_s=1.5,
+                                       straggler_factor=0))  # no straggler resends: the timeout acts
+    try:
+        rng = np.random.default_rng(0)
+        a = rng.normal(size=(8, ACTION_DIM)).astype(np.float32)
+        t = rng.integers(0, 255, (8, 4, 4, 3), dtype=np.uint8)
+        flag.touch()
+        t0 = time.monotonic()
+        res = pool.evaluate(a, targets=t)
+        assert time.monotonic() - t0 < 15  # the timeout, a restart and a resend; not 60 s
+        np.testing.assert_allclose(res.rewards, expected_rewards(a, t))
+        assert pool.stats["workers_lost"] == 1 and pool.stats["restarts"] == 1
+        assert pool.stats["completed"] == pool.stats["requested"] == 8
+    finally:
+        pool.close()
+
+
 def test_joining_an_address_where_nothing_listens_fails_within_seconds():
     from workers import cluster
 

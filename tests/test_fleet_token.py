@@ -115,3 +115,11 @@ def test_joining_without_the_token_is_a_clear_error_within_seconds(head, tmp_pat
     assert "refused this process's auth token" in out["error"]
     assert "RAY_AUTH_TOKEN" in out["error"] and "auth_token" in out["error"]
     assert out["s"] < 10 and took < 60
+
+
+def test_rays_status_tool_works_from_the_projects_environment(head, tmp_path):
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    p = subprocess.run([ray_cli, "status", f"--address={head}"], capture_output=True, text=True,
+                       env=_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Resources" in p.stdout and "CPU" in p.stdout
