@@ -56,11 +56,16 @@ def _wait_for_cpus(n, timeout=10):
         time.sleep(0.1)
 
 
-def test_workers_spread_across_nodes_by_default_and_pack_when_asked(nodes):
+def test_workers_spread_across_nodes_by_default_and_pack_when_asked(nodes, caplog):
+    import logging
+
     _, names = nodes
-    spread = _pool(4)
+    with caplog.at_level(logging.INFO, logger="gen3d.pool"):
+        spread = _pool(4)
     try:
         assert _where(spread, names) == ["a", "a", "b", "b"]
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pool: node")]
+        assert len(lines) == 2 and all(": 2 workers" in ln for ln in lines)  # one line per node
         a, t = _batch(32)
         np.testing.assert_allclose(spread.evaluate(a, targets=t).rewards, expected_rewards(a, t))
     finally:

@@ -116,6 +116,18 @@ def test_a_local_ray_with_no_cpu_fails_within_seconds(local_ray):
         cluster.start(cluster.RayConfig(num_cpus=1))
 
 
+def test_a_worker_whose_gl_cannot_draw_fails_the_start_with_the_reason(local_ray):
+    from workers.contract import WorkerError
+    from workers.pool import PoolConfig, RenderPool
+    from workers.worker import EnvSpec
+
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match=r"render worker w0 could not start:.*OpenGL"):
+        RenderPool(EnvSpec(kwargs={"width": 16, "height": 16}),  # the real renderer
+                   PoolConfig(workers=1, worker_cpus=0.5, worker_env={"GEN3D_EGL_DEVICE": "99"}))
+    assert time.monotonic() - t0 < 30
+
+
 def test_a_hung_worker_costs_a_bounded_stall(local_ray, tmp_path):
     from workers.pool import PoolConfig, RenderPool
     from workers.worker import EnvSpec

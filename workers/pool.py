@@ -227,6 +227,11 @@ class RenderPool:
                 try:
                     self._on_started(s)
                 except self.ray.exceptions.RayError as e:
+                    if getattr(e, "actor_init_failed", True) is False:  # its node went, say
+                        log.warning("pool: worker %s lost before it started (%s); starting it "
+                                    "again", s.name, _last_line(e))
+                        self._launch(s)
+                        continue
                     self.close()
                     raise WorkerError(f"render worker {s.name} could not start: "
                                       f"{_last_line(e)}") from None
@@ -240,7 +245,8 @@ class RenderPool:
         """One console line per node: its workers, their devices and GL renderer."""
         by_node: dict[str, list[_Slot]] = {}
         for s in self.slots:
-            by_node.setdefault(s.info.get("node_ip") or "?", []).append(s)
+            node = f"{s.info.get('node_ip') or '?'} ({(s.info.get('node_id') or '?')[:8]})"
+            by_node.setdefault(node, []).append(s)
         for node, slots in by_node.items():
             gl = {(s.info.get("gl") or {}).get("renderer") or "no GL (stand-in)" for s in slots}
             dev = {f"GPU {s.info['gpu']} -> EGL {s.info['egl_device']}" if s.info.get("gpu")
@@ -322,8 +328,12 @@ class RenderPool:
     def _dispatch(self) -> None:
         """Send waiting requests to the least busy workers that are up, at most
         ``worker_queue`` in flight each."""
+        late, now = self._late_s(), time.monotonic()
         while self._backlog:
             free = [s for s in self.slots if s.state == "up" and len(s.inflight) < self.cfg.worker_queue]
+            # a worker sitting on a late request may be hung: others first
+            prompt = [s for s in free if all(now - a.sent_at <= late for a in s.inflight.values())]
+            free = prompt or free
             if not free:
                 return
             req = self._backlog.popleft()
@@ -434,10 +444,9 @@ class RenderPool:
         for att in [a for a in self._attempts.values() if now - a.sent_at > self.cfg.request_timeout_s]:
             if att.slot.state == "up":
                 self._lose(att.slot, f"no reply in request_timeout_s={self.cfg.request_timeout_s:g} s")
-        if self.cfg.straggler_factor <= 0 or len(self._durations) < 1:
+        late = self._late_s()
+        if late == float("inf"):
             return
-        late = max(self.cfg.straggler_factor * statistics.median(self._durations),
-                   self.cfg.straggler_min_s)
         idle = [s for s in self.slots if s.state == "up" and not s.inflight]
         for att in list(self._attempts.values()):
             if not idle:
@@ -449,6 +458,13 @@ class RenderPool:
                 log.info("pool: request of %d renders late on %s (%.2f s > %.2f s): sent "
                          "again to %s", req.n, att.slot.name, now - att.sent_at, late, slot.name)
                 self._send(req, slot)
+
+    def _late_s(self) -> float:
+        """How old a request may be before it counts as a straggler (inf: never)."""
+        if self.cfg.straggler_factor <= 0 or not self._durations:
+            return float("inf")
+        return max(self.cfg.straggler_factor * statistics.median(self._durations),
+                   self.cfg.straggler_min_s)
 
     def poll(self, timeout: float = 0.0) -> dict[str, float]:
         """Handle what has come in (late replies, lost workers, replacements that started)
@@ -478,7 +494,7 @@ class RenderPool:
 def _last_line(e: BaseException | str) -> str:
     """The informative end of an error (Ray wraps the worker's traceback)."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else type(e).__name__
+    return lines[-1][:500] if lines else type(e).__name__
 
 
 def make_pool(spec: EnvSpec, cfg: PoolConfig, targets: np.ndarray | None = None):
