@@ -99,23 +99,23 @@ def test_a_pool_larger_than_the_cluster_fails_at_once_naming_what_it_has(nodes):
 
 def test_a_straggler_is_sent_again_and_every_render_counts_once(nodes, tmp_path):
     flag = tmp_path / "slow"
-    pool = _pool(4, slow_s=4.0, slow_flag=str(flag))
+    pool = _pool(4, slow_s=6.0, slow_flag=str(flag))
     try:
         a, t = _batch(64, seed=1)
         pool.evaluate(a, targets=t)  # the median request time is known from here on
         before = dict(pool.stats)
-        flag.touch()  # the next request to start, on some worker, sleeps 4 s
+        flag.touch()  # the next request to start, on some worker, sleeps 6 s
         t0 = time.monotonic()
         res = pool.evaluate(a, targets=t)
         took = time.monotonic() - t0
         assert not flag.exists()  # a request really was slow
         np.testing.assert_allclose(res.rewards, expected_rewards(a, t))
-        assert took < 2.0  # 16 requests of 20 ms over 4 workers: ~0.1 s, not the 4 s straggler
+        assert took < 3.0  # 16 requests of 20 ms over 4 workers: ~0.1 s, not the 6 s straggler
         d = {k: pool.stats[k] - before[k] for k in before}
         assert d["completed"] == d["requested"] == 64
         assert d["straggler_resends"] >= 4  # at least the slow request went again
         assert d["sent"] == d["requested"] + d["straggler_resends"] + d["resent"]
-        time.sleep(4.5)  # the slow reply and those queued behind it arrive now: dropped
+        time.sleep(6.5)  # the slow reply and those queued behind it arrive now: dropped
         pool.evaluate(a[:4], targets=t[:4])
         d = {k: pool.stats[k] - before[k] for k in before}
         assert d["duplicates_dropped"] == d["straggler_resends"]

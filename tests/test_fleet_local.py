@@ -249,6 +249,9 @@ def test_rays_gpu_id_maps_to_the_egl_device_of_the_same_gpu(assigned, egl_index)
     # without PCI ids (no DRM node), the CUDA id that EGL reports decides
     no_pci = [dict(d, pci_bus_id=None) for d in EGL]
     assert devices.egl_index(assigned, gpus, no_pci) == egl_index
+    # ... renumbered when Ray shows the process only its own GPU (CUDA_VISIBLE_DEVICES)
+    alone = [dict(d, cuda_device=0 if d["index"] == egl_index else None) for d in no_pci]
+    assert devices.egl_index(assigned, gpus, alone, visible=assigned) == egl_index
 
 
 def test_an_unknown_gpu_or_only_software_egl_is_a_clear_error():

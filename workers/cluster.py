@@ -71,13 +71,15 @@ class _loopback_only:
     def __enter__(self):
         from ray._private import ray_constants
 
-        self._saved = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        self._saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+        if self._saved is not None:  # a Ray without the switch keeps its own choice
+            ray_constants.ENABLE_RAY_CLUSTER = False
 
     def __exit__(self, *exc):
         from ray._private import ray_constants
 
-        ray_constants.ENABLE_RAY_CLUSTER = self._saved
+        if self._saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = self._saved
 
 
 def token_source() -> str | None:

@@ -55,16 +55,22 @@ def find_gpu(assigned: str, gpus: list[Gpu]) -> Gpu:
                           "started Ray")
 
 
-def egl_index(assigned: str, gpus: list[Gpu], egl: list[dict]) -> int:
-    """The EGL device index of the GPU Ray assigned (``egl``: ``envs.gl.egl_devices()``)."""
+def egl_index(assigned: str, gpus: list[Gpu], egl: list[dict], visible: str | None = None) -> int:
+    """The EGL device index of the GPU Ray assigned (``egl``: ``envs.gl.egl_devices()``).
+    ``visible``: this process's CUDA_VISIBLE_DEVICES (Ray sets it), which renumbers the CUDA
+    ids that EGL_NV_device_cuda reports."""
     gpu = find_gpu(assigned, gpus)
+    cuda_id = gpu.index
+    shown = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    if shown:
+        cuda_id = shown.index(str(assigned)) if str(assigned) in shown else -1
     hardware = [d for d in egl if not d.get("software")]
     want = pci_key(gpu.pci_bus_id)
     for d in hardware:
         if want and pci_key(d.get("pci_bus_id")) == want:
             return int(d["index"])
     for d in hardware:
-        if d.get("cuda_device") is not None and d["cuda_device"] == gpu.index:
+        if d.get("cuda_device") is not None and d["cuda_device"] == cuda_id:
             return int(d["index"])
     seen = "; ".join(f"{d['index']}: " + ("software" if d.get("software") else
                                          f"pci {d.get('pci_bus_id')}, cuda {d.get('cuda_device')}")

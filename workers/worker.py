@@ -46,7 +46,8 @@ def _gpu_egl_device(gpu: str, allow_software: bool) -> int | None:
     from workers import devices
 
     try:
-        return devices.egl_index(gpu, devices.driver_gpus(), egl_devices())
+        return devices.egl_index(gpu, devices.driver_gpus(), egl_devices(),
+                                 os.environ.get("CUDA_VISIBLE_DEVICES"))
     except devices.GpuMappingError:
         if allow_software:
             return None
