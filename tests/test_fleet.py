@@ -178,6 +178,28 @@ def test_a_node_lost_without_room_leaves_the_pool_running_smaller_then_it_grows_
         pool.close()
 
 
+def test_the_pool_fails_when_no_worker_is_left_naming_what_it_asked_for(nodes):
+    from workers.contract import WorkerError
+
+    cluster, _ = nodes
+    e = cluster.add_node(num_cpus=1, resources={"machine_e": 1})
+    cluster.wait_for_nodes()
+    pool = _pool(1, cpus=1, delay=0.1, worker_resources={"machine_e": 1})  # only e can host it
+    pool.cfg = dataclasses.replace(pool.cfg, start_timeout_s=2)
+    try:
+        a, t = _batch(64, seed=4)
+        ticket = pool.submit(a, targets=t)
+        cluster.remove_node(e, allow_graceful=False)
+        t0 = time.monotonic()
+        # (what the cluster has is Ray's view then: node e may not be marked dead yet)
+        with pytest.raises(WorkerError, match=r"no render worker is left; asked for 1 render "
+                                              r"workers of \{CPU: 1, machine_e: 1\}.*machine_e"):
+            pool.collect(ticket)
+        assert time.monotonic() - t0 < 30  # Ray's notice of the loss, then start_timeout_s
+    finally:
+        pool.close()
+
+
 def test_render_settings_travel_with_the_workers(nodes):
     pool = _pool(2, worker_env={"LP_NUM_THREADS": "3"})
     try:

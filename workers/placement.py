@@ -78,10 +78,10 @@ def fleet_size(workers: int | str, need: dict[str, float], nodes: list[Node]) ->
             raise ValueError("pool.workers: 'auto' sizes the fleet from the resources each worker "
                              "asks for; set pool.worker_cpus or pool.worker_gpus > 0")
         if can < 1:
-            raise CapacityError(shortfall(1, need, nodes))
+            raise CapacityError("pool: " + shortfall(1, need, nodes))
         return int(can)
     if workers > can:
-        raise CapacityError(shortfall(int(workers), need, nodes))
+        raise CapacityError("pool: " + shortfall(int(workers), need, nodes))
     return int(workers)
 
 
@@ -98,7 +98,7 @@ def shortfall(workers: int, need: dict[str, float], nodes: list[Node], up: int |
     now = "" if up is None else f" ({up} up now)"
     can = hostable(need, nodes)
     room = "any number" if math.isinf(can) else str(int(can))
-    return (f"pool: asked for {workers} render workers of {{{ask}}} each{now}; the cluster can "
+    return (f"asked for {workers} render workers of {{{ask}}} each{now}; the cluster can "
             f"host {room}: {len(nodes)} node(s): {have}. Lower pool.workers (or 'auto'), "
             "pool.worker_cpus or pool.worker_gpus, raise ray.num_cpus / ray.num_gpus for a "
             "local Ray, or add nodes")

@@ -218,7 +218,7 @@ class RenderPool:
             if left <= 0:
                 msg = (f"pool: not every worker started within start_timeout_s="
                        f"{self.cfg.start_timeout_s:g} s (other jobs may hold the resources, or "
-                       "start-up is slow: raise pool.start_timeout_s). " + placement.shortfall(
+                       "start-up is slow: raise pool.start_timeout_s); " + placement.shortfall(
                            len(self.slots), self._need, placement.alive_nodes(), self._count("up")))
                 self.close()
                 raise WorkerError(msg)
@@ -297,7 +297,7 @@ class RenderPool:
                             "workers (it joins when the cluster has room)", s.name,
                             self.cfg.start_timeout_s, self._count("up"))
         if self._count("up") == 0 and all(s.state != "starting" or s.overdue for s in self.slots):
-            raise WorkerError("pool: no render worker is left. " + placement.shortfall(
+            raise WorkerError("pool: no render worker is left; " + placement.shortfall(
                 len(self.slots), self._need, placement.alive_nodes(), 0))
 
     # ------------------------------------------------------------------ requests
@@ -384,7 +384,7 @@ class RenderPool:
         self._check_starting()
         self._dispatch()
         if self._backlog and self._count("up") == 0 and not refs:
-            raise WorkerError("pool: no render worker is left. " + placement.shortfall(
+            raise WorkerError("pool: no render worker is left; " + placement.shortfall(
                 len(self.slots), self._need, placement.alive_nodes(), 0))
 
     def _poll_s(self) -> float:
