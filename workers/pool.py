@@ -338,7 +338,8 @@ class RenderPool:
                 return
             req = self._backlog.popleft()
             if not req.done:
-                self._send(req, min(free, key=lambda s: len(s.inflight)))
+                # ties go to the worker that has rendered least: every worker takes turns
+                self._send(req, min(free, key=lambda s: (len(s.inflight), s.renders)))
 
     def _send(self, req: _Request, slot: _Slot) -> None:
         t, b = req.ticket, req.ticket.payload
