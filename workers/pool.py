@@ -481,7 +481,9 @@ class RenderPool:
         return self.stats
 
     def ping(self) -> list[dict]:
-        return self.ray.get([s.actor.ping.remote() for s in self.slots if s.state == "up"])
+        """Each up worker's node, device and GL renderer (``RenderWorker.ping``)."""
+        return self.ray.get([s.actor.ping.remote() for s in self.slots if s.state == "up"],
+                            timeout=self.cfg.request_timeout_s)
 
     def close(self) -> None:
         for s in getattr(self, "slots", []):
