@@ -27,33 +27,70 @@ class EnvSpec:
     kwargs: dict = field(default_factory=dict)
 
 
-def _assigned_gpu() -> int | None:
-    """The GPU Ray gave this actor, as an EGL device index (the NVIDIA driver lists its EGL
-    devices in CUDA order); None off Ray or without a GPU."""
+def _assigned_gpu() -> str | None:
+    """Ray's id of the GPU it gave this actor (an index or a UUID, as a string); None off
+    Ray or without a GPU."""
     try:
         import ray
 
         ids = ray.get_gpu_ids() if ray.is_initialized() else []
     except Exception:  # not inside Ray
         return None
-    return int(ids[0]) if ids else None
+    return str(ids[0]) if ids else None
+
+
+def _gpu_egl_device(gpu: str, allow_software: bool) -> int | None:
+    """The EGL device of Ray's GPU ``gpu``; None (the driver's choice) only when software
+    rendering is allowed and no EGL device is that GPU."""
+    from envs.gl import egl_devices
+    from workers import devices
+
+    try:
+        return devices.egl_index(gpu, devices.driver_gpus(), egl_devices(),
+                                 os.environ.get("CUDA_VISIBLE_DEVICES"))
+    except devices.GpuMappingError:
+        if allow_software:
+            return None
+        raise
 
 
 class RenderWorker:
     """Plain class; ``workers.pool`` wraps it with ``ray.remote``. Tests may use it directly."""
 
-    def __init__(self, spec: EnvSpec, targets: Any = None, egl_device: int | None = None):
-        if egl_device is None:
-            egl_device = _assigned_gpu()
+    def __init__(self, spec: EnvSpec, targets: Any = None, egl_device: int | None = None,
+                 env_vars: dict[str, str] | None = None, allow_software_gl: bool = True):
+        # render settings first: Mesa reads them when the GL context is made
+        os.environ.update({k: str(v) for k, v in (env_vars or {}).items()})
+        self.gpu = _assigned_gpu()
+        if egl_device is None and self.gpu is not None:
+            egl_device = _gpu_egl_device(self.gpu, allow_software_gl)
         if egl_device is not None:
             os.environ["GEN3D_EGL_DEVICE"] = str(egl_device)
+        self.egl_device = egl_device
         self.spec = spec
         self.targets = None if targets is None else np.asarray(targets)
         self._envs: dict[int, Any] = {}
         self.renders = 0
         self.pid = os.getpid()
-        # make the GL context now, in this process: a bad GL set-up fails at start, not mid-run
-        self._env(1)
+        self._warm_up()
+        gl = self._gl()
+        if self.gpu is not None and not allow_software_gl and gl is not None:
+            from workers.devices import is_software
+
+            if is_software(gl.get("renderer")):
+                raise RuntimeError(
+                    f"render worker given GPU {self.gpu} draws with {gl.get('renderer')!r} "
+                    f"(software) on EGL device {egl_device}; install the NVIDIA driver's EGL "
+                    "library there, or set pool.allow_software_gl: true")
+
+    def _warm_up(self) -> None:
+        """Make the environment and draw once, in this process: a GL set-up that cannot
+        render fails at start, not mid-run."""
+        env = self._env(1)
+        space = env.single_action_space
+        lo, hi = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        mid = np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2, 0.0)
+        env.step(mid[None].astype(space.dtype))
 
     def _env(self, n: int):
         env = self._envs.get(n)
@@ -122,8 +159,23 @@ class RenderWorker:
             opts["images"] = bool(return_images)
         return opts
 
-    def ping(self) -> dict:
+    def _gl(self) -> dict | None:
         from envs.mesh_env import _RENDERERS
 
-        gl = next(iter(_RENDERERS.values())).gl if _RENDERERS else None
-        return {"pid": self.pid, "renders": self.renders, "gl": gl}
+        return next(iter(_RENDERERS.values())).gl if _RENDERERS else None
+
+    def ping(self) -> dict:
+        """Who and where this worker is: node, GPU, EGL device and the GL renderer drawing."""
+        node_ip = node_id = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node_ip = ray.util.get_node_ip_address()
+                node_id = ray.get_runtime_context().get_node_id()
+        except Exception:  # not inside Ray
+            pass
+        return {"pid": self.pid, "renders": self.renders, "gl": self._gl(), "node_ip": node_ip,
+                "node_id": node_id, "gpu": self.gpu, "egl_device": self.egl_device,
+                "lp_num_threads": os.environ.get("LP_NUM_THREADS"),
+                "code": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
