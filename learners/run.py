@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         task, cfg = load(args.config, args.overrides)
-    except ConfigError as e:
+        task.run(cfg, resume=args.resume)
+    except ConfigError as e:  # a bad config, a busy run directory, a checkpoint that cannot resume
         print(f"error: {e}", file=sys.stderr)
         return 2
-    task.run(cfg, resume=args.resume)
     return 0
 
 

@@ -1,0 +1,126 @@
+"""Ownership of a run directory: ``runs/<name>/run.lock`` names the process training there (pid,
+host, the process's start time). A second run with the same name refuses while that process
+lives, before it writes anything; a lock whose process is gone (killed, crashed) is stale and
+is taken over with a note."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from learners.config import ConfigError
+
+LOCK_NAME = "run.lock"
+
+
+class RunDirBusy(ConfigError):
+    """Another live process is training in this run directory."""
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot): tells a live process from a new one that
+    was given the pid of a dead one. None where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """Whether process ``pid`` runs (and, if ``start`` is known, is the one that started then)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        pass
+    now = _start_ticks(pid)
+    return start is None or now is None or now == start
+
+
+def owner_record() -> dict:
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "start": _start_ticks(pid),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+class RunLock:
+    """``acquire`` takes ``<run_dir>/run.lock`` or raises ``RunDirBusy``; re-entrant within a
+    process (a run closes and reopens its log when it resumes)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.path = self.dir / LOCK_NAME
+        self.held = False
+
+    def read(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        me = owner_record()
+        for _ in range(50):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._ours_or_stale(me):
+                    return
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise RunDirBusy(f"{self.dir}: could not take {self.path} (another run keeps taking it); "
+                         "choose another name with --set name=...")
+
+    def _ours_or_stale(self, me: dict) -> bool:
+        """True if the existing lock is this process's; removes it if stale (False: retry);
+        raises if a live process holds it."""
+        other = self.read()
+        if other is None:  # being written this instant, or torn: give it a moment
+            if time.time() - self._mtime() < 2.0:
+                time.sleep(0.05)
+                return False
+            other = {"pid": -1, "host": me["host"], "since": "?"}
+        if other.get("pid") == me["pid"] and other.get("host") == me["host"]:
+            self.held = True
+            return True
+        who = f"pid {other.get('pid')} on {other.get('host')}, since {other.get('since')}"
+        if other.get("host") != me["host"]:
+            raise RunDirBusy(f"{self.dir} is in use by a run on another machine ({who}); choose "
+                             f"another name with --set name=..., or delete {self.path} if that "
+                             "run is gone")
+        if other.get("pid", -1) > 0 and pid_alive(other["pid"], other.get("start")):
+            raise RunDirBusy(f"{self.dir} is in use by a run still training there ({who}); choose "
+                             "another name with --set name=..., or wait for it or stop it first")
+        print(f"note: {self.path}: the run that held it ({who}) is gone; taking it over",
+              file=sys.stderr)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        return False
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        other = self.read()
+        if other is not None and other.get("pid") == os.getpid():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
