@@ -82,9 +82,11 @@ class Monitor(threading.Thread):
     """Samples memory and pool counts every ``sample_s`` and kills a random render worker at
     exponentially distributed intervals of mean ``kill_every_s`` (0: never)."""
 
-    def __init__(self, holder: dict, sample_s: float, kill_every_s: float, seed: int):
+    def __init__(self, holder: dict, sample_s: float, kill_every_s: float, seed: int,
+                 root: int | None = None):
         super().__init__(daemon=True)
         self.holder, self.sample_s, self.kill_every_s = holder, sample_s, kill_every_s
+        self.root = root or os.getpid()
         self.rng = np.random.default_rng(seed)
         self.samples: list[dict] = []
         self.kills: list[dict] = []
@@ -108,7 +110,7 @@ class Monitor(threading.Thread):
                 next_sample = now + self.sample_s
 
     def _kill(self, now: float) -> None:
-        pids = worker_pids()
+        pids = worker_pids(self.root)
         if not pids:
             return
         pid = int(self.rng.choice(pids))
@@ -119,7 +121,7 @@ class Monitor(threading.Thread):
             pass
 
     def sample(self, now: float) -> None:
-        workers = [m for m in (rss_mb(p) for p in worker_pids()) if m is not None]
+        workers = [m for m in (rss_mb(p) for p in worker_pids(self.root)) if m is not None]
         pool = self.holder.get("pool")
         stats = dict(pool.stats) if pool is not None else {}
         self.samples.append({
@@ -171,7 +173,9 @@ def summarise(mon: Monitor, holder: dict, report: dict | None, error: str | None
     received = holder.get("received", 0)
     return {
         "finished": report is not None, "error": error, "steps": steps,
-        "steps_lost": 0 if report else None,  # a failed run loses the steps since its checkpoint
+        # a step redone (after a failure) asks for its renders again; a failed run loses the
+        # steps since its checkpoint (None: see error)
+        "steps_lost": (stats.get("requested", 0) - steps * per_step) / per_step if report else None,
         "elbo_finite_steps": int(np.isfinite(report["elbo_history"]).sum()) if report else None,
         "renders_expected": steps * per_step if steps is not None else None,
         "requested": stats.get("requested"), "completed": stats.get("completed"),
@@ -232,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     every = max(1, len(mon.samples) // 12)
     print(table(mon.samples[::every] + mon.samples[-1:], cols))
     print()
-    print(table([summary], ["finished", "steps", "steps_lost", "requested", "completed", "received",
-                            "lost", "doubled", "resent", "restarts", "kills"]))
+    print(table([summary], ["finished", "steps", "steps_lost", "renders_expected", "requested",
+                            "completed", "received", "lost", "doubled", "resent", "restarts", "kills"]))
     print(table([summary], ["learner_rss_growth", "worker_rss_growth", "learner_rss_mb_end",
                             "worker_rss_mb_end", "nonfinite_rewards"]))
     if error:

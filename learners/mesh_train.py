@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -155,6 +155,9 @@ class MeshRunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    resume_keys: ClassVar[tuple[str, ...]] = ("model", "data.size")
+    """What a checkpoint must share with the config to resume: the encoder's size is the image's."""
+
 
 def local_renderer(cfg: MeshRunConfig, max_batch: int = 256) -> MeshRenderer:
     """The learner's own renderer: dataset generation and scoring (not training renders)."""
@@ -193,7 +196,7 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     lr_scale = 1.0
     train_s = 0.0  # seconds of training before this process: the clock goes on after a resume
     log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress,
-                 resume=resume, match=("model", "data.size"))  # the encoder's size is the image's
+                 resume=resume, match=cfg.resume_keys)
     if resume:
         st = log.load()
         model.load_state_dict(st["model"])

@@ -11,8 +11,10 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from learners.config import ConfigError
+from learners import checkpoint
+from learners.config import ConfigError, to_dict
 
 LOCK_NAME = "run.lock"
 
@@ -47,6 +49,22 @@ def owner_record() -> dict:
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "start": _start_ticks(pid),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _who(rec: dict) -> str:
+    return f"pid {rec.get('pid')} on {rec.get('host')}, since {rec.get('since')}"
+
+
+def preflight(cfg: Any, resume: bool) -> None:
+    """What can be known about ``<cfg.out_dir>/<cfg.name>/`` before a task loads data or starts
+    Ray: that no other live run holds it and, with ``resume``, that its checkpoint is readable
+    and was made with this config's model (``cfg.resume_keys``, default "model")."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    RunLock(run_dir).check_free()
+    if resume:
+        path = run_dir / "checkpoint.pt"
+        state = checkpoint.load(path)
+        checkpoint.check_matches(state, to_dict(cfg), getattr(cfg, "resume_keys", ("model",)), path)
 
 
 class RunLock:
@@ -92,21 +110,31 @@ class RunLock:
         if other.get("pid") == me["pid"] and other.get("host") == me["host"]:
             self.held = True
             return True
-        who = f"pid {other.get('pid')} on {other.get('host')}, since {other.get('since')}"
-        if other.get("host") != me["host"]:
-            raise RunDirBusy(f"{self.dir} is in use by a run on another machine ({who}); choose "
-                             f"another name with --set name=..., or delete {self.path} if that "
-                             "run is gone")
-        if other.get("pid", -1) > 0 and pid_alive(other["pid"], other.get("start")):
-            raise RunDirBusy(f"{self.dir} is in use by a run still training there ({who}); choose "
-                             "another name with --set name=..., or wait for it or stop it first")
-        print(f"note: {self.path}: the run that held it ({who}) is gone; taking it over",
+        self._refuse_if_live(other, me)
+        print(f"note: {self.path}: the run that held it ({_who(other)}) is gone; taking it over",
               file=sys.stderr)
         try:
             self.path.unlink()
         except FileNotFoundError:
             pass
         return False
+
+    def _refuse_if_live(self, other: dict, me: dict) -> None:
+        if other.get("host") != me["host"]:
+            raise RunDirBusy(f"{self.dir} is in use by a run on another machine ({_who(other)}); "
+                             f"choose another name with --set name=..., or delete {self.path} if "
+                             "that run is gone")
+        if other.get("pid", -1) > 0 and pid_alive(other["pid"], other.get("start")):
+            raise RunDirBusy(f"{self.dir} is in use by a run still training there ({_who(other)}); "
+                             "choose another name with --set name=..., or wait for it or stop it "
+                             "first")
+
+    def check_free(self) -> None:
+        """Raise ``RunDirBusy`` if another live process holds the directory; takes nothing."""
+        other = self.read()
+        me = owner_record()
+        if other is not None and not (other.get("pid") == me["pid"] and other.get("host") == me["host"]):
+            self._refuse_if_live(other, me)
 
     def _mtime(self) -> float:
         try:

@@ -167,3 +167,25 @@ def test_check_matches_compares_nested_keys_and_skips_old_checkpoints():
     assert "data.size: checkpoint 64, config 32" in msg and "model.hidden" not in msg
     checkpoint.check_matches({"config": saved}, saved | {"train": {}}, ("model",), "ck.pt")
     checkpoint.check_matches({}, now, ("model",), "ck.pt")  # made before configs were saved
+
+
+def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, capsys):
+    """The main job's refusals come first: no data set generated, no Ray started."""
+    import ray
+
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    args = ["--config", str(ROOT / "configs/primitives.yaml"), "--set", f"out_dir={runs}",
+            "--set", f"data.cache_dir={cache}"]
+    (runs / "primitives").mkdir(parents=True)
+    (runs / "primitives" / "checkpoint.pt").write_bytes(b"torn")
+    assert run_cli.main(args + ["--resume"]) == 2
+    assert "checkpoint.pt' cannot be read" in capsys.readouterr().err
+    live = sleeper()
+    try:
+        write_lock(runs / "primitives", pid=live.pid, start=_start_ticks(live.pid))
+        assert run_cli.main(args) == 2
+        assert f"still training there (pid {live.pid}" in capsys.readouterr().err
+    finally:
+        live.kill()
+        live.wait()
+    assert not cache.exists() and not ray.is_initialized()
