@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 
-from gen3d import fields
+from gen3d.fields import problem as range_problem
 
 
 class ConfigError(ValueError):
@@ -64,13 +64,15 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         return value
     if origin is Annotated:
         value = _convert(value, args[0], key, where)
-        msg = fields.problem(value, tp)
+        msg = range_problem(value, tp)
         if msg:
             raise ConfigError(f"{where}: {key} {msg}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:  # Optional[X]: X's own error says more
+            return _convert(value, next(a for a in args if a is not type(None)), key, where)
         errors = []
         for a in args:
             if a is type(None):
@@ -161,7 +163,7 @@ def _check(value: Any, tp: Any, key: str, where: str) -> None:
     if dataclasses.is_dataclass(value):
         validate(value, where, key + ".")
         return
-    msg = fields.problem(value, tp)
+    msg = range_problem(value, tp)
     if msg:
         raise ConfigError(f"{where}: {key} {msg}, got {value!r}")
     if isinstance(value, (list, tuple)):

@@ -23,26 +23,35 @@ class RunDirBusy(ConfigError):
     """Another live process is training in this run directory."""
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot): tells a live process from a new one that
-    was given the pid of a dead one. None where /proc is not there."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None without."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot): tells a live process from a new one that
+    was given the pid of a dead one. None where /proc is not there."""
+    st = _stat(pid)
+    return int(st[19]) if st and len(st) > 19 else None
+
+
 def pid_alive(pid: int, start: int | None = None) -> bool:
-    """Whether process ``pid`` runs (and, if ``start`` is known, is the one that started then)."""
+    """Whether process ``pid`` runs (and, if ``start`` is known, is the one that started then);
+    a killed process that its parent has not reaped yet (a zombie) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: it exists
         pass
-    now = _start_ticks(pid)
-    return start is None or now is None or now == start
+    st = _stat(pid)
+    if st is None:
+        return True
+    return st[0] != "Z" and (start is None or int(st[19]) == start)
 
 
 def owner_record() -> dict:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,13 @@ def test_stale_and_live_locks(tmp_path):
         assert lock.read()["pid"] == os.getpid()
         lock.release()
         assert not (d / "run.lock").exists()
+        live.kill()
+        for _ in range(100):  # killed, not reaped yet: a zombie holds nothing
+            if open(f"/proc/{live.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.02)
+        write_lock(d, pid=live.pid, start=_start_ticks(live.pid))
+        RunLock(d).acquire()
     finally:
         live.kill()
         live.wait()
