@@ -177,10 +177,14 @@ def test_check_matches_compares_nested_keys_and_skips_old_checkpoints():
     checkpoint.check_matches({}, now, ("model",), "ck.pt")  # made before configs were saved
 
 
-def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, capsys):
+def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, capsys, monkeypatch):
     """The main job's refusals come first: no data set generated, no Ray started."""
-    import ray
+    from workers import cluster
 
+    def no_ray(*a, **kw):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster, "start", no_ray)
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     args = ["--config", str(ROOT / "configs/primitives.yaml"), "--set", f"out_dir={runs}",
             "--set", f"data.cache_dir={cache}"]
@@ -196,4 +200,4 @@ def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, 
     finally:
         live.kill()
         live.wait()
-    assert not cache.exists() and not ray.is_initialized()
+    assert not cache.exists()
