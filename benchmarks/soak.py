@@ -14,6 +14,7 @@ machine are left alone).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -83,8 +84,9 @@ class Monitor(threading.Thread):
     exponentially distributed intervals of mean ``kill_every_s`` (0: never)."""
 
     def __init__(self, holder: dict, sample_s: float, kill_every_s: float, seed: int,
-                 root: int | None = None):
+                 root: int | None = None, partial: str | None = None):
         super().__init__(daemon=True)
+        self.partial = partial  # the samples so far go here as they come: a run cut short keeps them
         self.holder, self.sample_s, self.kill_every_s = holder, sample_s, kill_every_s
         self.root = root or os.getpid()
         self.rng = np.random.default_rng(seed)
@@ -129,6 +131,10 @@ class Monitor(threading.Thread):
             "workers": len(workers), "worker_rss_mb_mean": float(np.mean(workers)) if workers else None,
             "worker_rss_mb_max": max(workers) if workers else None,
             "kills": len(self.kills), "received": self.holder.get("received", 0), **stats})
+        if self.partial:
+            tmp = Path(self.partial + ".tmp")
+            tmp.write_text(json.dumps({"partial": True, "kills": self.kills, "samples": self.samples}))
+            tmp.replace(self.partial)
 
 
 def capture_pool(holder: dict) -> None:
@@ -218,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     holder: dict = {}
     capture_pool(holder)
     sample_s = args.sample_every or max(1.0, args.minutes * 60 / 100)
-    mon = Monitor(holder, sample_s, args.kill_every, args.seed)
+    mon = Monitor(holder, sample_s, args.kill_every, args.seed,
+                  partial=args.json and args.json + ".partial")
     mon.start()
     report, error = None, None
     try:
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the run failed: {error}")
     write_json(args.json, {"machine": machine(), "args": vars(args), "summary": summary,
                            "kills": mon.kills, "samples": mon.samples})
+    if args.json:
+        Path(args.json + ".partial").unlink(missing_ok=True)
     ok = report is not None and summary["lost"] == 0 and summary["doubled"] == 0
     return 0 if ok else 1
 
