@@ -28,41 +28,42 @@ import torch
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
+from gen3d.fields import FiniteFloat, NonNegInt, PosFloat, PosInt
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
 class MeshModelConfig:
-    T: int = 1
+    T: PosInt = 1
     """Generative steps (the paper's mesh experiments use 1)."""
-    z_dim: int = 10
+    z_dim: PosInt = 10
     """Gaussian latents per step."""
-    hidden: int = 300
+    hidden: PosInt = 300
     """LSTM hidden units."""
-    channels: int = 32
+    channels: PosInt = 32
     """Width of the first conv layer of the image encoder (doubles per layer)."""
     shape: Literal["sh", "raw"] = "sh"
     """Ray lengths from spherical harmonics (``sh``) or one per ray (``raw``)."""
-    shape_degree: int = 4
+    shape_degree: NonNegInt = 4
     """Highest spherical-harmonic degree of the ray lengths (``sh``): (d+1)^2 coefficients."""
     colour: Literal["sh", "raw", "uniform"] = "sh"
     """Per-vertex colours from spherical harmonics, one per vertex, or one per mesh."""
-    colour_degree: int = 2
+    colour_degree: NonNegInt = 2
     """Highest spherical-harmonic degree of the colours (``sh``)."""
     rotation: bool = False
     """Also infer a rotation. Off by default: for a mesh on rays from its centre, shape in
     the camera frame already covers it, and a redundant noisy dimension only adds variance."""
-    base_radius: float = 0.6
+    base_radius: PosFloat = 0.6
     """Ray length of the initial sphere."""
-    init_std: float = 0.1
+    init_std: PosFloat = 0.1
     """Initial std of p(m | z) in the unconstrained space."""
-    z_bound: float = 4.0
+    z_bound: PosFloat = 4.0
     """Posterior means are squashed into (-z_bound, z_bound) (prior std units)."""
-    init_log_sd_z: float = -2.0
+    init_log_sd_z: FiniteFloat = -2.0
     """Initial log-std of q(z | x): a narrow posterior lets the decoder learn to use z before
     the KL, whose gradient is exact while the reconstruction's is noisy, pulls q to the prior."""
-    min_std: float = 0.005
+    min_std: PosFloat = 0.005
     """Floor of that std: keeps score-function gradients bounded."""
 
     def __post_init__(self):

@@ -2,21 +2,25 @@
 
 A config file names its ``task``; each task registers the dataclass that describes it (nested
 dataclasses, nerfstudio style) and the function that runs it. An unknown key, a missing
-required key or a wrong type is a ``ConfigError`` naming the key and the file, raised before
-anything starts. ``--set a.b=value`` overrides a key (the value is read as YAML).
+required key, a wrong type, a number that is not finite or a value outside the range its field
+declares (``gen3d.fields``: ``steps: PosInt``) is a ``ConfigError`` naming the key and the file,
+raised before anything starts. ``--set a.b=value`` overrides a key (the value is read as YAML).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+
+from gen3d.fields import problem as range_problem
 
 
 class ConfigError(ValueError):
@@ -58,9 +62,17 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        value = _convert(value, args[0], key, where)
+        msg = range_problem(value, tp)
+        if msg:
+            raise ConfigError(f"{where}: {key} {msg}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:  # Optional[X]: X's own error says more
+            return _convert(value, next(a for a in args if a is not type(None)), key, where)
         errors = []
         for a in args:
             if a is type(None):
@@ -96,6 +108,8 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -115,8 +129,8 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, checking every key and type."""
-    hints = typing.get_type_hints(cls)
+    """Build dataclass ``cls`` from ``data``, checking every key, type and range."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -134,6 +148,29 @@ def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") ->
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {prefix}{e}") from None
     return obj
+
+
+def validate(obj: Any, where: str = "config", prefix: str = "") -> None:
+    """Check every value of a config built or changed in code as ``load`` checks a file's:
+    finite numbers within their fields' ranges (``gen3d.fields``); a ``ConfigError`` names
+    the first that is not."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        _check(getattr(obj, f.name), hints[f.name], prefix + f.name, where)
+
+
+def _check(value: Any, tp: Any, key: str, where: str) -> None:
+    if dataclasses.is_dataclass(value):
+        validate(value, where, key + ".")
+        return
+    msg = range_problem(value, tp)
+    if msg:
+        raise ConfigError(f"{where}: {key} {msg}, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        inner = get_args(tp)[0] if get_origin(tp) is Annotated else tp
+        args = [a for a in get_args(inner) if a is not Ellipsis]  # list[X], tuple[X, ...], tuple[X, Y]
+        for i, v in enumerate(value):
+            _check(v, args[min(i, len(args) - 1)] if args else Any, f"{key}[{i}]", where)
 
 
 def to_dict(obj: Any) -> Any:

@@ -13,18 +13,20 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
 from gen3d.data.views import MultiViewData, ViewBatch
 from gen3d.data.volumes import VolumeDataConfig, load_volumes
+from gen3d.fields import (AtLeast, AtMost, DeviceStr, FiniteFloat, NonEmptyStr, NonNegFloat, NonNegInt,
+                          PosFloat, PosInt, UnitFloat)
 from gen3d.volumes.image_model import ImageModelConfig, ImageVolumeModel, iou3d
 from gen3d.volumes.model import VolumeModelConfig
 from gen3d.volumes.projection import ProjectionConfig
 from learners import checkpoint
-from learners.config import ConfigError, as_config_file
+from learners.config import ConfigError, as_config_file, to_dict, validate
 from learners.device import resolve_device
 from learners.runlog import RunLog, image_grid, save_png
 
@@ -37,19 +39,19 @@ class ViewsConfig:
     """single: one image per example, no context; multiview: context views -> target views."""
     image: Literal["depth", "silhouette"] = "depth"
     """What a pixel holds: normalised depth (Gaussian likelihood) or occupancy (Bernoulli)."""
-    image_size: int = 32
+    image_size: Annotated[int, AtLeast(4)] = 32
     """Pixels per side (must equal model.projection.image_size)."""
-    depth_samples: int = 64
+    depth_samples: PosInt = 64
     """Samples along each ray when rendering the data."""
-    extent: float = 1.25
+    extent: PosFloat = 1.25
     """Half-width of the box each camera sees (volumes span [-1, 1]); above 1 so that shapes
     near a corner stay in view (must equal model.projection.extent)."""
-    context_views: list[list[float]] = field(
+    context_views: list[list[FiniteFloat]] = field(
         default_factory=lambda: [[0.0, 20.0], [120.0, 20.0], [240.0, 20.0]])
     """Fixed context cameras as [azimuth, elevation] in degrees (multiview only)."""
-    n_targets: int = 10
+    n_targets: PosInt = 10
     """Random target views per example (single: always 1)."""
-    max_elevation: float = 60.0
+    max_elevation: Annotated[float, AtLeast(0), AtMost(90)] = 60.0
     """Target cameras have |elevation| up to this many degrees."""
 
 
@@ -57,21 +59,21 @@ class ViewsConfig:
 class TrainConfig:
     """The optimisation budget."""
 
-    steps: int = 20000
+    steps: PosInt = 20000
     """Optimiser steps."""
-    max_minutes: float = 0.0
+    max_minutes: NonNegFloat = 0.0
     """Stop early after this much wall-clock training (0: no limit); the report states both."""
-    batch: int = 32
+    batch: PosInt = 32
     """Volumes per step (each with its views)."""
-    lr: float = 3e-4
+    lr: PosFloat = 3e-4
     """Adam learning rate."""
-    grad_clip: float = 10.0
+    grad_clip: NonNegFloat = 10.0
     """Clip the gradient norm to this (0: off)."""
-    log_every: int = 50
+    log_every: PosInt = 50
     """Steps between TensorBoard scalars."""
-    image_every: int = 1000
+    image_every: PosInt = 1000
     """Steps between TensorBoard image grids."""
-    checkpoint_every: int = 500
+    checkpoint_every: PosInt = 500
     """Steps between atomic checkpoints."""
 
 
@@ -79,15 +81,15 @@ class TrainConfig:
 class EvalConfig:
     """The held-out evaluation at the end of a run."""
 
-    batch: int = 32
+    batch: PosInt = 32
     """Held-out volumes per evaluation batch."""
-    iwae_samples: int = 10
+    iwae_samples: NonNegInt = 10
     """k of the importance-weighted bound (0: skip it)."""
-    threshold: float = 0.5
+    threshold: UnitFloat = 0.5
     """Occupancy above this counts as inside for the 3D IoU."""
-    grid_items: int = 4
+    grid_items: PosInt = 4
     """Held-out items drawn in views.png."""
-    seed: int = 1234
+    seed: NonNegInt = 1234
     """Seed of the held-out target cameras (the same views for every run)."""
 
 
@@ -95,13 +97,13 @@ class EvalConfig:
 class ImageRunConfig:
     """A run of the image_volume task."""
 
-    name: str = "images"
+    name: NonEmptyStr = "images"
     """Run directory name under out_dir."""
-    out_dir: str = "runs"
+    out_dir: NonEmptyStr = "runs"
     """Where runs/<name>/ goes."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the model, the batches and the random target cameras."""
-    device: str = "auto"
+    device: DeviceStr = "auto"
     """torch device: auto (the GPU when torch can use one), cpu, cuda or cuda:N."""
     data: VolumeDataConfig = field(default_factory=VolumeDataConfig)
     """The volumes the images are made from (held-out ones score the 3D)."""
@@ -228,6 +230,7 @@ def evaluate(cfg: ImageRunConfig, model: ImageVolumeModel, test: MultiViewData,
 
 def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     """Train from images, evaluate on held-out shapes, write runs/<name>/report.json."""
+    validate(cfg)  # a config built or changed in code gets the checks a config file gets
     device = resolve_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {cfg.device} asked for but CUDA is not available; use cpu")
@@ -241,7 +244,7 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, trained_s = 0, 0.0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
+    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg), resume=resume)
     if resume:
         state = log.load()
         model.load_state_dict(state["model"])
@@ -254,7 +257,8 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
 
     def save() -> None:
         log.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                  "trained_s": trained_s, "gen": gen.get_state(), "rng": checkpoint.rng_state()})
+                  "trained_s": trained_s, "gen": gen.get_state(), "rng": checkpoint.rng_state(),
+                  "config": to_dict(cfg)})
 
     t_cfg = cfg.train
     t0 = time.time() - trained_s

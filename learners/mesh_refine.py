@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from gen3d.fields import AtLeast, NonNegInt, PosFloat
 
 Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(actions (N, A), target index (N,)) -> rewards (N,): log p(target | render(action))."""
@@ -25,14 +28,14 @@ Evaluate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class RefineConfig:
-    steps: int = 0
+    steps: NonNegInt = 0
     """Refinement steps per held-out image (0: score the inference network's meshes as they
     are)."""
-    samples: int = 16
+    samples: Annotated[int, AtLeast(2)] = 16
     """Samples per image and step, in antithetic pairs (even)."""
-    std: float = 0.02
+    std: PosFloat = 0.02
     """Std of the search distribution around each image's parameters (unconstrained space)."""
-    lr: float = 0.01
+    lr: PosFloat = 0.01
     """Adam's step size on the parameters; falls linearly to a tenth over the steps."""
 
     def __post_init__(self):

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,9 +25,10 @@ from gen3d import estimators
 from gen3d import geometry as geo
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
+from gen3d.fields import AtLeast, Below, DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
-from learners.config import as_config_file, to_dict
+from learners.config import ConfigError, as_config_file, to_dict, validate
 from learners.device import resolve_device
 from learners.mesh_refine import RefineConfig, refine
 from learners.runlog import RunLog, image_grid, save_png
@@ -44,7 +45,7 @@ class EstimatorConfig:
     """Gradient estimator by name (``gen3d.estimators.available()``; yours once registered)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Its constructor's keyword arguments."""
-    lr: float = 1e-3
+    lr: PosFloat = 1e-3
     """Learning rate of the estimator's own parameters (neural baselines, control variates)."""
 
     def __post_init__(self):
@@ -55,42 +56,42 @@ class EstimatorConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 6000
+    steps: PosInt = 6000
     """Optimiser steps."""
-    batch: int = 32
+    batch: PosInt = 32
     """Images per step (B)."""
-    samples: int = 8
+    samples: PosInt = 8
     """Meshes sampled per image (K): B*K renders a step."""
-    microbatches: int = 2
+    microbatches: PosInt = 2
     """A step's images go to the workers in this many parts, so rendering overlaps learning."""
-    lr: float = 1e-3
+    lr: PosFloat = 1e-3
     """Adam learning rate of the model."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegFloat = 0.0
     """AdamW's decoupled weight decay: holds back the random walk that score-function noise
     drives in the weights, which otherwise saturates the posterior and the LSTM. Weight
     matrices and kernels only (see ``decay_groups``)."""
-    grad_clip: float = 0.0
+    grad_clip: NonNegFloat = 0.0
     """Clip the model's gradient norm to this (0: off)."""
-    lr_final: float = 1.0
+    lr_final: NonNegFloat = 1.0
     """The learning rate falls linearly to this fraction of ``lr`` over ``steps`` or, with
     ``time_limit_s``, over whichever of the two runs out first: a run stopped by the clock
     still ends on its smallest steps."""
-    rollback_nats: float = 0.0
+    rollback_nats: NonNegFloat = 0.0
     """If the smoothed training ELBO falls this far below its best, go back to the last good
     snapshot (taken every ``checkpoint_every`` steps) and halve the learning rate (0: off).
     A score-function step now and then throws the model into a region where every sample
     renders badly and no signal leads back."""
-    adam_clip: float = 0.0
+    adam_clip: NonNegFloat = 0.0
     """Clip each gradient element to this many of Adam's running RMS for it (0: off). A rare
     score-function spike otherwise moves a weight up to ~30 learning rates in one step, which
     is what saturated the posterior and froze every image onto one mesh."""
-    sigma: float = 0.1
+    sigma: PosFloat = 0.1
     """Std of the Gaussian pixel likelihood (images in [0,1])."""
-    kl_warmup_steps: int = 0
+    kl_warmup_steps: NonNegInt = 0
     """The KL's weight in the loss rises linearly from 0 to 1 over these steps (0: always 1):
     its exact gradient otherwise collapses q(z|x) onto the prior before the noisy
     score-function signal teaches the decoder to use z. Logged ELBOs always weigh it 1."""
-    self_imitation: float = 0.0
+    self_imitation: NonNegFloat = 0.0
     """Weight of self-imitation (Oh et al., ICML 2018; 0: off): each training image keeps the
     most likely mesh parameters sampled for it so far, and that sample is replayed as an
     off-policy score-function term whose advantage is how far its reward lies above the mean of
@@ -100,41 +101,37 @@ class TrainConfig:
     """Whether the replay term trains the sampling std of p(m | z) too. It pulls that std
     towards the distance of the replayed bests from the current mean, which grows as the
     network moves on from where they were sampled; off, the on-policy estimator alone sets it."""
-    std_final: float = 1.0
+    std_final: PosFloat = 1.0
     """The sampling std of p(m | z) is multiplied by a factor that falls linearly from 1 to
     this over the run (the learning rate's clock; 1: off). Late in a run each image's mean is
     near its optimum, where a narrower search estimates the local gradient more reliably."""
-    ema: float = 0.0
+    ema: Annotated[float, AtLeast(0), Below(1)] = 0.0
     """Decay of an exponential moving average of the model's weights (Polyak averaging; 0:
     off), kept beside the trained weights and used for scoring: it averages away the
     score-function noise of the last steps. The report keeps the raw weights' scores too."""
-    time_limit_s: float = 0.0
+    time_limit_s: NonNegFloat = 0.0
     """Stop training after this many seconds of it (0: no limit; a resumed run counts the
     time before it), then score as usual."""
-    torch_threads: int = 1
+    torch_threads: PosInt = 1
     """Threads torch may use in the learner (the rest of the CPUs render)."""
-    log_every: int = 25
+    log_every: PosInt = 25
     """Scalars to TensorBoard every this many steps."""
-    image_every: int = 500
+    image_every: PosInt = 500
     """Input | reconstruction grids every this many steps."""
-    checkpoint_every: int = 250
+    checkpoint_every: PosInt = 250
     """Atomic checkpoint every this many steps (and at the end)."""
     progress: bool = True
     """Show a progress bar."""
 
-    def __post_init__(self):
-        if not self.std_final > 0:
-            raise ValueError(f"std_final: the sampling std's final factor must be > 0 (1: no "
-                             f"schedule), got {self.std_final}")
 
 
 @dataclass
 class EvalConfig:
-    n_test: int = 0
+    n_test: NonNegInt = 0
     """Held-out images to score at the end (0: all)."""
-    chamfer_points: int = 2000
+    chamfer_points: PosInt = 2000
     """Surface points per mesh for the Chamfer distance."""
-    n_obj: int = 6
+    n_obj: NonNegInt = 6
     """Inferred meshes written as .obj files."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Per-image refinement of the inferred meshes through the renderer before scoring
@@ -143,13 +140,13 @@ class EvalConfig:
 
 @dataclass
 class MeshRunConfig:
-    name: str = "primitives"
+    name: NonEmptyStr = "primitives"
     """Run name: everything goes to ``<out_dir>/<name>/``."""
-    out_dir: str = "runs"
+    out_dir: NonEmptyStr = "runs"
     """Parent directory of runs."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the model's initialisation, batches and samples."""
-    device: str = "auto"
+    device: DeviceStr = "auto"
     """Torch device of the learner: "auto" (the GPU when torch can use one), "cpu", "cuda", "cuda:N"."""
     data: MeshImageConfig = field(default_factory=MeshImageConfig)
     model: MeshModelConfig = field(default_factory=MeshModelConfig)
@@ -158,6 +155,9 @@ class MeshRunConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    resume_keys: ClassVar[tuple[str, ...]] = ("model", "data.size")
+    """What a checkpoint must share with the config to resume: the encoder's size is the image's."""
 
 
 def local_renderer(cfg: MeshRunConfig, max_batch: int = 256) -> MeshRenderer:
@@ -173,13 +173,14 @@ def render_fn(r: MeshRenderer):
 
 
 def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
+    validate(cfg)  # a config built or changed in code gets the checks a config file gets
     tc = cfg.train
     torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(cfg.seed)
     dev = resolve_device(cfg.device)
     est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
     if tc.samples < getattr(est, "min_samples", 1):
-        raise ValueError(f"estimator {cfg.estimator.name!r} needs train.samples >= {est.min_samples}")
+        raise ConfigError(f"estimator {cfg.estimator.name!r} needs train.samples >= {est.min_samples}")
 
     # data: generated once from the seed and cached (the truth is kept for scoring only)
     local = local_renderer(cfg)
@@ -195,7 +196,8 @@ def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     start = 0
     lr_scale = 1.0
     train_s = 0.0  # seconds of training before this process: the clock goes on after a resume
-    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress)
+    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress,
+                 resume=resume, match=cfg.resume_keys)
     if resume:
         st = log.load()
         model.load_state_dict(st["model"])

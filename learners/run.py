@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from learners import rundir
 from learners.config import ConfigError, load
 
 
@@ -21,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         task, cfg = load(args.config, args.overrides)
-    except ConfigError as e:
+        rundir.preflight(cfg, args.resume)  # seconds, not after the data and Ray are up
+        task.run(cfg, resume=args.resume)
+    except ConfigError as e:  # a bad config, a busy run directory, a checkpoint that cannot resume
         print(f"error: {e}", file=sys.stderr)
         return 2
-    task.run(cfg, resume=args.resume)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""What every long run shares: its directory ``runs/<name>/``, a TensorBoard writer, a progress
-bar, and atomic checkpoints that ``--resume`` continues from."""
+"""What every long run shares: its directory ``runs/<name>/`` (owned while it runs), a
+TensorBoard writer, a progress bar, and atomic checkpoints that ``--resume`` continues from."""
 
 from __future__ import annotations
 
@@ -12,13 +12,36 @@ from typing import Any
 import numpy as np
 
 from learners import checkpoint
+from learners.rundir import RunLock
 
 
 class RunLog:
+    """Owns ``<out_dir>/<name>/`` for the run (``learners.rundir``: a second live run with the
+    same name is refused). With ``resume`` it reads the checkpoint first and checks that the
+    config's ``match`` keys are the ones the checkpoint was made with: a checkpoint that cannot
+    resume the run is named in one line before ``config.json`` or a TensorBoard file is
+    written. ``load()`` then returns that state."""
+
     def __init__(self, out_dir: str | Path, name: str, total_steps: int, start_step: int = 0,
-                 config: dict | None = None, progress: bool = True):
+                 config: dict | None = None, progress: bool = True, resume: bool = False,
+                 match: tuple[str, ...] = ("model",)):
         self.dir = Path(out_dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.dir)
+        self.lock.acquire()
+        self.state: dict[str, Any] | None = None
+        try:
+            if resume:
+                self.state = checkpoint.load(self.checkpoint_path)
+                if config is not None:
+                    checkpoint.check_matches(self.state, config, match, self.checkpoint_path)
+                start_step = start_step or int(self.state["step"])
+            self._open(total_steps, start_step, config, progress)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, total_steps: int, start_step: int, config: dict | None, progress: bool) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=start_step if start_step else None)
@@ -59,7 +82,7 @@ class RunLog:
         return checkpoint.save(state, self.checkpoint_path)
 
     def load(self) -> dict[str, Any]:
-        return checkpoint.load(self.checkpoint_path)
+        return self.state if self.state is not None else checkpoint.load(self.checkpoint_path)
 
     def write_json(self, name: str, data: Any) -> Path:
         p = self.dir / name
@@ -73,6 +96,7 @@ class RunLog:
         self.tb.close()
         if self.bar is not None:
             self.bar.close()
+        self.lock.release()
 
 
 def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from gen3d.data.volumes import VolumeDataConfig, VolumeSet, load_volumes
+from gen3d.fields import DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.volumes import bounds, completion
 from gen3d.volumes.contexts import render_views
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig
 from learners import checkpoint
-from learners.config import ConfigError, as_config_file, to_dict
+from learners.config import ConfigError, as_config_file, to_dict, validate
 from learners.device import resolve_device
 from learners.runlog import RunLog, image_grid, save_png
 
@@ -31,19 +32,19 @@ from learners.runlog import RunLog, image_grid, save_png
 class TrainConfig:
     """Optimisation of the ELBO."""
 
-    steps: int = 2000
+    steps: PosInt = 2000
     """optimiser steps"""
-    batch: int = 64
+    batch: PosInt = 64
     """volumes per step"""
-    lr: float = 1e-3
+    lr: PosFloat = 1e-3
     """Adam learning rate"""
-    grad_clip: float = 100.0
+    grad_clip: NonNegFloat = 100.0
     """clip the gradient norm to this (0: no clipping)"""
-    log_every: int = 25
+    log_every: PosInt = 25
     """steps between scalar logs"""
-    eval_every: int = 500
+    eval_every: PosInt = 500
     """steps between held-out bounds and pictures"""
-    ckpt_every: int = 500
+    ckpt_every: PosInt = 500
     """steps between checkpoints"""
     cuda_graph: bool = False
     """on CUDA, capture the whole step (forward, backward, clip, Adam) once and replay it:
@@ -56,17 +57,17 @@ class TrainConfig:
 class EvalConfig:
     """What the report measures."""
 
-    n_eval: int = 200
+    n_eval: PosInt = 200
     """held-out volumes for the bounds (at most data.n_test)"""
-    iwae_k: int = 10
+    iwae_k: NonNegInt = 10
     """samples of the importance-weighted bound in the final report (0: skip it)"""
-    n_pictures: int = 16
+    n_pictures: PosInt = 16
     """samples drawn for pictures"""
     completion: bool = False
     """complete the left half of held-out volumes and report IoU on that half"""
-    completion_steps: int = 50
+    completion_steps: PosInt = 50
     """rounds of the clamped inference-generation chain"""
-    n_completion: int = 64
+    n_completion: PosInt = 64
     """held-out volumes to complete"""
 
 
@@ -74,13 +75,13 @@ class EvalConfig:
 class VolumeRunConfig:
     """One volume experiment."""
 
-    name: str = "volumes"
+    name: NonEmptyStr = "volumes"
     """run name: everything goes to <out_dir>/<name>/"""
-    out_dir: str = "runs"
+    out_dir: NonEmptyStr = "runs"
     """parent folder of runs"""
-    seed: int = 0
+    seed: NonNegInt = 0
     """seed of the model, batches and samples"""
-    device: str = "auto"
+    device: DeviceStr = "auto"
     """torch device: auto (the GPU when torch can use one), cpu, cuda or cuda:N"""
     data: VolumeDataConfig = field(default_factory=VolumeDataConfig)
     """the dataset"""
@@ -242,6 +243,7 @@ def pictures(model: VolumeModel, cfg: VolumeRunConfig, test: Batches, log: RunLo
 
 def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
     """Train, evaluate and report; returns the report dict."""
+    validate(cfg)  # a config built or changed in code gets the checks a config file gets
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -255,7 +257,7 @@ def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
     opt = make_optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     start = 0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
+    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg), resume=resume)
     if resume:
         state = log.load()
         model.load_state_dict(state["model"])

@@ -184,7 +184,7 @@ def test_bad_config_keys_and_types_are_named(tmp_path):
         load(p, ["estimator.name=nope"])
     with pytest.raises(ConfigError, match=r"data\.kinds: unknown \['blob'\]"):
         load(p, ["data.kinds=[cube, blob]"])
-    with pytest.raises(ConfigError, match=r"train\.std_final: .* must be > 0"):
+    with pytest.raises(ConfigError, match=r"train\.std_final must be > 0"):
         load(p, ["train.std_final=0"])
     # the command line says it and starts nothing
     proc = subprocess.run([sys.executable, "-m", "learners.run", "--config", str(p),

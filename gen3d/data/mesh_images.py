@@ -20,11 +20,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from gen3d import geometry as geo
+from gen3d.fields import AtLeast, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 
 CACHE_VERSION = 1
 
@@ -41,15 +42,15 @@ class MeshImageConfig:
     kinds: list[str] = field(default_factory=lambda: ["cube", "sphere", "cylinder", "cone", "pyramid"])
     """Primitive kinds to draw (of cube, sphere, cylinder, cone, pyramid, torus). The torus is
     left out by default: a mesh on rays from its centre cannot represent its hole."""
-    n_train: int = 4000
+    n_train: PosInt = 4000
     """Training images."""
-    n_test: int = 500
+    n_test: PosInt = 500
     """Held-out images, scored at the end of a run."""
-    size: int = 64
+    size: Annotated[int, AtLeast(8)] = 64
     """Image width and height in pixels."""
-    scale: tuple[float, float] = (1.0, 1.5)
+    scale: tuple[PosFloat, PosFloat] = (1.0, 1.5)
     """Uniform scale range applied to the unit-extent primitive."""
-    translation: float = 0.25
+    translation: NonNegFloat = 0.25
     """Each coordinate of the position is uniform in [-translation, translation]."""
     mesh: Literal["exact", "rays"] = "exact"
     """``exact``: each primitive as it is. ``rays``: each primitive, posed, sampled on the
@@ -57,9 +58,9 @@ class MeshImageConfig:
     the corners cut where no ray meets them, so the mesh model can represent every image
     exactly (the ray mesh through an exact primitive's surface scores IoU 0.89 against it,
     benchmarks/RESULTS.md)."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the whole set (the split is part of it)."""
-    cache_dir: str = "data_cache"
+    cache_dir: NonEmptyStr = "data_cache"
     """Where generated sets are kept, keyed by a hash of these settings."""
 
     def __post_init__(self):

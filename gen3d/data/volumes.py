@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from gen3d.data import vol_files, vol_procedural
+from gen3d.fields import NonEmptyStr, NonNegInt, PosInt
 
 CACHE_VERSION = 1
 DEFAULT_SIZE = {"necker": 40, "primitives": 30, "mnist3d": 30, "shapenet": 30}
@@ -42,15 +43,15 @@ class VolumeDataConfig:
     """shapenet: the synset ids that make the classes (e.g. the 40-class subset)"""
     synset_file: str = ""
     """shapenet: a text file with one synset id per line, used when synsets is empty"""
-    size: int = 0
+    size: NonNegInt = 0
     """volume size N (0: the dataset's own, 30 or 40 for necker)"""
-    n_train: int = 2000
+    n_train: PosInt = 2000
     """number of training volumes"""
-    n_test: int = 200
+    n_test: PosInt = 200
     """number of held-out volumes"""
-    seed: int = 0
+    seed: NonNegInt = 0
     """seed of the procedural sets and of the shapenet split"""
-    cache_dir: str = "data_cache/volumes"
+    cache_dir: NonEmptyStr = "data_cache/volumes"
     """where procedural sets are cached"""
 
     def __post_init__(self):

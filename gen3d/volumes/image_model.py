@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from gen3d.fields import PosInt
 from gen3d.volumes.contexts import ViewContext
 from gen3d.volumes.model import ModelOutput, VolumeModel, VolumeModelConfig
 from gen3d.volumes.projection import LearnedProjection, ProjectionConfig
@@ -76,7 +77,7 @@ class ImageModelConfig:
     """The sequential model (canvas_size = the volumes' size, canvas_channels = F)."""
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     """The learned projection to images."""
-    reader_dim: int = 256
+    reader_dim: PosInt = 256
     """Width of the image reader's output r_t."""
     read_error: bool = False
     """Whether q reads the error images x - x_hat (one projection per step: T times dearer)."""

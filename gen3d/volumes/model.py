@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen3d.fields import Above, AtMost, FiniteFloat, NonNegInt, PosInt
 from gen3d.volumes import vst
 from gen3d.volumes.contexts import make_context
 
@@ -68,40 +69,40 @@ LOG_2PI = math.log(2 * math.pi)
 class VolumeModelConfig:
     """Sizes of the sequential model; the defaults are the paper's volume model at 32^3."""
 
-    steps: int = 12
+    steps: PosInt = 12
     """T, the number of generation steps (1 to 24 or more)"""
-    z_dim: int = 10
+    z_dim: PosInt = 10
     """latents per step"""
-    hidden: int = 300
+    hidden: PosInt = 300
     """units of the generative LSTM (state s_t)"""
-    enc_hidden: int = 300
+    enc_hidden: PosInt = 300
     """units of the inference LSTM"""
-    canvas_size: int = 32
+    canvas_size: PosInt = 32
     """N: the canvas is N^3 (for volume data, the data's size)"""
-    canvas_channels: int = 1
+    canvas_channels: PosInt = 1
     """F: channels of the canvas (1 for the identity projection)"""
-    write_patch: int = 8
+    write_patch: PosInt = 8
     """P: the content patch written at each step is P^3"""
-    read_patch: int = 8
+    read_patch: PosInt = 8
     """the glimpse that the inference network reads at each step is read_patch^3"""
-    read_dim: int = 256
+    read_dim: PosInt = 256
     """width of the layer that embeds the glimpse of x and of the error volume"""
     rotate: bool = True
     """whether the write transform includes a rotation (axis-angle) besides scale and shift"""
     write_mode: Literal["separable", "dense"] = "separable"
     """separable: three small matrix products (fast); dense: grid_sample over the whole canvas
     at every step (the naive reference, kept for benchmarks)"""
-    write_scale: float = 0.5
+    write_scale: Annotated[float, Above(0), AtMost(2)] = 0.5
     """initial half-extent of a written patch, as a fraction of the canvas half-extent"""
-    canvas_bias: float = -3.0
+    canvas_bias: FiniteFloat = -3.0
     """initial value of the empty canvas (Bernoulli logit: mostly empty space)"""
     context: Literal["none", "class", "views"] = "none"
     """what the model is conditioned on: nothing, a class label, or 2D views"""
-    n_classes: int = 0
+    n_classes: NonNegInt = 0
     """number of classes (context: class)"""
-    n_views: int = 3
+    n_views: PosInt = 3
     """number of 2D views (context: views)"""
-    context_dim: int = 64
+    context_dim: PosInt = 64
     """width of the view encoding e_t (context: views)"""
 
     def __post_init__(self):

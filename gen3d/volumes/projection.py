@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen3d.fields import AtLeast, FiniteFloat, PosFloat, PosInt
 from gen3d.volumes import vst
 
 Tensor = torch.Tensor
@@ -44,18 +45,18 @@ Tensor = torch.Tensor
 class ProjectionConfig:
     """The learned projection operator (canvas -> image)."""
 
-    image_size: int = 32
+    image_size: Annotated[int, AtLeast(4)] = 32
     """Pixels per image side; also the depth samples of the camera-frame volume."""
-    extent: float = 1.0
+    extent: PosFloat = 1.0
     """Half-width of the box the camera sees, in canvas units (the canvas spans [-1, 1])."""
     camera: Literal["known", "learned", "both"] = "known"
     """Where the camera transform comes from: the data's cameras, s_T alone (paper), or both."""
     layers: Literal["learned", "max"] = "learned"
     """"learned": 3D convs, depth into channels, 2D convs; "max": max over depth of channel 0
     (no weights; a reference for tests)."""
-    conv3d: list[int] = field(default_factory=lambda: [8])
+    conv3d: list[PosInt] = field(default_factory=lambda: [8])
     """Output channels of each 3x3x3 convolution before depth is folded into channels."""
-    conv2d: list[int] = field(default_factory=lambda: [32, 32])
+    conv2d: list[PosInt] = field(default_factory=lambda: [32, 32])
     """Output channels of each 3x3 convolution before the final 1-channel one."""
     render_prior: bool = True
     """Add a fixed render of canvas channel 0 to the learned output (beyond the paper)."""
@@ -63,14 +64,14 @@ class ProjectionConfig:
     """How that render reads silhouettes: alpha compositing (P(hit) = 1 - prod(1 - p)), or the
     max of p along the ray, which only a confident voxel can light, so occupancy stays sharp.
     Depth images always use alpha compositing (expected first-hit depth)."""
-    occupancy_bias: float = 0.0
+    occupancy_bias: FiniteFloat = 0.0
     """Initial learned bias added to channel 0 before it is read as occupancy logits; with the
     model's canvas_bias it should make an empty canvas render as empty space, not fog."""
     likelihood: Literal["bernoulli", "gaussian"] = "gaussian"
     """Image likelihood: Bernoulli for silhouettes (params are logits), Gaussian for depth."""
-    sigma: float = 0.1
+    sigma: PosFloat = 0.1
     """Initial standard deviation of the Gaussian likelihood (learned, one per model)."""
-    min_sigma: float = 0.01
+    min_sigma: PosFloat = 0.01
     """Floor on the Gaussian standard deviation, so the density cannot blow up."""
 
     def __post_init__(self) -> None:
