@@ -121,6 +121,7 @@ def test_resume_with_another_model_names_the_keys_before_writing(tmp_path, capsy
     assert run_cli.main(["--config", path]) == 0
     run_dir = tmp_path / "runs" / "vol"
     before = snapshot(run_dir)
+    capsys.readouterr()  # the first run's own lines
     assert run_cli.main(["--config", path, "--resume", "--set", "model.hidden=20",
                          "--set", "model.z_dim=4", "--set", "train.steps=4"]) == 2
     err = capsys.readouterr().err.strip()
@@ -146,6 +147,7 @@ def test_a_bad_checkpoint_is_named_in_one_line_before_anything_is_written(tmp_pa
     run_dir = tmp_path / "runs" / "vol"
     damage(run_dir / "checkpoint.pt")
     before = snapshot(run_dir)
+    capsys.readouterr()  # the first run's own lines
     assert run_cli.main(["--config", path, "--resume", "--set", "train.steps=4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: checkpoint '{run_dir / 'checkpoint.pt'}'") and expect in err
