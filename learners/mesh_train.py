@@ -271,6 +271,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton) -> Job:
 def train_loop(job: Job) -> None:
     """Steps until ``train.steps`` or the time limit; logs, rolls back and checkpoints."""
     tc = job.cfg.train
+    job.sk.start_clock()
     while job.step < tc.steps and not job.sk.out_of_time():
         job.step += 1
         t0 = time.perf_counter()
