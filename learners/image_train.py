@@ -52,7 +52,7 @@ class ViewsConfig:
 
 
 @dataclass
-class TrainConfig:
+class ImageTrainConfig:
     """The optimisation budget."""
 
     steps: int = 20000
@@ -73,8 +73,11 @@ class TrainConfig:
     """Steps between atomic checkpoints."""
 
 
+TrainConfig = ImageTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class ImageEvalConfig:
     """The held-out evaluation at the end of a run."""
 
     batch: int = 32
@@ -87,6 +90,9 @@ class EvalConfig:
     """Held-out items drawn in views.png."""
     seed: int = 1234
     """Seed of the held-out target cameras (the same views for every run)."""
+
+
+EvalConfig = ImageEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass

@@ -53,7 +53,7 @@ class EstimatorConfig:
 
 
 @dataclass
-class TrainConfig:
+class MeshTrainConfig:
     steps: int = 6000
     """Optimiser steps."""
     batch: int = 32
@@ -127,8 +127,11 @@ class TrainConfig:
                              f"schedule), got {self.std_final}")
 
 
+TrainConfig = MeshTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class MeshEvalConfig:
     n_test: int = 0
     """Held-out images to score at the end (0: all)."""
     chamfer_points: int = 2000
@@ -138,6 +141,9 @@ class EvalConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Per-image refinement of the inferred meshes through the renderer before scoring
     (``learners.mesh_refine``); the report keeps the inference network's own scores too."""
+
+
+EvalConfig = MeshEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass
@@ -419,7 +425,7 @@ def headline(report: dict) -> dict[str, float]:
     return out
 
 
-def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def run_fraction(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
     is further on."""
     done = step / tc.steps
@@ -428,12 +434,12 @@ def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
     return min(1.0, done)
 
 
-def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def lr_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """The learning rate's fraction at ``step``: linear from 1 to ``lr_final``."""
     return 1 - (1 - tc.lr_final) * run_fraction(tc, step, elapsed_s)
 
 
-def std_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """The sampling std's factor at ``step``: linear from 1 to ``std_final``."""
     return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
 

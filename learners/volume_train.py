@@ -27,7 +27,7 @@ from learners.skeleton import RunSkeleton
 
 
 @dataclass
-class TrainConfig:
+class VolumeTrainConfig:
     """Optimisation of the ELBO."""
 
     steps: int = 2000
@@ -51,8 +51,11 @@ class TrainConfig:
     """torch.compile the model's per-step function (fuses its small kernels; ~1 min to build)"""
 
 
+TrainConfig = VolumeTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class VolumeEvalConfig:
     """What the report measures."""
 
     n_eval: int = 200
@@ -67,6 +70,9 @@ class EvalConfig:
     """rounds of the clamped inference-generation chain"""
     n_completion: int = 64
     """held-out volumes to complete"""
+
+
+EvalConfig = VolumeEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass
