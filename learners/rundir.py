@@ -65,9 +65,10 @@ def _who(rec: dict) -> str:
 
 
 def preflight(cfg: Any, resume: bool) -> None:
-    """What can be known about ``<cfg.out_dir>/<cfg.name>/`` before a task loads data or starts
-    Ray: that its device can be had, that no other live run holds it and, with ``resume``, that its checkpoint is readable
-    and was made with this config's model (``cfg.resume_keys``, default "model")."""
+    """What can be known before a task loads data or starts Ray: that its device can be had,
+    that no other live run holds ``<cfg.out_dir>/<cfg.name>/`` and, with ``resume``, that its
+    checkpoint is readable and was made with this config's model (``cfg.resume_keys``,
+    default "model")."""
     run_dir = Path(cfg.out_dir) / cfg.name
     if getattr(cfg, "device", None) is not None:  # cuda asked for where torch cannot use it
         from learners.device import resolve_device
