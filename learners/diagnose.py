@@ -1,7 +1,8 @@
 """Gradient-estimator diagnostics at a fixed checkpoint.
 
     python -m learners.diagnose --config configs/primitives.yaml \
-        --checkpoint runs/primitives/checkpoint.pt [--estimators reinforce,rloo] [--estimates 100]
+        --checkpoint runs/primitives/checkpoint.pt [--estimators reinforce,rloo] [--estimates 100] \
+        [--opt rloo.normalize=false]
 
 Holds the model's parameters fixed and draws many gradient estimates per estimator on one
 fixed batch of training images, rewards from the GL renderer (in this process), exactly as
@@ -10,6 +11,9 @@ each estimator it reports the per-coordinate variance (mean, max), SNR, directio
 cosine similarity to the oracle (the pathwise gradient through the soft rasteriser), bias
 against a large-sample mean (RLOO with many samples) and renders per estimate. Writes
 ``diagnose.json``, ``diagnose.png`` and TensorBoard events to ``<run dir>/diagnose/``.
+Each estimator runs with its own options: the run's estimator with the config's
+``estimator.kwargs``, the others at their defaults, and ``--opt NAME.KEY=VALUE`` on top; an
+estimator that cannot run with its options reports why in its row and the others go on.
 Estimators with state (moving averages, neural baselines, LAX) first train that state for
 ``--warmup`` steps at the same fixed parameters, then are frozen (``eval()``).
 """
@@ -32,7 +36,7 @@ from envs.renderer import MeshRenderer
 from gen3d import estimators
 from gen3d.data import mesh_images
 from gen3d.mesh_model import MeshModel, images_to_tensor
-from learners import checkpoint
+from learners import checkpoint, plots
 from learners.config import ConfigError, load
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
 from learners.pathwise import make_oracle
@@ -62,6 +66,35 @@ class Settings:
     """Multiplies the sampling std of p(m | z), as ``train.std_final`` does late in a run:
     how gradient quality depends on the width of the search."""
     seed: int = 0
+    options: dict[str, dict] = field(default_factory=dict)
+    """Per-estimator constructor options given on the command line (``--opt``), on top of the
+    config's ``estimator.kwargs`` for the config's estimator."""
+
+
+def parse_options(items: list[str], names: list[str] | None = None) -> dict[str, dict]:
+    """``["rloo.normalize=true", ...]`` as ``{"rloo": {"normalize": True}}`` (values read as
+    YAML); with ``names``, every option must name one of them."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, opt = key.strip().partition(".")
+        if not sep or not dot or not name or not opt:
+            raise ConfigError(f"--opt {item!r}: write it as ESTIMATOR.OPTION=VALUE, "
+                              f"e.g. rloo.normalize=true")
+        if names is not None and name not in names:
+            raise ConfigError(f"--opt {item!r}: {name!r} is not one of the estimators run "
+                              f"({', '.join(names)}); add it to --estimators or drop the option")
+        out.setdefault(name, {})[opt] = yaml.safe_load(raw)
+    return out
+
+
+def options_for(name: str, cfg: MeshRunConfig, extra: dict[str, dict]) -> dict:
+    """An estimator's options: the config's ``estimator.kwargs`` when it is the config's
+    estimator (the others do not share them: they may not accept them), then ``extra``."""
+    base = dict(cfg.estimator.kwargs) if name == cfg.estimator.name else {}
+    return base | extra.get(name, {})
 
 
 class Probe:
@@ -193,7 +226,7 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
                      progress=progress)
     cos_ref_oracle = ref.mean @ orc.mean / (ref.mean.norm() * orc.mean.norm()).clamp_min(1e-300)
     out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref,
-                                    "model_std_mean": float(model.std().mean())},
+                                    "model_std_mean": float(model.std().detach().mean())},
            "reference": {"estimator": "rloo", "samples": k_ref, "estimates": ref.n,
                          "renders": ref.n * len(images) * k_ref, "norm": float(ref.mean.norm()),
                          "cos_oracle": float(cos_ref_oracle)},
@@ -201,9 +234,9 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
                       "norm": float(orc.mean.norm())},
            "rows": [], "var_per_coordinate": {}}
     for name in names:
-        row: dict = {"estimator": name}
+        opts = options_for(name, cfg, s.options)
+        row: dict = {"estimator": name, "options": opts}
         try:
-            opts = cfg.estimator.kwargs if name == cfg.estimator.name else {}
             est = estimators.build(name, **opts)
             est = est.to(probe.dev)
             if getattr(est, "pathwise", False):
@@ -225,8 +258,8 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
                         "render_kind": kind, "gl_renders": probe.renders - before,
                         "seconds_per_estimate": sec})
             out["var_per_coordinate"][name] = m.var.float()
-        except ValueError as e:  # one estimator that cannot run with these settings
-            row["error"] = str(e)
+        except (ValueError, TypeError, RuntimeError) as e:  # this estimator, these options
+            row["error"] = f"{type(e).__name__}: {e}"
         out["rows"].append(row)
     done = {r["estimator"]: r for r in out["rows"] if "var_mean" in r}
     if "reinforce" in done:
@@ -252,30 +285,24 @@ def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: floa
     return probe.renders - before
 
 
-def bar_chart(values: dict[str, float], title: str, log: bool = False,
-              size: tuple[int, int] = (520, 220)) -> np.ndarray:
-    """A labelled horizontal bar chart drawn with PIL (matplotlib is not a dependency)."""
-    from PIL import Image, ImageDraw
+PANELS = [("var_mean", "gradient variance (mean per coordinate)", True),
+          ("dsnr", "directional SNR", False),
+          ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
 
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    d.text((8, 4), title + (" (log10)" if log else ""), fill="black")
-    items = [(k, v) for k, v in values.items() if v is not None and np.isfinite(v)]
-    if not items:
-        return np.asarray(img)
-    vals = np.array([math.log10(max(v, 1e-300)) if log else v for _, v in items])
-    lo, hi = min(0.0, vals.min()), max(0.0, vals.max())
-    span = (hi - lo) or 1.0
-    x0, x1, top = 120, size[0] - 70, 22
-    row_h = (size[1] - top - 4) / len(items)
-    zero = x0 + (0 - lo) / span * (x1 - x0)
-    for i, ((name, _), v) in enumerate(zip(items, vals)):
-        y = top + i * row_h
-        d.text((6, y + row_h / 2 - 6), name[:16], fill="black")
-        xv = x0 + (v - lo) / span * (x1 - x0)
-        d.rectangle([min(zero, xv), y + 2, max(zero, xv), y + row_h - 2], fill=(70, 110, 190))
-        d.text((max(zero, xv) + 4, y + row_h / 2 - 6), f"{v:.3g}", fill="black")
-    return np.asarray(img)
+
+def figure(outs: list[dict]):
+    """Bar charts of variance, directional SNR and cosine to the oracle per estimator, with
+    the spread over several diagnoses (one per seed) when given more than one."""
+    panels = []
+    for key, label, log in PANELS:
+        vals: dict[str, list[float]] = {}
+        for out in outs:
+            for r in out["rows"]:
+                if key in r:
+                    vals.setdefault(r["estimator"], []).append(r[key])
+        panels.append((label, vals, log))
+    spread = f"; {len(outs)} seeds: mean, min-max" if len(outs) > 1 else ""
+    return plots.bars(panels, "gradient estimates at a fixed checkpoint" + spread)
 
 
 def write(out: dict, out_dir: Path) -> Path:
@@ -284,16 +311,9 @@ def write(out: dict, out_dir: Path) -> Path:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from learners.runlog import save_png
-
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in out["rows"] if "var_mean" in r]
-    charts = [("var_mean", "gradient variance, mean per coordinate", True),
-              ("dsnr", "directional SNR", False),
-              ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
-    png = np.concatenate([bar_chart({r["estimator"]: r[key] for r in rows}, title, log)
-                          for key, title, log in charts], 0)
-    save_png(out_dir / "diagnose.png", png)
+    png = plots.save(figure([out]), out_dir / "diagnose.png")
     tb = SummaryWriter(str(out_dir / "tb"))
     try:
         for i, r in enumerate(rows):
@@ -340,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Settings(), f))
     ap.add_argument("--oracle-sigma", type=float, default=Settings().oracle_sigma)
     ap.add_argument("--std-scale", type=float, default=Settings().std_scale)
+    ap.add_argument("--opt", action="append", default=[], metavar="ESTIMATOR.KEY=VALUE",
+                    help="an option of one estimator, e.g. rloo.normalize=false (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -351,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ConfigError(f"--estimators: unknown {unknown}; "
                               f"choose from {estimators.available()}")
+        options = parse_options(a.opt, names or estimators.available())
         if not a.std_scale > 0:
             raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
         if a.estimates < 2 or a.ref_estimates < 2:
@@ -361,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(names, **{f: getattr(a, f) for f in ("estimates", "batch", "samples", "warmup",
                                                        "ref_estimates", "ref_samples",
                                                        "oracle_estimates", "oracle_sigma", "std_scale",
-                                                       "seed")})
+                                                       "seed")}, options=options)
     torch.set_num_threads(cfg.train.torch_threads)
     state = checkpoint.load(a.checkpoint, map_location=cfg.device)
     model = MeshModel(cfg.model, cfg.data.size).to(cfg.device)
