@@ -2,11 +2,11 @@
 
     python -m learners.run --config configs/primitives.yaml
 
-Each step draws B training images, samples K meshes per image from the model, renders them in
-Ray workers (rewards = log p(x | render(mesh))), and turns rewards and log-probabilities into a
-gradient with the configured estimator; the KL to the prior is pathwise. The step's renders go
-out in micro-batches: micro-batch i renders while the learner samples i+1 and back-propagates
-i-1, and all samples of a step come from that step's parameters (exactly on-policy).
+Each step draws B training images, samples K meshes per image from the model, gets their
+rewards (log p(x | render(mesh))) from the GL render pool in Ray workers and/or the soft
+rasteriser, as the estimator requires, and back-propagates the estimator's surrogate; the KL to
+the prior is pathwise (``learners.mesh_step``). ``run`` reads as its phases: ``set_up``,
+``train_loop``, ``score``, and the skeleton's ``finish`` (``learners.skeleton``).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
-from learners.config import as_config_file, to_dict
 from learners.mesh_refine import RefineConfig, refine
+from learners.mesh_step import MeshStep, RewardSource, StepResult, env_spec
 from learners.runlog import RunLog, image_grid, save_png
 from learners.self_imitation import SelfImitation
+from learners.skeleton import RunSkeleton
 from workers import cluster
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig, make_pool
-from workers.worker import EnvSpec
 
 
 @dataclass
@@ -172,222 +172,250 @@ def render_fn(r: MeshRenderer):
 
 
 def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
+    """Train, score the held-out images, and report: returns what ``report.json`` holds."""
     tc = cfg.train
-    torch.set_num_threads(tc.torch_threads)
-    torch.manual_seed(cfg.seed)
-    dev = torch.device(cfg.device)
-    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
-    if tc.samples < getattr(est, "min_samples", 1):
-        raise ValueError(f"estimator {cfg.estimator.name!r} needs train.samples >= {est.min_samples}")
-
-    # data: generated once from the seed and cached (the truth is kept for scoring only)
-    local = local_renderer(cfg)
-    train, test = mesh_images.load(cfg.data, render_fn(local))
-
-    model = MeshModel(cfg.model, cfg.data.size).to(dev)
-    opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
-    size_lazy_parameters(est, model, tc.samples, dev)
-    est_params = list(est.parameters())
-    est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    start = 0
-    lr_scale = 1.0
-    train_s = 0.0  # seconds of training before this process: the clock goes on after a resume
-    log = RunLog(cfg.out_dir, cfg.name, tc.steps, config=as_config_file(cfg), progress=tc.progress)
-    if resume:
-        st = log.load()
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        for g in opt.param_groups:  # a learning rate changed for the resumed run applies
-            g["lr"] = tc.lr
-        est.load_state_dict(st["estimator"])
-        if est_opt is not None:
-            est_opt.load_state_dict(st["est_opt"])
-        gen.set_state(st["gen"])
-        rng.bit_generator.state = st["rng"]
-        start = st["step"]
-        lr_scale = st.get("lr_scale", 1.0)
-        train_s = st.get("train_s", 0.0)
-        log.close()
-        log = RunLog(cfg.out_dir, cfg.name, tc.steps, start, config=as_config_file(cfg), progress=tc.progress)
-
-    def save(step: int) -> None:
-        log.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                  "estimator": est.state_dict(),
-                  "est_opt": est_opt.state_dict() if est_opt else None,
-                  "gen": gen.get_state(), "rng": rng.bit_generator.state, "step": step,
-                  "lr_scale": lr_scale, "replay": replay.state_dict() if replay else None,
-                  "average": average.state_dict() if average else None,
-                  "train_s": time.time() - t_start,
-                  "config": to_dict(cfg)})
-
-    oracle = None
-    if getattr(est, "pathwise", False):  # trains through the soft rasteriser, not the GL pool
-        from learners import pathwise
-
-        oracle = pathwise.make_oracle(cfg, model, dev)
-    pool = None  # the pathwise oracle renders in the learner: no workers then
-    if oracle is None:
-        if cfg.pool.backend == "ray":
-            cluster.start(cfg.ray)
-        pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
-                                          "sigma": tc.sigma}), cfg.pool, targets=train.images)
-    k, b = tc.samples, tc.batch
-    replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
-              if tc.self_imitation > 0 else None)
-    if replay is not None and resume and st.get("replay") is not None:
-        replay.load_state_dict(st["replay"])
-    average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
-    if average is not None and resume and st.get("average") is not None:
-        average.load_state_dict(st["average"])
-    parts = np.array_split(np.arange(b), min(tc.microbatches, b))
-    t_start = time.time() - train_s
-    history = []
-    timing = {"steps": 0, "step_s": 0.0, "wait_s": 0.0}  # after a warm-up of 3 steps
-    ema, best_ema, snapshot = None, -float("inf"), None  # for rollback_nats
-    step = start
+    sk = RunSkeleton(cfg, tc.steps, resume, tc.time_limit_s, tc.progress)
+    job = None
     try:
-        while step < tc.steps:
-            if tc.time_limit_s and time.time() - t_start > tc.time_limit_s:
-                break
-            step += 1
-            t0 = time.perf_counter()
-            elapsed = time.time() - t_start
-            for g in opt.param_groups:
-                g["lr"] = tc.lr * lr_scale * lr_factor(tc, step, elapsed)
-            model.std_scale.fill_(std_factor(tc, step, elapsed))
-            beta = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
-            idx = rng.integers(len(train), size=b)
-            x = images_to_tensor(train.images[idx], dev)
-            opt.zero_grad(set_to_none=True)
-            if est_opt:
-                est_opt.zero_grad(set_to_none=True)
-            # 1. sample every micro-batch and send it out: micro-batch i renders while i+1 samples
-            sent = []
-            if oracle is not None:  # differentiable oracle: pathwise rewards, no workers
-                for p in parts:
-                    s = model.sample(x[p], k, generator=gen)
-                    r = oracle.loglik(s.m_rsample, x[p])
-                    loss = -r.mean() + beta * s.kl.mean()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"step {step}: the loss is {loss.item()} (NaN/inf)")
-                    (loss * len(p) / b).backward()
-                    sent.append((p, s, r.detach()))
-            for p in ([] if oracle is not None else parts):
-                noise = est.noise((len(p), k, model.decoder.dim), generator=gen, device=dev)
-                s = model.sample(x[p], k, noise=noise, generator=gen)
-                if not torch.isfinite(s.actions).all():
-                    raise FloatingPointError(
-                        f"step {step}: the model produced NaN/inf mesh parameters; the last "
-                        f"checkpoint ({log.checkpoint_path}) is intact; lower train.lr")
-                ticket = pool.submit(s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy(),
-                                     target_idx=np.repeat(idx[p], k))
-                sent.append((p, s, ticket))
-            # 2. as rewards come back, form each micro-batch's surrogate and back-propagate
-            rewards, kls, wait, grads = [], [], 0.0, []
-            want_var = step % tc.log_every == 0 and len(parts) > 1
-            for p, s, ticket in sent:
-                if oracle is not None:
-                    rewards.append(ticket)
-                    kls.append(s.kl.detach())
-                    continue
-                res = pool.collect(ticket)
-                wait += res.wait_s
-                r = torch.as_tensor(res.rewards, dtype=torch.float32, device=dev).reshape(len(p), k)
-                batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
-                                         log_prior=s.log_pz - s.log_qz, noise=s.noise)
-                loss = est.loss(batch)
-                if replay is not None:
-                    loss = loss + tc.self_imitation * replay.loss(model, s, r, idx[p])
-                if est.objective == "elbo":
-                    loss = loss + beta * s.kl.mean()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"step {step}: the loss is {loss.item()} (NaN/inf from the model); the "
-                        f"last checkpoint ({log.checkpoint_path}) is intact; lower train.lr or "
-                        "raise model.min_std")
-                (loss * len(p) / b).backward()
-                if want_var:
-                    grads.append(torch.cat([q.grad.flatten() for q in model.parameters()
-                                            if q.grad is not None]).clone())
-                rewards.append(r)
-                kls.append(s.kl.detach())
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            if tc.adam_clip > 0:
-                clip_to_adam_rms(opt, tc.adam_clip)
-            opt.step()
-            if est_opt:
-                est_opt.step()
-            if average is not None:
-                average.update(model)
-            dt = time.perf_counter() - t0
-            if step - start > 3:
-                timing["steps"] += 1
-                timing["step_s"] += dt
-                timing["wait_s"] += wait
-            r_all, kl_all = torch.cat(rewards), torch.cat(kls)
-            elbo = float((r_all - kl_all).mean())
-            history.append(elbo)
-            log.progress(1, elbo=elbo)
-            ema = elbo if ema is None else 0.95 * ema + 0.05 * elbo
-            if tc.rollback_nats > 0:
-                if ema > best_ema:
-                    best_ema = ema
-                if snapshot is not None and ema < best_ema - tc.rollback_nats:
-                    model.load_state_dict(snapshot["model"])
-                    opt.load_state_dict(snapshot["opt"])
-                    if average is not None:  # the average holds the collapse too
-                        average.reset(model)
-                    lr_scale *= 0.5
-                    ema, best_ema = snapshot["ema"], snapshot["ema"]
-                    log.scalars(step, {"train/rollback_lr_scale": lr_scale})
-                elif step % tc.checkpoint_every == 0 and ema >= best_ema - tc.rollback_nats / 4:
-                    snapshot = {"model": copy.deepcopy(model.state_dict()),
-                                "opt": copy.deepcopy(opt.state_dict()), "ema": ema}
-            if step % tc.log_every == 0:
-                vals = {"train/elbo_nats": elbo, "train/kl_weight": beta,
-                        "train/lr": opt.param_groups[0]["lr"],
-                        "train/reward_mean": float(r_all.mean()),
-                        "train/reward_var": float(r_all.var(1).mean()),
-                        "train/kl_nats": float(kl_all.mean()),
-                        "train/model_std": float(model.std().detach().mean()),
-                        "speed/renders_per_s": b * k / dt, "speed/step_s": dt,
-                        "speed/wait_s": wait, "speed/wait_frac": wait / dt}
-                if grads:  # per-micro-batch gradients, differences taken in sequence
-                    g = torch.stack([grads[0]] + [grads[i] - grads[i - 1] for i in range(1, len(grads))])
-                    g = g * len(parts)  # each a full-batch-scale estimate
-                    vals["grad/var_mean"] = float(g.var(0).mean())
-                    vals["grad/norm"] = float(grads[-1].norm())
-                vals.update({f"estimator/{kk}": v for kk, v in est.stats().items()})
-                if replay is not None:
-                    seen = torch.isfinite(replay.r)
-                    best = float(replay.r[seen].mean()) if seen.any() else None
-                    vals.update({"replay/best_reward_mean": best,
-                                 "replay/seen_frac": float(seen.float().mean())})
-                log.scalars(step, vals)
-            if step % tc.image_every == 0:
-                grid_step(log, average.model if average else model, local, test, step, dev)
-            if step % tc.checkpoint_every == 0:
-                save(step)
-        save(step)
-        report = final_report(cfg, log, average.model if average else model, local, train, test,
-                              dev, step, t_start, pool, raw=model if average else None)
-        n_t = max(timing["steps"], 1)
-        report["speed"] = {"pool": dict(pool.stats) if pool else None,
-                           "steps_per_s": n_t / max(timing["step_s"], 1e-9),
-                           "renders_per_s": n_t * b * k / max(timing["step_s"], 1e-9),
-                           "wait_frac": timing["wait_s"] / max(timing["step_s"], 1e-9),
-                           "learner_step_s": timing["step_s"] / n_t}
-        report["elbo_history"] = history
-        log.write_json("report.json", report)
+        job = set_up(cfg, sk)
+        train_loop(job)
+        report = score(job)
+        sk.finish(report, job.step, headline(report))
         return report
     finally:
-        if pool is not None:
-            pool.close()
-        log.close()
+        if job is not None:
+            job.close()
+        sk.close()
+
+
+# ---------------------------------------------------------------------- set up
+
+
+@dataclass
+class Job:
+    """A mesh run's working parts, and the loop's running state."""
+
+    cfg: MeshRunConfig
+    sk: RunSkeleton
+    model: MeshModel
+    opt: torch.optim.Optimizer
+    est: estimators.Estimator
+    est_opt: torch.optim.Optimizer | None
+    source: RewardSource
+    step_fn: MeshStep
+    replay: SelfImitation | None
+    average: WeightAverage | None
+    gen: torch.Generator
+    rng: np.random.Generator
+    local: MeshRenderer
+    train: Any
+    test: Any
+    step: int = 0
+    lr_scale: float = 1.0
+    history: list[float] = field(default_factory=list)
+    speed: Speed = field(default_factory=lambda: Speed())
+    rollback: Rollback | None = None
+
+    @property
+    def scored_model(self) -> MeshModel:
+        """The network that is scored: the weight average when there is one."""
+        return self.average.model if self.average is not None else self.model
+
+    def save(self) -> None:
+        self.sk.save(self.step, lr_scale=self.lr_scale)
+
+    def close(self) -> None:
+        self.source.close()
+        self.local.release()
+
+
+def set_up(cfg: MeshRunConfig, sk: RunSkeleton) -> Job:
+    """Estimator, data, model, optimisers and generators (restored on a resume), then the
+    reward sources the estimator requires."""
+    tc, dev = cfg.train, sk.device
+    torch.set_num_threads(tc.torch_threads)
+    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
+    est.check_samples(tc.samples)
+    local = local_renderer(cfg)
+    try:
+        # data: generated once from the seed and cached (the truth is kept for scoring only)
+        train, test = mesh_images.load(cfg.data, render_fn(local))
+        model = MeshModel(cfg.model, cfg.data.size).to(dev)
+        opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr)
+        size_lazy_parameters(est, model, tc.samples, dev)
+        est_params = list(est.parameters())
+        est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
+        replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
+                  if tc.self_imitation > 0 else None)
+        average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        sk.track(model=model, opt=opt, estimator=est, est_opt=est_opt, gen=gen, rng=rng,
+                 replay=replay, average=average)
+        st = sk.restore(optional=("replay", "average"))
+        source = RewardSource.for_run(cfg, est, model, train.images)
+    except BaseException:
         local.release()
+        raise
+    step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
+                       sk.log.checkpoint_path)
+    rollback = Rollback(tc.rollback_nats, tc.checkpoint_every) if tc.rollback_nats > 0 else None
+    return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
+               local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
+               rollback=rollback)
+
+
+# ---------------------------------------------------------------------- loop
+
+
+def train_loop(job: Job) -> None:
+    """Steps until ``train.steps`` or the time limit; logs, rolls back and checkpoints."""
+    tc = job.cfg.train
+    while job.step < tc.steps and not job.sk.out_of_time():
+        job.step += 1
+        t0 = time.perf_counter()
+        res, kl_weight = train_step(job)
+        dt = time.perf_counter() - t0
+        job.speed.add(job.step - job.sk.start, dt, res.wait_s)
+        elbo = res.elbo
+        job.history.append(elbo)
+        job.sk.log.progress(1, elbo=elbo)
+        if job.rollback is not None and job.rollback.update(job, elbo):
+            job.sk.log.scalars(job.step, {"train/rollback_lr_scale": job.lr_scale})
+        if job.step % tc.log_every == 0:
+            job.sk.log.scalars(job.step, step_scalars(job, res, kl_weight, dt))
+        if job.step % tc.image_every == 0:
+            grid_step(job.sk.log, job.scored_model, job.local, job.test, job.step, job.sk.device)
+        if job.step % tc.checkpoint_every == 0:
+            job.save()
+
+
+def train_step(job: Job) -> tuple[StepResult, float]:
+    """One optimiser step at ``job.step`` on a batch drawn from ``job.rng``: the schedules,
+    the micro-batched forward and backward, clipping, and the optimisers' steps."""
+    tc, step, dev = job.cfg.train, job.step, job.sk.device
+    elapsed = job.sk.elapsed
+    for g in job.opt.param_groups:
+        g["lr"] = tc.lr * job.lr_scale * lr_factor(tc, step, elapsed)
+    job.model.std_scale.fill_(std_factor(tc, step, elapsed))
+    kl_weight = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
+    idx = job.rng.integers(len(job.train), size=tc.batch)
+    x = images_to_tensor(job.train.images[idx], dev)
+    job.opt.zero_grad(set_to_none=True)
+    if job.est_opt is not None:
+        job.est_opt.zero_grad(set_to_none=True)
+    keep = step % tc.log_every == 0 and min(tc.microbatches, tc.batch) > 1
+    res = job.step_fn(x, idx, tc.samples, job.gen, step, kl_weight, keep_grads=keep)
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), tc.grad_clip)
+    if tc.adam_clip > 0:
+        clip_to_adam_rms(job.opt, tc.adam_clip)
+    job.opt.step()
+    if job.est_opt is not None:
+        job.est_opt.step()
+    if job.average is not None:
+        job.average.update(job.model)
+    return res, kl_weight
+
+
+def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict[str, Any]:
+    """TensorBoard scalars of a logged step: training, speed, gradient spread, the
+    estimator's and the replay's statistics, and every counter of the render pool."""
+    tc = job.cfg.train
+    r, kl = res.reward, res.kl
+    vals = {"train/elbo_nats": res.elbo, "train/kl_weight": kl_weight,
+            "train/lr": job.opt.param_groups[0]["lr"], "train/reward_mean": float(r.mean()),
+            "train/reward_var": float(r.var(1).mean()), "train/kl_nats": float(kl.mean()),
+            "train/model_std": float(job.model.std().detach().mean()),
+            "speed/renders_per_s": tc.batch * tc.samples / dt, "speed/step_s": dt,
+            "speed/wait_s": res.wait_s, "speed/wait_frac": res.wait_s / dt}
+    if res.grads:  # per-micro-batch gradients, differences taken in sequence
+        g = res.grads
+        diffs = torch.stack([g[0]] + [g[i] - g[i - 1] for i in range(1, len(g))])
+        diffs = diffs * len(g)  # each a full-batch-scale estimate
+        vals["grad/var_mean"] = float(diffs.var(0).mean())
+        vals["grad/norm"] = float(g[-1].norm())
+    vals.update({f"estimator/{k}": v for k, v in job.est.stats().items()})
+    vals.update({f"pool/{k}": v for k, v in job.source.stats.items()})
+    if job.replay is not None:
+        seen = torch.isfinite(job.replay.r)
+        best = float(job.replay.r[seen].mean()) if seen.any() else None
+        vals.update({"replay/best_reward_mean": best,
+                     "replay/seen_frac": float(seen.float().mean())})
+    return vals
+
+
+class Rollback:
+    """Back to the last good snapshot, at half the learning rate, when the smoothed training
+    ELBO falls ``nats`` below its best (``train.rollback_nats``): a score-function step now
+    and then throws the model where every sample renders badly and no signal leads back.
+    Snapshots are taken every ``every`` steps while the ELBO is near its best."""
+
+    def __init__(self, nats: float, every: int):
+        self.nats, self.every = nats, every
+        self.ema: float | None = None
+        self.best = -float("inf")
+        self.snapshot: dict | None = None
+
+    def update(self, job: Job, elbo: float) -> bool:
+        """Take in a step's ELBO; True when it rolled ``job`` back."""
+        self.ema = elbo if self.ema is None else 0.95 * self.ema + 0.05 * elbo
+        self.best = max(self.best, self.ema)
+        if self.snapshot is not None and self.ema < self.best - self.nats:
+            job.model.load_state_dict(self.snapshot["model"])
+            job.opt.load_state_dict(self.snapshot["opt"])
+            if job.average is not None:  # the average holds the collapse too
+                job.average.reset(job.model)
+            job.lr_scale *= 0.5
+            self.ema = self.best = self.snapshot["ema"]
+            return True
+        if job.step % self.every == 0 and self.ema >= self.best - self.nats / 4:
+            self.snapshot = {"model": copy.deepcopy(job.model.state_dict()),
+                             "opt": copy.deepcopy(job.opt.state_dict()), "ema": self.ema}
+        return False
+
+
+class Speed:
+    """Learner step times and render waits, after a warm-up of 3 steps."""
+
+    def __init__(self) -> None:
+        self.steps, self.step_s, self.wait_s = 0, 0.0, 0.0
+
+    def add(self, done: int, dt: float, wait: float) -> None:
+        if done > 3:
+            self.steps += 1
+            self.step_s += dt
+            self.wait_s += wait
+
+    def summary(self, renders_per_step: int, pool: dict[str, float]) -> dict[str, Any]:
+        n, t = max(self.steps, 1), max(self.step_s, 1e-9)
+        return {"pool": pool or None, "steps_per_s": n / t,
+                "renders_per_s": n * renders_per_step / t, "wait_frac": self.wait_s / t,
+                "learner_step_s": self.step_s / n}
+
+
+# ---------------------------------------------------------------------- score
+
+
+def score(job: Job) -> dict:
+    """Checkpoint the last step, then score the held-out images: the report."""
+    job.save()
+    tc = job.cfg.train
+    report = final_report(job.cfg, job.sk.log, job.scored_model, job.local, job.train, job.test,
+                          job.sk.device, job.step, job.sk.elapsed, job.source.pool,
+                          raw=job.model if job.average is not None else None)
+    report["speed"] = job.speed.summary(tc.batch * tc.samples, job.source.stats)
+    report["elbo_history"] = job.history
+    return report
+
+
+def headline(report: dict) -> dict[str, float]:
+    """The scores the end-of-run summary line shows."""
+    s = report["scores"]
+    out = {"iou": s["iou"], "psnr": s["psnr"], "chamfer": s["chamfer"]}
+    if "scores_refined" in report:
+        out["iou_refined"] = report["scores_refined"]["iou"]
+    return out
 
 
 def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
@@ -470,7 +498,8 @@ def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
                              sample=torch.zeros(1, k, d, device=dev, requires_grad=True),
                              features=torch.zeros(1, model.feature_dim, device=dev),
                              log_prior=torch.zeros(1, k, device=dev),
-                             noise=torch.zeros(1, k, d, device=dev))
+                             noise=torch.zeros(1, k, d, device=dev),
+                             soft_reward=torch.zeros(1, k, device=dev, requires_grad=True))
     est.eval()
     est.loss(dummy)
     est.train()
@@ -485,11 +514,13 @@ def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, d
 
 
 def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
-                 step: int, t_start: float, pool=None, raw=None) -> dict:
+                 step: int, train_s: float, pool=None, raw=None) -> dict:
     """Scores of the inference network's meshes (``scores``) and, with ``eval.refine.steps``,
     of the same meshes refined on their images (``scores_refined``); pictures and .obj files
     show the refined meshes when there are any. ``model`` is the averaged network when there
-    is one, and ``raw`` the trained weights, scored as ``scores_raw``."""
+    is one, and ``raw`` the trained weights, scored as ``scores_raw``; ``train_s`` is the
+    training's wall time."""
+    t_start = time.time() - train_s
     n = cfg.eval.n_test or len(test)
     sub = test.subset(slice(0, n))
     extra = {}
@@ -531,10 +562,8 @@ def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None,
     if own:
         if workers:
             cluster.start(cfg.ray)
-        pool = make_pool(EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
-                                         "sigma": cfg.train.sigma}),
-                         dataclasses.replace(cfg.pool, workers=workers) if workers
-                         else PoolConfig(backend="local"))
+        pool = make_pool(env_spec(cfg), dataclasses.replace(cfg.pool, workers=workers)
+                         if workers else PoolConfig(backend="local"))
     pool.set_targets(data.images)
     try:
         with torch.no_grad():

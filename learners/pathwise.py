@@ -1,23 +1,24 @@
 """The differentiable oracle: log p(x | soft render(decode(m))) with a pathwise gradient.
 
-The learner trains with it when the estimator is ``pathwise``; the diagnostics take its
-gradient as the reference the score-function estimates are compared with. Same camera,
-lights, pixel likelihood and resolution as the GL reward, so only the softness differs.
+It makes ``Batch.soft_reward`` for estimators that require it (``pathwise``, hybrids), and the
+diagnostics take its gradient as the reference the score-function estimates are compared with.
+Same camera, lights, pixel likelihood and resolution as the GL reward, so only the softness
+differs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from envs.renderer import Lights
+from gen3d import estimators
+from gen3d.estimators import Estimator
 from gen3d.mesh_model import MeshModel
 from gen3d.softras import SoftRasteriser
-
-SOFT_DEFAULTS = {"sigma": 0.5, "mode": "edges", "cutoff": 1e-3}
-
 
 class Oracle:
     """``loglik(m_rsample (B,K,D), images (B,3,H,W) in [0,1]) -> (B,K)`` in nats, summed over
@@ -48,15 +49,14 @@ class Oracle:
         return -0.5 * d.pow(2).flatten(2).sum(-1) / self.sigma**2 - const
 
 
-def make_oracle(cfg, model: MeshModel, device: torch.device | str, **soft: float) -> Oracle:
-    """The oracle of a ``MeshRunConfig``: softness from ``soft``, else from the config's
-    estimator options when it is ``pathwise``, else ``SOFT_DEFAULTS``. It computes on the
-    device of the samples it is given (``device`` is accepted for the learner's hook)."""
-    opts = dict(SOFT_DEFAULTS)
-    if cfg.estimator.name == "pathwise":
-        opts.update({k: v for k, v in cfg.estimator.kwargs.items() if k in opts})
-    opts.update(soft)
+def make_oracle(cfg, model: MeshModel, device: torch.device | str | None = None,
+                est: Estimator | None = None, **soft: Any) -> Oracle:
+    """The oracle of a ``MeshRunConfig``: softness from ``soft``, else from the estimator's
+    ``soft_options()`` (``est``, or the one the config names), else the soft rasteriser's own
+    defaults. It computes on the device of the samples it is given (``device`` is unused)."""
+    if est is None:
+        est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
+    opts = est.soft_options() | soft
     size = cfg.data.size
-    sr = SoftRasteriser(size, size, Lights().arrays(), sigma=float(opts["sigma"]),
-                        mode=str(opts["mode"]), cutoff=float(opts["cutoff"]))
+    sr = SoftRasteriser(size, size, Lights().arrays(), **opts)
     return Oracle(model, size, cfg.train.sigma, sr)

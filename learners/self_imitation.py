@@ -2,10 +2,8 @@
 
 Every training image keeps the most likely mesh parameters sampled for it so far (they come
 with each step's K samples: no extra renders); each step replays them as an off-policy
-score-function term beside the on-policy estimator. A per-image search that kept climbing each
-image's own likelihood between visits (antithetic ES with Adam, as in ``learners.mesh_refine``)
-was tried in commit f650e74 and taken out: at 9 extra renders per image and visit its bests
-were no better than the network's own samples and the network ended worse (RESULTS.md).
+score-function term beside the on-policy estimator (``learners.mesh_step``). Biased towards
+the best meshes seen, by design.
 """
 
 from __future__ import annotations

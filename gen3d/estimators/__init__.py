@@ -1,45 +1,92 @@
-"""Score-function gradient estimators for black-box rewards, chosen by name.
+"""Gradient estimators for black-box (and soft) rewards, chosen by name.
 
-The learner draws K samples per input, renders them, and hands a ``Batch`` to the estimator::
+The contract
+------------
+An estimator turns a ``Batch`` of K samples per input, with their rewards, into a surrogate
+loss whose gradient is minus its estimate of the ELBO's gradient. The training loop asks it
+nothing else than these, so a new estimator needs no edit of the loop:
+
+``requires``
+    which rewards the loop fills in: ``"reward"`` (black-box: every sample rendered by the GL
+    render pool, no gradient) and/or ``"soft_reward"`` (the soft rasteriser's log-likelihood
+    of ``Batch.sample``, differentiable). Without ``"reward"`` nothing is rendered in GL and
+    ``Batch.reward`` holds the soft reward, detached.
+``check_samples(k)``
+    raises before the run when K (``train.samples``) is too small (``min_samples``).
+``noise(shape, generator, device)``
+    the standard-normal noise of the K samples (antithetic pairs override it).
+``soft_options()``
+    the soft rasteriser's settings (sigma, mode, cutoff) when ``"soft_reward"`` is required.
+``surrogate(batch, kl, kl_weight)``
+    the step's whole loss: ``loss(batch)`` plus the pathwise KL for objective ``"elbo"``
+    (objective ``"iwae"``, VIMCO: the loss is the whole multi-sample bound).
+``loss(batch)``
+    what a subclass writes. Its value should read as minus the mean reward, its gradient as
+    minus the estimate; gradients of the estimator's own auxiliary losses (baseline networks,
+    control variates) go to its own parameters, which the loop trains with a second optimiser.
+``stats()``
+    the last call's diagnostics, logged as ``estimator/<name>``.
+
+By hand, the loop reads::
 
     est = build("rloo")                      # or build(cfg.name, **cfg.kwargs)
-    eps = est.noise((B, K, D), generator=g)  # antithetic overrides this
+    est.check_samples(K)
+    eps = est.noise((B, K, D), generator=g)
     z = mu + sigma * eps                     # pathwise sample
     logp = Normal(mu, sigma).log_prob(z.detach()).sum(-1)
-    loss = est.loss(Batch(logp, reward, sample=z, features=h.detach()))
-    (loss + kl).backward()                   # objective "iwae" (vimco): no KL, loss is the bound
+    batch = Batch(logp, reward, sample=z, features=h.detach())
+    est.surrogate(batch, kl).backward()
 
-Built in: reinforce, moving_average, neural, rloo, optimal_cv, antithetic, vimco, lax, and
-pathwise (no score function: trains through the soft rasteriser, see learners.pathwise).
-Estimators with parameters (neural, lax) train them through the same ``loss``: give
-``est.parameters()`` to an optimiser too, and move the estimator to the model's device.
-``est.eval()`` freezes running state (for repeated estimates at fixed parameters).
+``learners.mesh_step.surrogate`` does this for the mesh model (the run, ``learners.diagnose``
+and the benchmarks all call it). Estimators with state in buffers are checkpointed by
+``state_dict``; ``est.eval()`` freezes that state (repeated estimates at fixed parameters).
 
-Adding your own, without editing gen3d: subclass ``Estimator`` and register it::
+Built in: reinforce, moving_average, neural, rloo, optimal_cv, antithetic, vimco, lax (score
+function, black-box rewards) and pathwise (soft rewards only, no score function).
 
-    from gen3d.estimators import Batch, Estimator, register
+Adding your own: a hybrid
+-------------------------
+Subclass ``Estimator`` and register it. This one mixes the score function of the GL reward f
+with the soft rasteriser's pathwise gradient: the soft reward c (a differentiable function of
+the reparameterised sample) is a control variate, and its exact expectation's gradient is
+added back pathwise, so (f - c) grad log q + grad c is unbiased for any c; the more c follows
+f, the less variance is left. A leave-one-out baseline on f - c removes the rest of the
+offset (tested against exact gradients in ``tests/test_estimators.py``)::
 
-    @register("clipped_rloo")
-    class ClippedRLOO(Estimator):
-        min_samples = 2
-        def __init__(self, clip: float = 10.0):
+    from gen3d.estimators import Batch, Estimator, leave_one_out_mean, register
+
+    @register("soft_cv")
+    class SoftControlVariate(Estimator):
+        requires = frozenset({"reward", "soft_reward"})
+        min_samples = 2  # the leave-one-out baseline needs another sample
+
+        def __init__(self, weight: float = 1.0, sigma: float = 0.5):
             super().__init__()
-            self.clip = clip
-        def loss(self, batch: Batch):
-            r = batch.reward
-            adv = r - (r.sum(1, keepdim=True) - r) / (r.shape[1] - 1)
-            return -(adv.clamp(-self.clip, self.clip) * batch.logp).mean()
+            self.weight, self.sigma = weight, sigma
 
-or, from a package of your own, advertise it as an entry point (no import needed)::
+        def soft_options(self) -> dict:
+            return {"sigma": self.sigma}
+
+        def loss(self, batch: Batch):
+            self._check(batch)
+            c = self.weight * batch.soft_reward        # with pathwise grad
+            resid = batch.reward - c.detach()          # f - c, no grad
+            adv = resid - leave_one_out_mean(resid)
+            score = (adv * (batch.logp - batch.logp.detach())).mean()
+            path = (c - c.detach()).mean()             # grad c, value 0
+            return -(score + path + batch.reward.mean())
+
+Then ``--set estimator.name=soft_cv --set estimator.kwargs.weight=0.5`` trains with it: the
+loop renders every sample in the GL pool AND soft-rasterises it, because ``requires`` says
+so. Or, from a package of your own, advertise it as an entry point (no import needed)::
 
     # pyproject.toml of your package
     [project.entry-points."gen3d.estimators"]
-    clipped_rloo = "mypkg.estimators:ClippedRLOO"
+    soft_cv = "mypkg.estimators:SoftControlVariate"
 
-Measure its bias (clipping trades a little for variance) and variance on the toy problems
-with exact gradients in ``gen3d.estimators.toys``.
-Then the config's estimator name ``clipped_rloo`` (with ``clip`` as an option) builds it:
-``build("clipped_rloo", clip=5.0)``; ``available()`` lists it.
+Measure its bias and variance on the toy problems with exact gradients in
+``gen3d.estimators.toys``; ``build("soft_cv", weight=0.5)`` builds it and ``available()``
+lists it.
 """
 
 from gen3d.estimators import baselines, lax, pathwise, vimco  # noqa: F401  (register the built-ins)
@@ -49,7 +96,9 @@ from gen3d.estimators.base import (
     Estimator,
     available,
     build,
+    leave_one_out_mean,
     register,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "Batch", "Estimator", "available", "build", "register"]
+__all__ = ["ENTRY_POINT_GROUP", "Batch", "Estimator", "available", "build",
+           "leave_one_out_mean", "register"]

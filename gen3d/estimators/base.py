@@ -1,5 +1,5 @@
-"""The estimator interface (a ``Batch`` of samples and black-box rewards in, a surrogate loss
-out) and the registry that builds estimators by name, including ones from other packages."""
+"""The estimator interface (a ``Batch`` of samples and rewards in, a surrogate loss out) and the
+registry that builds estimators by name, including ones from other packages."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class Batch:
     features: (B, F) per-input features (neural baseline input); detached here.
     log_prior: (B, K) log p(sample), for the multi-sample bound (VIMCO).
     noise: (B, K, D) the standard-normal noise the samples were drawn from.
+    soft_reward: (B, K) a differentiable reward of ``sample`` WITH pathwise grad (the soft
+        rasteriser's log-likelihood), given when the estimator ``requires`` it.
     """
 
     logp: Tensor
@@ -38,6 +40,7 @@ class Batch:
     features: Tensor | None = None
     log_prior: Tensor | None = None
     noise: Tensor | None = None
+    soft_reward: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.logp.dim() != 2:
@@ -56,8 +59,10 @@ class Batch:
             t = getattr(self, name)
             if t is not None and (t.dim() != 3 or tuple(t.shape[:2]) != (B, K)):
                 raise _shape_error(name, f"(B, K, D) with (B, K) = {(B, K)}", t)
-        if self.log_prior is not None and self.log_prior.shape != self.logp.shape:
-            raise _shape_error("log_prior", f"(B, K) = {(B, K)}", self.log_prior)
+        for name in ("log_prior", "soft_reward"):
+            t = getattr(self, name)
+            if t is not None and t.shape != self.logp.shape:
+                raise _shape_error(name, f"(B, K) = {(B, K)}", t)
         if self.features is not None:
             if self.features.dim() != 2 or self.features.shape[0] != B:
                 raise _shape_error("features", f"(B, F) with B = {B}", self.features)
@@ -69,29 +74,62 @@ class Batch:
 
 
 class Estimator(torch.nn.Module):
-    """A score-function gradient estimator: ``loss(batch).backward()`` puts MINUS the estimate
-    of grad (1/B) sum_b E_k[reward] on the model's parameters (the multi-sample bound for
+    """A gradient estimator: ``loss(batch).backward()`` puts MINUS the estimate of
+    grad (1/B) sum_b E_k[reward] on the model's parameters (the multi-sample bound for
     objective "iwae"), plus gradients of the estimator's own auxiliary losses on its own
     parameters. State lives in buffers (checkpointed by ``state_dict``); in ``eval()`` mode the
     state is frozen, so repeated estimates at fixed parameters (diagnostics) stay comparable.
+
+    The learner asks an estimator only through this interface: ``requires`` (which rewards to
+    produce), ``check_samples`` (before the run), ``noise`` (to draw the samples),
+    ``soft_options`` (the soft rasteriser's settings) and ``surrogate`` (the step's whole loss).
     """
 
     name: ClassVar[str] = ""
-    # "elbo": the learner adds the KL pathwise; "iwae": the loss is the whole multi-sample bound
     objective: ClassVar[str] = "elbo"
-    min_samples: ClassVar[int] = 1  # smallest K the estimator works with
+    """"elbo": ``surrogate`` adds the KL pathwise; "iwae": the loss is the whole bound."""
+    min_samples: ClassVar[int] = 1
+    """Smallest K the estimator works with."""
+    requires: ClassVar[frozenset[str]] = frozenset({"reward"})
+    """The rewards the learner must fill in: "reward" (black-box: every sample rendered by the
+    GL render pool) and/or "soft_reward" (the soft rasteriser's differentiable log-likelihood of
+    ``Batch.sample``). Without "reward", ``Batch.reward`` holds the soft reward, detached."""
 
     def __init__(self) -> None:
         super().__init__()
         self._last: dict[str, Tensor] = {}
+
+    @property
+    def pathwise(self) -> bool:
+        """True when the estimator needs no black-box rewards (nothing goes to the GL pool)."""
+        return "reward" not in self.requires
+
+    def check_samples(self, k: int) -> None:
+        """A clear error, before anything runs, when K samples per input are too few."""
+        if k < self.min_samples:
+            raise ValueError(f"estimator {self.name!r} needs at least {self.min_samples} samples "
+                             f"per input, got K={k}: raise train.samples")
 
     def noise(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None,
               device: torch.device | str | None = None) -> Tensor:
         """Standard-normal noise (B, K, D) from which the learner draws its K samples."""
         return torch.randn(tuple(shape), generator=generator, device=device)
 
+    def soft_options(self) -> dict[str, Any]:
+        """Keyword arguments of the soft rasteriser that makes ``Batch.soft_reward`` (sigma,
+        mode, cutoff: see ``gen3d.softras``); empty: its own defaults."""
+        return {}
+
     def loss(self, batch: Batch) -> Tensor:
         raise NotImplementedError
+
+    def surrogate(self, batch: Batch, kl: Tensor | None = None, kl_weight: float = 1.0) -> Tensor:
+        """The learner's whole loss for ``batch``: ``loss(batch)``, plus ``kl_weight`` times the
+        mean pathwise ``kl`` (B, K) for objective "elbo" (the "iwae" bound holds the prior)."""
+        out = self.loss(batch)
+        if self.objective == "elbo" and kl is not None:
+            out = out + kl_weight * kl.mean()
+        return out
 
     def forward(self, batch: Batch) -> Tensor:
         return self.loss(batch)
@@ -102,9 +140,7 @@ class Estimator(torch.nn.Module):
 
     # helpers for subclasses -------------------------------------------------------------
     def _check(self, batch: Batch) -> None:
-        if batch.num_samples < self.min_samples:
-            raise ValueError(f"estimator {self.name!r} needs at least {self.min_samples} samples "
-                             f"per input, got K={batch.num_samples}: raise K in the config")
+        self.check_samples(batch.num_samples)
 
     def _record(self, **values: Tensor | float) -> None:
         self._last = {k: v.detach().float().mean() if isinstance(v, Tensor) else torch.tensor(v)

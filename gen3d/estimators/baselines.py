@@ -2,7 +2,9 @@
 leave-one-out, the optimal control-variate coefficient, and antithetic pairs.
 
 Each baseline for sample k is independent of sample k (built from past steps, other inputs'
-features, or the other samples), which is what keeps every one of them unbiased.
+features, or the other samples), which keeps every one of them unbiased at its defaults. One
+option is biased: rloo's ``normalize`` (with or without ``keep_scale``) divides each input's
+advantages by the std of that input's own K rewards; ``LeaveOneOut`` says by how much.
 """
 
 from __future__ import annotations
@@ -50,16 +52,33 @@ class MovingAverage(Estimator):
 
 @register("rloo")
 class LeaveOneOut(Estimator):
-    """Baseline for sample k = mean reward of the other K-1 samples of the same input (RLOO).
+    """Baseline for sample k = mean reward of the other K-1 samples of the same input (RLOO):
+    unbiased.
 
     ``normalize=True`` also divides each input's advantages by the std of its K rewards (plus
     ``eps``): every image then pulls with the same weight whatever the scale of its
-    log-likelihood (a big object's reward varies far more than a small one's). That rescales
-    the gradient per input, so it is no longer an unbiased estimate of the ELBO's gradient,
-    but a well-behaved ascent direction; off by default. ``keep_scale=True`` then multiplies
-    every input's by the batch's mean of those stds: images still pull with the same weight,
-    and the gradient keeps its size against the KL's exact one (normalising alone shrinks it
-    by orders of magnitude, and the KL pulled q(z | x) onto the prior)."""
+    log-likelihood (a big object's reward varies far more than a small one's). BIASED: the
+    std comes from the same samples it weighs, and it rescales each input's gradient, so
+    this is an ascent direction, not an estimate of the ELBO's gradient. ``keep_scale=True``
+    then multiplies every input's by the batch's mean of those stds, so the gradient keeps
+    roughly its size against the KL's exact one (normalising alone divides it by the reward's
+    spread: thousands of nats on images, and the KL pulled q(z | x) onto the prior).
+    Measured on a Gaussian policy with an exactly known gradient (``gen3d.estimators.toys``,
+    eps 1; reproduced by
+    ``tests/test_estimators.py::test_normalised_rloo_is_biased_by_the_documented_amount``),
+    the mean estimate's projection on the true gradient is, as a fraction of it:
+
+    ==========================  ======  ======  ======  ======
+    K                           2       4       8       16
+    ==========================  ======  ======  ======  ======
+    plain (unbiased)            1.00    1.00    1.00    1.00
+    normalize                   0.16    0.19    0.20    0.21
+    normalize + keep_scale      0.60    0.79    0.89    0.94
+    ==========================  ======  ======  ======  ======
+
+    and its direction turns by a cosine of 0.970 (K=2) to 0.998 (K=16): the log-std
+    coordinates lag most (0.22 of their size at K=2, 0.78 at K=16 with keep_scale), since a
+    wide spread of rewards is what normalising divides away."""
 
     min_samples = 2
 

@@ -77,16 +77,22 @@ def collect(est: Estimator, draw: Draw, warmup: int, steps: int, lr: float = 1e-
 
 def gaussian_estimates(est: Estimator, q: Tensor = Q, B: int = 256, K: int = 4,
                        warmup: int = 20, steps: int = 10, offset: Tensor | float = OFFSET,
-                       feats: Tensor | None = None, seed: int = 0) -> Tensor:
-    """Estimates of d/d(mu, log sigma) of E[gaussian_reward] (compare with gaussian_exact)."""
+                       feats: Tensor | None = None, seed: int = 0,
+                       soft_q: Tensor | None = None) -> Tensor:
+    """Estimates of d/d(mu, log sigma) of E[gaussian_reward] (compare with gaussian_exact).
+    An estimator that requires a soft reward gets ``gaussian_reward`` with coefficients
+    ``soft_q`` (default ``q``: exact) as ``Batch.soft_reward``, differentiable in the sample:
+    a stand-in for the soft rasteriser, as close to the true reward as ``soft_q`` to ``q``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     feats = torch.randn(B, 3, generator=gen) if feats is None else feats
+    soft_q = q if soft_q is None else soft_q
 
     def draw() -> tuple:
         params, eps, z, logp = gaussian_draw(est, B, K, gen)
         reward = gaussian_reward(z.detach(), q, offset)
-        return params, Batch(logp, reward, sample=z, features=feats, noise=eps)
+        soft = gaussian_reward(z, soft_q, offset) if "soft_reward" in est.requires else None
+        return params, Batch(logp, reward, sample=z, features=feats, noise=eps, soft_reward=soft)
 
     return collect(est, draw, warmup, steps)
 

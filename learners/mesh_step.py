@@ -1,0 +1,178 @@
+"""The mesh model's training step, and the surrogate loss that every caller shares.
+
+A step draws K samples per image from the model, gets their rewards from a ``RewardSource``
+(the GL render pool, the soft rasteriser, or both: whatever the estimator ``requires``), and
+back-propagates ``surrogate``. The run (``learners.mesh_train``), ``learners.diagnose`` and the
+benchmarks all form the loss through ``surrogate``, so they measure the gradient the run
+follows. A step's images go out in micro-batches: micro-batch i renders in the workers while
+the learner samples i+1 and back-propagates i-1, and all samples of a step come from that
+step's parameters (exactly on-policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gen3d.estimators import Batch, Estimator
+from gen3d.mesh_model import MeshModel, Samples
+from learners.pathwise import Oracle, make_oracle
+from learners.self_imitation import SelfImitation
+from workers import cluster
+from workers.pool import make_pool
+from workers.worker import EnvSpec
+
+
+def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None = None,
+              oracle: Oracle | None = None, kl_weight: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The loss of ``est`` for the samples ``s`` of ``images`` (B,3,H,W) in [0,1], and the
+    (B,K) rewards it was formed from. ``reward`` (B,K) holds the black-box (GL) rewards when
+    the estimator requires them; ``oracle`` makes the soft ones when it requires those. The
+    pathwise KL enters with weight ``kl_weight`` (objective "elbo")."""
+    soft = None
+    if "soft_reward" in est.requires:
+        if oracle is None:
+            raise ValueError(f"estimator {est.name!r} requires soft rewards: pass "
+                             "oracle=learners.pathwise.make_oracle(cfg, model, est=est)")
+        soft = oracle.loglik(s.m_rsample, images)
+    if "reward" in est.requires:
+        if reward is None:
+            raise ValueError(f"estimator {est.name!r} requires black-box rewards (B, K): render "
+                             "the samples' actions and pass reward=")
+    else:
+        reward = soft.detach()
+    batch = Batch(s.logp, reward, sample=s.m_rsample, features=s.features,
+                  log_prior=s.log_pz - s.log_qz, noise=s.noise, soft_reward=soft)
+    return est.surrogate(batch, s.kl, kl_weight), batch.reward
+
+
+def env_spec(cfg: Any) -> EnvSpec:
+    """The render workers' environment for a ``MeshRunConfig``."""
+    return EnvSpec(kwargs={"width": cfg.data.size, "height": cfg.data.size,
+                           "sigma": cfg.train.sigma})
+
+
+class RewardSource:
+    """Where a step's rewards come from: ``pool`` renders black-box rewards (None when the
+    estimator requires none: no workers then), ``oracle`` soft-rasterises (None when it
+    requires no soft rewards)."""
+
+    def __init__(self, pool: Any = None, oracle: Oracle | None = None):
+        self.pool, self.oracle = pool, oracle
+
+    @classmethod
+    def for_run(cls, cfg: Any, est: Estimator, model: MeshModel, targets: np.ndarray) -> RewardSource:
+        """The sources ``est`` requires for run config ``cfg`` (Ray started when it renders
+        in Ray workers); ``targets`` are the training images the pool scores against."""
+        oracle = make_oracle(cfg, model, est=est) if "soft_reward" in est.requires else None
+        pool = None
+        if "reward" in est.requires:
+            if cfg.pool.backend == "ray":
+                cluster.start(cfg.ray)
+            pool = make_pool(env_spec(cfg), cfg.pool, targets=targets)
+        return cls(pool, oracle)
+
+    def submit(self, s: Samples, idx: np.ndarray) -> Any:
+        """Send the samples of images ``idx`` (b,) to render; returns the ticket."""
+        if self.pool is None:
+            return None
+        k = s.actions.shape[1]
+        flat = s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy()
+        return self.pool.submit(flat, target_idx=np.repeat(idx, k))
+
+    def collect(self, ticket: Any, like: Tensor) -> tuple[Tensor | None, float]:
+        """The (b, K) black-box rewards of ``ticket`` (shaped and placed like ``like``) and the
+        seconds spent waiting for them; (None, 0) without a pool."""
+        if ticket is None:
+            return None, 0.0
+        res = self.pool.collect(ticket)
+        r = torch.as_tensor(res.rewards, dtype=torch.float32, device=like.device)
+        return r.reshape(like.shape), res.wait_s
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The pool's counters (a flat dict of numbers); empty without a pool."""
+        return dict(self.pool.stats) if self.pool is not None else {}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+@dataclass
+class StepResult:
+    """What a step saw: rewards and KLs (B, K), the seconds it waited for renders, and (when
+    asked) the flat model gradient after each micro-batch's backward."""
+
+    reward: Tensor
+    kl: Tensor
+    wait_s: float
+    grads: list[Tensor] = field(default_factory=list)
+
+    @property
+    def elbo(self) -> float:
+        return float((self.reward - self.kl).mean())
+
+
+@dataclass
+class _Sent:
+    part: np.ndarray
+    samples: Samples
+    ticket: Any
+
+
+class MeshStep:
+    """Forward and backward of one step over ``microbatches`` parts (the optimiser is the
+    caller's). ``replay`` adds self-imitation with weight ``replay_weight``; ``checkpoint`` is
+    named in the error a non-finite loss raises."""
+
+    def __init__(self, model: MeshModel, est: Estimator, source: RewardSource,
+                 microbatches: int = 1, replay: SelfImitation | None = None,
+                 replay_weight: float = 0.0, checkpoint: Any = None):
+        self.model, self.est, self.source = model, est, source
+        self.microbatches, self.replay, self.replay_weight = microbatches, replay, replay_weight
+        self.checkpoint = checkpoint
+
+    def __call__(self, x: Tensor, idx: np.ndarray, k: int, gen: torch.Generator, step: int,
+                 kl_weight: float = 1.0, keep_grads: bool = False) -> StepResult:
+        parts = np.array_split(np.arange(len(idx)), min(self.microbatches, len(idx)))
+        sent = [self._send(x[p], idx[p], p, k, gen, step) for p in parts]
+        rewards, kls, wait, grads = [], [], 0.0, []
+        for m in sent:
+            r, w = self._backward(m, x[m.part], idx[m.part], len(idx), step, kl_weight)
+            rewards.append(r)
+            kls.append(m.samples.kl.detach())
+            wait += w
+            if keep_grads:
+                grads.append(torch.cat([q.grad.flatten() for q in self.model.parameters()
+                                        if q.grad is not None]).clone())
+        return StepResult(torch.cat(rewards), torch.cat(kls), wait, grads)
+
+    def _send(self, x: Tensor, idx: np.ndarray, part: np.ndarray, k: int, gen: torch.Generator,
+              step: int) -> _Sent:
+        noise = self.est.noise((len(part), k, self.model.decoder.dim), generator=gen,
+                               device=x.device)
+        s = self.model.sample(x, k, noise=noise, generator=gen)
+        if not torch.isfinite(s.actions).all():
+            raise FloatingPointError(
+                f"step {step}: the model produced NaN/inf mesh parameters; the last checkpoint "
+                f"({self.checkpoint}) is intact; lower train.lr")
+        return _Sent(part, s, self.source.submit(s, idx))
+
+    def _backward(self, m: _Sent, x: Tensor, idx: np.ndarray, b: int, step: int,
+                  kl_weight: float) -> tuple[Tensor, float]:
+        gl, wait = self.source.collect(m.ticket, m.samples.logp)
+        loss, r = surrogate(self.est, m.samples, x, gl, self.source.oracle, kl_weight)
+        if self.replay is not None:
+            loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"step {step}: the loss is {loss.item()} (NaN/inf from the model); the last "
+                f"checkpoint ({self.checkpoint}) is intact; lower train.lr or raise "
+                "model.min_std")
+        (loss * len(m.part) / b).backward()
+        return r, wait

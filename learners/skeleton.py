@@ -1,0 +1,169 @@
+"""What every learner's run shares: seeds, the torch device, the run directory and its log,
+the one resume path, the random state, the time limit, checkpoints, and the end of the run
+(``report.json`` with its budget, and one summary line).
+
+A learner builds ``RunSkeleton``, makes its model and optimisers, hands them to ``track``
+and calls ``restore`` (which does nothing for a fresh run); from then on ``save(step)``
+checkpoints everything tracked and ``finish`` writes the report. Every checkpoint has the
+same keys: each tracked object's ``state_dict`` under its name, ``step``, ``train_s``
+(seconds of training, counted on across resumes), ``global_rng`` (torch, numpy and Python
+generators) and ``config``.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learners import checkpoint
+from learners.config import as_config_file, to_dict
+from learners.runlog import RunLog
+
+
+def make_device(name: str) -> torch.device:
+    """The torch device a config names ("cpu", "cuda", "cuda:1"); a clear error when CUDA is
+    asked for and absent."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name} asked for but CUDA is not available; use cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators (a run's own generators are
+    seeded where they are made)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def global_rng_state() -> dict[str, Any]:
+    return checkpoint.rng_state()
+
+
+def generator_state(g: torch.Generator | np.random.Generator) -> Any:
+    return g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
+
+
+def set_generator_state(g: torch.Generator | np.random.Generator, state: Any) -> None:
+    if isinstance(g, torch.Generator):
+        g.set_state(state)
+    else:
+        g.bit_generator.state = state
+
+
+class RunSkeleton:
+    """One run of any task: ``cfg`` has ``name``, ``out_dir``, ``seed`` and ``device``.
+
+    ``steps`` is the planned step count and ``time_limit_s`` (0: none) a wall-clock bound on
+    training; with ``resume`` the checkpoint is read here, before anything is built, and its
+    ``step`` and ``train_s`` carry on."""
+
+    def __init__(self, cfg: Any, steps: int, resume: bool = False, time_limit_s: float = 0.0,
+                 progress: bool = True):
+        self.cfg, self.steps, self.time_limit_s = cfg, steps, time_limit_s
+        seed_everything(cfg.seed)
+        self.device = make_device(cfg.device)
+        path = Path(cfg.out_dir) / cfg.name / "checkpoint.pt"
+        self.state: dict[str, Any] | None = checkpoint.load(path) if resume else None
+        self.start = int(self.state["step"]) if self.state else 0
+        train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0
+        self.log = RunLog(cfg.out_dir, cfg.name, steps, self.start, config=as_config_file(cfg),
+                          progress=progress)
+        self._t0 = time.time() - train_s  # the clock goes on from where a resumed run stopped
+        self._tracked: dict[str, Any] = {}
+        self.stopped_by = "steps"
+
+    # ------------------------------------------------------------------ state
+
+    def track(self, **objects: Any) -> None:
+        """Objects saved in every checkpoint under their names: anything with ``state_dict``
+        and ``load_state_dict`` (models, optimisers, estimators), torch or numpy generators,
+        or None (saved as None)."""
+        self._tracked.update(objects)
+
+    def restore(self, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Load every tracked object's state from the resumed checkpoint (nothing for a fresh
+        run); returns the checkpoint's dict (empty when fresh) for keys of the learner's own.
+        Names in ``optional`` (state a resumed run may newly switch on) start afresh when the
+        checkpoint has none."""
+        if self.state is None:
+            return {}
+        st = self.state
+        for name, obj in self._tracked.items():
+            if obj is None or (name in optional and st.get(name) is None):
+                continue
+            if st.get(name) is None:
+                raise ValueError(f"checkpoint {self.log.checkpoint_path} has no saved {name!r}: "
+                                 "it was written by another config or version; start afresh "
+                                 "without --resume (or with another name)")
+            if isinstance(obj, (torch.Generator, np.random.Generator)):
+                set_generator_state(obj, st[name])
+            else:
+                obj.load_state_dict(st[name])
+        if "global_rng" in st:
+            checkpoint.set_rng_state(st["global_rng"])
+        return st
+
+    def save(self, step: int, **extra: Any) -> Path:
+        """Checkpoint every tracked object, the step, the training time, the random state and
+        the config (plus ``extra`` keys), atomically."""
+        st: dict[str, Any] = {}
+        for name, obj in self._tracked.items():
+            if obj is None:
+                st[name] = None
+            elif isinstance(obj, (torch.Generator, np.random.Generator)):
+                st[name] = generator_state(obj)
+            else:
+                st[name] = obj.state_dict()
+        st.update(step=step, train_s=self.elapsed, global_rng=global_rng_state(),
+                  config=to_dict(self.cfg), **extra)
+        return self.log.save(st)
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training so far, resumed runs included."""
+        return time.time() - self._t0
+
+    def out_of_time(self) -> bool:
+        """True once the time limit is spent; the run then says so in its report."""
+        if self.time_limit_s and self.elapsed > self.time_limit_s:
+            self.stopped_by = "time_limit"
+            return True
+        return False
+
+    # ------------------------------------------------------------------ end
+
+    def budget(self, step: int) -> dict[str, Any]:
+        """How the run ended: steps done and planned, training seconds, and what stopped it."""
+        return {"steps": step, "steps_planned": self.steps, "train_s": round(self.elapsed, 1),
+                "time_limit_s": self.time_limit_s, "stopped_by": self.stopped_by}
+
+    def finish(self, report: dict[str, Any], step: int, headline: dict[str, float]) -> Path:
+        """Write ``report.json`` (with a ``budget`` section) and print one summary line: the
+        held-out ``headline`` scores and the report's path."""
+        report["budget"] = report.get("budget", {}) | self.budget(step)
+        path = self.log.write_json("report.json", report)
+        print(summary_line(self.cfg.name, headline, report["budget"], path), file=sys.stderr,
+              flush=True)
+        return path
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def summary_line(name: str, headline: dict[str, float], budget: dict[str, Any],
+                 path: Path) -> str:
+    """``run <name>: held-out iou 0.905, psnr 23.1 | 6000 steps in 914 s | report <path>``."""
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in headline.items() if v is not None)
+    why = " (stopped by the time limit)" if budget["stopped_by"] == "time_limit" else ""
+    return (f"run {name}: held-out {scores} | {budget['steps']} of {budget['steps_planned']} "
+            f"steps in {budget['train_s']:.0f} s{why} | report {path}")
