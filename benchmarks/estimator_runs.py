@@ -109,7 +109,7 @@ def train_one(cfg0, name: str, options: dict, seed: int, points: int) -> dict:
     rng = np.random.default_rng(seed)
     batches = np.stack([rng.integers(len(train), size=cfg.train.batch)
                         for _ in range(len(report["elbo_history"]))])
-    pathwise = getattr(estimators.build(name, **options), "pathwise", False)
+    pathwise = estimators.build(name, **options).pathwise
     return {"report": report, "elbo": report["elbo_history"], "wall_s": wall,
             "render_kind": "soft" if pathwise else "gl", "checkpoint": report["checkpoint"],
             "elbo_gl_test": gl_elbo(cfg, model, test.images, cfg.train.samples, seed),

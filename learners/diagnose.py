@@ -39,7 +39,8 @@ from gen3d.mesh_model import MeshModel, images_to_tensor
 from learners import checkpoint, plots
 from learners.config import ConfigError, load
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
-from learners.pathwise import make_oracle
+from learners.mesh_step import surrogate
+from learners.pathwise import Oracle, make_oracle
 
 
 @dataclass
@@ -122,27 +123,18 @@ class Probe:
         g = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
         return torch.cat([t.reshape(-1) for t in g]).detach().double()
 
-    def estimate(self, est: estimators.Estimator, k: int, train: bool = False) -> Tensor:
-        """One estimate: the gradient of the learner's loss for this batch (minus the ELBO's
-        gradient, or the IWAE bound's for ``objective == "iwae"``)."""
+    def estimate(self, est: estimators.Estimator, k: int, oracle: Oracle | None = None) -> Tensor:
+        """One estimate: the gradient of the learner's loss for this batch, formed by the
+        run's own ``learners.mesh_step.surrogate`` (GL rewards when the estimator requires
+        them, soft ones from ``oracle`` when it requires those)."""
         self.model.zero_grad(set_to_none=True)
         est.zero_grad(set_to_none=True)
         shape = (len(self.x), k, self.model.decoder.dim)
         noise = est.noise(shape, generator=self.gen, device=self.dev)
         s = self.model.sample(self.x, k, noise=noise, generator=self.gen)
-        r = self.rewards(s.actions)
-        batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
-                                 log_prior=s.log_pz - s.log_qz, noise=s.noise)
-        loss = est.loss(batch)
-        if est.objective == "elbo":
-            loss = loss + s.kl.mean()
+        r = self.rewards(s.actions) if "reward" in est.requires else None
+        loss, _ = surrogate(est, s, self.x, r, oracle)
         loss.backward()
-        return self.flat_grad()
-
-    def pathwise(self, oracle, k: int) -> Tensor:
-        self.model.zero_grad(set_to_none=True)
-        s = self.model.sample(self.x, k, generator=self.gen)
-        (-oracle.loglik(s.m_rsample, self.x).mean() + s.kl.mean()).backward()
         return self.flat_grad()
 
 
@@ -217,12 +209,13 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     model.std_scale.fill_(s.std_scale)
     probe = Probe(cfg, model, images, renderer, s.seed)
     names = s.estimators or estimators.available()
-    oracle = make_oracle(cfg, model, probe.dev, sigma=s.oracle_sigma, mode="edges")
     rloo = estimators.build("rloo")
     k_ref = s.ref_samples or 4 * k
     ref, _ = collect(lambda: probe.estimate(rloo, k_ref), s.ref_estimates, what="reference",
                      progress=progress)
-    orc, _ = collect(lambda: probe.pathwise(oracle, k), s.oracle_estimates, what="oracle",
+    soft = estimators.build("pathwise", sigma=s.oracle_sigma, mode="edges")
+    oracle = make_oracle(cfg, model, est=soft)
+    orc, _ = collect(lambda: probe.estimate(soft, k, oracle), s.oracle_estimates, what="oracle",
                      progress=progress)
     cos_ref_oracle = ref.mean @ orc.mean / (ref.mean.norm() * orc.mean.norm()).clamp_min(1e-300)
     out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref,
@@ -237,26 +230,8 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
         opts = options_for(name, cfg, s.options)
         row: dict = {"estimator": name, "options": opts}
         try:
-            est = estimators.build(name, **opts)
-            est = est.to(probe.dev)
-            if getattr(est, "pathwise", False):
-                draw, kind = (lambda: probe.pathwise(oracle, k)), "soft"
-            else:
-                if k < est.min_samples:
-                    raise ValueError(f"needs K >= {est.min_samples}, got K={k}")
-                size_lazy_parameters(est, model, k, probe.dev)
-                if est_state and est_state[0] == name:
-                    est.load_state_dict(est_state[1])
-                warm = warmup(probe, est, k, s.warmup, cfg.estimator.lr)
-                row["warmup_renders"] = warm
-                est.eval()
-                draw, kind = (lambda est=est: probe.estimate(est, k)), "gl"
-            before = probe.renders
-            m, sec = collect(draw, s.estimates, ref.mean, orc.mean, name, progress)
-            row.update(summarise(m, ref.mean, ref.var, ref.n))
-            row.update({"objective": est.objective, "renders_per_estimate": len(images) * k,
-                        "render_kind": kind, "gl_renders": probe.renders - before,
-                        "seconds_per_estimate": sec})
+            m = diagnose_one(probe, name, opts, k, s, row, est_state, cfg.estimator.lr, progress,
+                             (ref, orc))
             out["var_per_coordinate"][name] = m.var.float()
         except (ValueError, TypeError, RuntimeError) as e:  # this estimator, these options
             row["error"] = f"{type(e).__name__}: {e}"
@@ -268,7 +243,33 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     return out
 
 
-def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: float) -> int:
+def diagnose_one(probe: Probe, name: str, opts: dict, k: int, s: Settings, row: dict,
+                 est_state: tuple[str, dict] | None, lr: float, progress: bool,
+                 against: tuple[Moments, Moments]) -> Moments:
+    """``s.estimates`` estimates of estimator ``name`` with options ``opts`` (its own state
+    warmed up first), summarised into ``row`` against the reference and the oracle."""
+    ref, orc = against
+    est = estimators.build(name, **opts).to(probe.dev)
+    est.check_samples(k)
+    oracle = make_oracle(probe.cfg, probe.model, est=est) if "soft_reward" in est.requires else None
+    size_lazy_parameters(est, probe.model, k, probe.dev)
+    if est_state and est_state[0] == name:
+        est.load_state_dict(est_state[1])
+    row["warmup_renders"] = warmup(probe, est, k, s.warmup, lr, oracle)
+    est.eval()
+    before = probe.renders
+    m, sec = collect(lambda: probe.estimate(est, k, oracle), s.estimates, ref.mean, orc.mean, name,
+                     progress)
+    row.update(summarise(m, ref.mean, ref.var, ref.n))
+    kind = "soft" if est.pathwise else ("gl+soft" if oracle is not None else "gl")
+    row.update({"objective": est.objective, "renders_per_estimate": probe.x.shape[0] * k,
+                "render_kind": kind, "gl_renders": probe.renders - before,
+                "seconds_per_estimate": sec})
+    return m
+
+
+def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: float,
+           oracle: Oracle | None = None) -> int:
     """Train an estimator's own state (running means, baseline networks) at fixed model
     parameters; returns the renders it took."""
     params = list(est.parameters())
@@ -279,7 +280,7 @@ def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: floa
     before = probe.renders
     est.train()
     for _ in range(steps):
-        probe.estimate(est, k)
+        probe.estimate(est, k, oracle)
         if opt:
             opt.step()
     return probe.renders - before
