@@ -137,3 +137,18 @@ def test_a_budget_under_one_step_is_refused_with_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--quick", "--budget", "5", "--no-softras", "--out", str(tmp_path)])
     assert "raise --budget" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, reason="learners.mesh_train.set_up builds the estimator before "
+                   "the model, and the networks of neural and lax draw their initial weights "
+                   "from torch's global generator: the model then starts elsewhere than for "
+                   "the other estimators at the same seed (fix: build the model first)")
+def test_estimators_with_networks_start_from_the_same_network(tmp_path):
+    from learners.mesh_train import run
+
+    weights = {}
+    for name in ("reinforce", "neural"):
+        cfg = tiny(tmp_path, steps=1, lr=0.0)
+        cfg.name, cfg.estimator.name, cfg.pool.backend = name, name, "local"
+        weights[name] = torch.load(run(cfg)["checkpoint"], weights_only=False)["model"]
+    assert all(torch.equal(v, weights["neural"][k]) for k, v in weights["reinforce"].items())
