@@ -69,3 +69,17 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
     return str(v)
+
+
+def seed_spread(runs: list[dict], keys: list[str]) -> dict[str, dict[str, float]]:
+    """Over runs that differ only in their seed: mean, std (n-1), min and max of every numeric
+    key in ``keys``, as {stat: {key: value}} (one row of a table per statistic)."""
+    import numpy as np
+
+    num = [k for k in keys if all(isinstance(r.get(k), (int, float)) and not isinstance(
+        r.get(k), bool) for r in runs) and k != "seed"]
+    vals = {k: np.array([float(r[k]) for r in runs]) for k in num}
+    return {"mean": {k: float(v.mean()) for k, v in vals.items()},
+            "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in vals.items()},
+            "min": {k: float(v.min()) for k, v in vals.items()},
+            "max": {k: float(v.max()) for k, v in vals.items()}}

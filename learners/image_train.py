@@ -1,17 +1,17 @@
-"""Task ``image_volume``: learn 3D volumes from 2D images alone (issue 5).
+"""Task ``image_volume``: learn 3D volumes from 2D images alone.
 
 Two experiments, as configs: ``single`` (each example is one image from a random known camera)
 and ``multiview`` (3 fixed context views -> infer 3D -> predict 10 random target views). The
 model never reads a volume; the held-out volumes are used only to score the inferred canvas in
 3D (IoU, in the object frame). Logs to TensorBoard, checkpoints atomically, resumes, and
-writes ``report.json`` and ``views.png`` (target | predicted) under ``runs/<name>/``.
+writes ``report.json`` and ``views.png`` (target | predicted) under ``runs/<name>/``; the run
+directory, resume, random state, time limit and report are ``learners.skeleton``'s.
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,9 +23,8 @@ from gen3d.data.volumes import VolumeDataConfig, load_volumes
 from gen3d.volumes.image_model import ImageModelConfig, ImageVolumeModel, iou3d
 from gen3d.volumes.model import VolumeModelConfig
 from gen3d.volumes.projection import ProjectionConfig
-from learners import checkpoint
-from learners.config import ConfigError, as_config_file
-from learners.runlog import RunLog, image_grid, save_png
+from learners.runlog import image_grid, save_png
+from learners.skeleton import RunSkeleton
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ViewsConfig:
 
 
 @dataclass
-class TrainConfig:
+class ImageTrainConfig:
     """The optimisation budget."""
 
     steps: int = 20000
@@ -74,8 +73,11 @@ class TrainConfig:
     """Steps between atomic checkpoints."""
 
 
+TrainConfig = ImageTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class ImageEvalConfig:
     """The held-out evaluation at the end of a run."""
 
     batch: int = 32
@@ -88,6 +90,9 @@ class EvalConfig:
     """Held-out items drawn in views.png."""
     seed: int = 1234
     """Seed of the held-out target cameras (the same views for every run)."""
+
+
+EvalConfig = ImageEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass
@@ -227,41 +232,35 @@ def evaluate(cfg: ImageRunConfig, model: ImageVolumeModel, test: MultiViewData,
 
 def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
     """Train from images, evaluate on held-out shapes, write runs/<name>/report.json."""
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {cfg.device} asked for but CUDA is not available; use cpu")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    train, test = make_data(cfg, device)
-    model = build_model(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, trained_s = 0, 0.0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
-    if resume:
-        state = log.load()
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, trained_s = state["step"], state["trained_s"]
-        gen.set_state(state["gen"])
-        checkpoint.set_rng_state(state["rng"])
-        log.close()
-        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, step, as_config_file(cfg))
+    tc = cfg.train
+    sk = RunSkeleton(cfg, tc.steps, resume, time_limit_s=60 * tc.max_minutes)
+    try:
+        if sk.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        train, test = make_data(cfg, sk.device)
+        model = build_model(cfg).to(sk.device)
+        opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sk.track(model=model, opt=opt, gen=gen)
+        sk.restore()
+        step = train_loop(cfg, sk, model, opt, train, gen)
+        sk.save(step)
+        report = score(cfg, sk, model, train, test, step)
+        sk.finish(report, step, {"iou3d": report["iou3d"], "bound_nats": report["bound_nats"]})
+        return report
+    finally:
+        sk.close()
 
-    def save() -> None:
-        log.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                  "trained_s": trained_s, "gen": gen.get_state(), "rng": checkpoint.rng_state()})
 
-    t_cfg = cfg.train
-    t0 = time.time() - trained_s
-    while step < t_cfg.steps:
-        if t_cfg.max_minutes and time.time() - t0 > 60 * t_cfg.max_minutes:
-            break
+def train_loop(cfg: ImageRunConfig, sk: RunSkeleton, model: ImageVolumeModel,
+               opt: torch.optim.Optimizer, train: MultiViewData, gen: torch.Generator) -> int:
+    """From the (resumed) start to ``train.steps`` or the time limit; returns the last step."""
+    t_cfg, log, step = cfg.train, sk.log, sk.start
+    sk.start_clock()
+    while step < t_cfg.steps and not sk.out_of_time():
         idx = torch.randint(len(train), (t_cfg.batch,), generator=gen)
-        b = train.batch(idx, gen).to(device)
+        b = train.batch(idx, gen).to(sk.device)
         x, c, cam = model_inputs(cfg, b)
         out = model(x, c, cam)
         loss = -out.elbo.mean()
@@ -274,7 +273,6 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
         opt.step()
         step += 1
-        trained_s = time.time() - t0
         if step % t_cfg.log_every == 0 or step == t_cfg.steps:
             vals = {"train/bound_nats": -loss.item(), "train/kl": out.kl.mean().item(),
                     "train/log_lik": out.log_lik.mean().item()}
@@ -284,25 +282,28 @@ def run(cfg: ImageRunConfig, resume: bool = False) -> dict:
         if step % t_cfg.image_every == 0:
             log.image("train/views", views_grid(cfg, b, out.params, model, 2), step)
         if step % t_cfg.checkpoint_every == 0:
-            save()
+            sk.save(step)
         log.progress(1, bound=-loss.item())
-    save()
-    res, grid = evaluate(cfg, model, test, device)
+    return step
+
+
+def score(cfg: ImageRunConfig, sk: RunSkeleton, model: ImageVolumeModel,
+          train: MultiViewData, test: MultiViewData, step: int) -> dict:
+    """Held-out evaluation, pictures and the report (``finish`` writes it)."""
+    res, grid = evaluate(cfg, model, test, sk.device)
     report = {
         "experiment": cfg.views.experiment, "image": cfg.views.image,
         "bound_nats": res.pop("elbo"), "iwae_nats": res.pop("iwae", None),
         "iou3d": res.pop("iou3d"), **res,
-        "budget": {"steps": step, "train_seconds": round(trained_s, 1),
-                   "batch": t_cfg.batch, "n_train": len(train), "n_test": len(test),
+        "budget": {"steps": step, "train_seconds": round(sk.elapsed, 1),
+                   "batch": cfg.train.batch, "n_train": len(train), "n_test": len(test),
                    "T": cfg.model.volume.steps},
-        "machine": machine(device),
+        "machine": machine(sk.device),
     }
-    log.scalars(step, {f"eval/{k}": v for k, v in report.items()
-                       if isinstance(v, float) and math.isfinite(v)})
-    log.image("eval/views", grid, step)
-    save_png(log.dir / "views.png", grid)
-    log.write_json("report.json", report)
-    log.close()
+    sk.log.scalars(step, {f"eval/{k}": v for k, v in report.items()
+                          if isinstance(v, float) and math.isfinite(v)})
+    sk.log.image("eval/views", grid, step)
+    save_png(sk.log.dir / "views.png", grid)
     return report
 
 

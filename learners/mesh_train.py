@@ -31,7 +31,7 @@ from learners.mesh_refine import RefineConfig, refine
 from learners.mesh_step import MeshStep, RewardSource, StepResult, env_spec
 from learners.runlog import RunLog, image_grid, save_png
 from learners.self_imitation import SelfImitation
-from learners.skeleton import RunSkeleton
+from learners.skeleton import RunSkeleton, seed_everything
 from workers import cluster
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig, make_pool
@@ -53,7 +53,7 @@ class EstimatorConfig:
 
 
 @dataclass
-class TrainConfig:
+class MeshTrainConfig:
     steps: int = 6000
     """Optimiser steps."""
     batch: int = 32
@@ -127,8 +127,11 @@ class TrainConfig:
                              f"schedule), got {self.std_final}")
 
 
+TrainConfig = MeshTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class MeshEvalConfig:
     n_test: int = 0
     """Held-out images to score at the end (0: all)."""
     chamfer_points: int = 2000
@@ -138,6 +141,9 @@ class EvalConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Per-image refinement of the inferred meshes through the renderer before scoring
     (``learners.mesh_refine``); the report keeps the inference network's own scores too."""
+
+
+EvalConfig = MeshEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass
@@ -174,10 +180,11 @@ def render_fn(r: MeshRenderer):
 def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     """Train, score the held-out images, and report: returns what ``report.json`` holds."""
     tc = cfg.train
+    est = make_estimator(cfg)  # a bad choice fails here, before the run directory is touched
     sk = RunSkeleton(cfg, tc.steps, resume, tc.time_limit_s, tc.progress)
     job = None
     try:
-        job = set_up(cfg, sk)
+        job = set_up(cfg, sk, est)
         train_loop(job)
         report = score(job)
         sk.finish(report, job.step, headline(report))
@@ -229,13 +236,21 @@ class Job:
         self.local.release()
 
 
-def set_up(cfg: MeshRunConfig, sk: RunSkeleton) -> Job:
-    """Estimator, data, model, optimisers and generators (restored on a resume), then the
-    reward sources the estimator requires."""
+def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
+    """The config's estimator, checked against ``train.samples``; its own parameters are
+    initialised from the run's seed."""
+    seed_everything(cfg.seed)
+    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
+    est.check_samples(cfg.train.samples)
+    return est
+
+
+def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:
+    """Data, model, optimisers and generators (restored on a resume), then the reward
+    sources the estimator requires."""
     tc, dev = cfg.train, sk.device
     torch.set_num_threads(tc.torch_threads)
-    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
-    est.check_samples(tc.samples)
+    est = est.to(dev)
     local = local_renderer(cfg)
     try:
         # data: generated once from the seed and cached (the truth is kept for scoring only)
@@ -271,6 +286,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton) -> Job:
 def train_loop(job: Job) -> None:
     """Steps until ``train.steps`` or the time limit; logs, rolls back and checkpoints."""
     tc = job.cfg.train
+    job.sk.start_clock()
     while job.step < tc.steps and not job.sk.out_of_time():
         job.step += 1
         t0 = time.perf_counter()
@@ -418,7 +434,7 @@ def headline(report: dict) -> dict[str, float]:
     return out
 
 
-def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def run_fraction(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
     is further on."""
     done = step / tc.steps
@@ -427,12 +443,12 @@ def run_fraction(tc: TrainConfig, step: int, elapsed_s: float) -> float:
     return min(1.0, done)
 
 
-def lr_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def lr_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """The learning rate's fraction at ``step``: linear from 1 to ``lr_final``."""
     return 1 - (1 - tc.lr_final) * run_fraction(tc, step, elapsed_s)
 
 
-def std_factor(tc: TrainConfig, step: int, elapsed_s: float) -> float:
+def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """The sampling std's factor at ``step``: linear from 1 to ``std_final``."""
     return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
 

@@ -1,5 +1,6 @@
 """What every long run shares: its directory ``runs/<name>/``, a TensorBoard writer, a progress
-bar, and atomic checkpoints that ``--resume`` continues from."""
+bar on a terminal (a progress line every ``RunLog.line_every_s`` seconds when stderr goes to a
+file), and atomic checkpoints that ``--resume`` continues from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,41 @@ import numpy as np
 from learners import checkpoint
 
 
+class ProgressLines:
+    """Progress for a log file: one line every ``every_s`` seconds (and at the last step) with
+    the step, the rate, the time left and the latest values, where a bar would only write
+    carriage returns."""
+
+    def __init__(self, total: int, start: int, every_s: float, file: Any,
+                 clock: Any = time.monotonic):
+        self.total, self.n, self.every_s, self.file, self.clock = total, start, every_s, file, clock
+        self._start_n, self._t0 = start, clock()
+        self._last = self._t0
+
+    def update(self, n: int, postfix: dict[str, float]) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self._last < self.every_s and self.n < self.total:
+            return
+        self._last = now
+        rate = (self.n - self._start_n) / max(now - self._t0, 1e-9)
+        left = (self.total - self.n) / rate if rate > 0 else float("inf")
+        values = "".join(f" | {k} {v:.4g}" for k, v in postfix.items())
+        print(f"step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%) | "
+              f"{rate:.3g} steps/s | {_duration(left)} left{values}", file=self.file, flush=True)
+
+
+def _duration(s: float) -> str:
+    if not np.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 class RunLog:
+    line_every_s: float = 30.0
+    """Seconds between progress lines when stderr is not a terminal."""
+
     def __init__(self, out_dir: str | Path, name: str, total_steps: int, start_step: int = 0,
                  config: dict | None = None, progress: bool = True):
         self.dir = Path(out_dir) / name
@@ -50,10 +85,17 @@ class RunLog:
         self.tb.add_image(tag, a, step, dataformats="HWC")
 
     def progress(self, n: int = 1, **postfix: float) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+        if self.bar is None:
+            return
+        if self.bar.disable:  # not a terminal: steady lines instead of a bar
+            if getattr(self, "_lines", None) is None:
+                self._lines = ProgressLines(self.bar.total, self.bar.n, self.line_every_s,
+                                            sys.stderr)
+            self._lines.update(n, postfix)
+            return
+        self.bar.update(n)
+        if postfix:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
 
     def save(self, state: dict[str, Any]) -> Path:
         return checkpoint.save(state, self.checkpoint_path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from learners import checkpoint
-from learners.config import as_config_file, to_dict
+from learners.config import ConfigError, as_config_file, to_dict
 from learners.runlog import RunLog
 
 
@@ -31,7 +31,7 @@ def make_device(name: str) -> torch.device:
     asked for and absent."""
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name} asked for but CUDA is not available; use cpu")
+        raise ConfigError(f"device: {name} asked for but CUDA is not available; use cpu")
     return dev
 
 
@@ -73,10 +73,10 @@ class RunSkeleton:
         path = Path(cfg.out_dir) / cfg.name / "checkpoint.pt"
         self.state: dict[str, Any] | None = checkpoint.load(path) if resume else None
         self.start = int(self.state["step"]) if self.state else 0
-        train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0
+        self._train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0
         self.log = RunLog(cfg.out_dir, cfg.name, steps, self.start, config=as_config_file(cfg),
                           progress=progress)
-        self._t0 = time.time() - train_s  # the clock goes on from where a resumed run stopped
+        self.start_clock()
         self._tracked: dict[str, Any] = {}
         self.stopped_by = "steps"
 
@@ -127,6 +127,11 @@ class RunSkeleton:
         return self.log.save(st)
 
     # ------------------------------------------------------------------ clock
+
+    def start_clock(self) -> None:
+        """Start counting training time now (call it when the set-up is done), on from where
+        a resumed run stopped."""
+        self._t0 = time.time() - self._train_s
 
     @property
     def elapsed(self) -> float:

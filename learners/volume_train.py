@@ -4,13 +4,13 @@ class-conditional generation, generation from views, and 3D completion of the le
 ``python -m learners.run --config configs/volumes_generation.yaml [--set train.steps=100]``
 logs bounds and pictures (max-projections and middle slices) to TensorBoard under
 ``runs/<name>/tb``, checkpoints atomically to ``runs/<name>/checkpoint.pt`` (``--resume``
-continues), and ends with ``runs/<name>/report.json`` and PNG pictures beside it.
+continues), and ends with ``runs/<name>/report.json`` and PNG pictures beside it. The run
+directory, resume, random state and report are ``learners.skeleton``'s.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -21,13 +21,13 @@ from gen3d.data.volumes import VolumeDataConfig, VolumeSet, load_volumes
 from gen3d.volumes import bounds, completion
 from gen3d.volumes.contexts import render_views
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig
-from learners import checkpoint
-from learners.config import ConfigError, as_config_file, to_dict
+from learners.config import ConfigError
 from learners.runlog import RunLog, image_grid, save_png
+from learners.skeleton import RunSkeleton
 
 
 @dataclass
-class TrainConfig:
+class VolumeTrainConfig:
     """Optimisation of the ELBO."""
 
     steps: int = 2000
@@ -51,8 +51,11 @@ class TrainConfig:
     """torch.compile the model's per-step function (fuses its small kernels; ~1 min to build)"""
 
 
+TrainConfig = VolumeTrainConfig  # the shorter name, for existing imports
+
+
 @dataclass
-class EvalConfig:
+class VolumeEvalConfig:
     """What the report measures."""
 
     n_eval: int = 200
@@ -67,6 +70,9 @@ class EvalConfig:
     """rounds of the clamped inference-generation chain"""
     n_completion: int = 64
     """held-out volumes to complete"""
+
+
+EvalConfig = VolumeEvalConfig  # the shorter name, for existing imports
 
 
 @dataclass
@@ -241,64 +247,61 @@ def pictures(model: VolumeModel, cfg: VolumeRunConfig, test: Batches, log: RunLo
 
 def run(cfg: VolumeRunConfig, resume: bool = False) -> dict:
     """Train, evaluate and report; returns the report dict."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    device = torch.device(cfg.device)
-    train_set, test_set = load_volumes(cfg.data)
-    check_config(cfg, train_set)
-    train, test = Batches(train_set, cfg, device), Batches(test_set, cfg, device)
-    model = VolumeModel(cfg.model).to(device)
-    if cfg.train.compile:
-        model.compile_steps(dynamic=False)
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    start = 0
-    log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, 0, as_config_file(cfg))
-    if resume:
-        state = log.load()
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        checkpoint.set_rng_state(state["rng"])
-        start = state["step"]
-        log.close()
-        log = RunLog(cfg.out_dir, cfg.name, cfg.train.steps, start, as_config_file(cfg))
+    sk = RunSkeleton(cfg, cfg.train.steps, resume)
+    try:
+        train_set, test_set = load_volumes(cfg.data)
+        check_config(cfg, train_set)
+        train, test = Batches(train_set, cfg, sk.device), Batches(test_set, cfg, sk.device)
+        model = VolumeModel(cfg.model).to(sk.device)
+        if cfg.train.compile:
+            model.compile_steps(dynamic=False)
+        opt = make_optimizer(model, cfg)
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        sk.track(model=model, opt=opt, gen=gen)
+        sk.restore()
+        train_loop(cfg, sk, model, opt, train, test, gen)
+        report = final_report(model, cfg, train, test, sk.log, gen)
+        headline = {k: report[k] for k in ("elbo_nats", "iwae_nats", "nearest_mean_accuracy",
+                                           "completion_iou") if k in report}
+        sk.finish(report, cfg.train.steps, headline)
+        return report
+    finally:
+        sk.close()
 
-    def save(step: int) -> None:
-        log.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                  "rng": checkpoint.rng_state(), "step": step, "config": to_dict(cfg)})
 
-    graph = cfg.train.cuda_graph and device.type == "cuda"
-    train_step = TrainStep(model, opt, cfg.train.grad_clip, graph)
-    t0, done, last = time.time(), 0, start
-    for step in range(start + 1, cfg.train.steps + 1):
-        idx = torch.randint(len(train), (cfg.train.batch,), generator=gen).to(device)
+def train_loop(cfg: VolumeRunConfig, sk: RunSkeleton, model: VolumeModel,
+               opt: torch.optim.Optimizer, train: Batches, test: Batches,
+               gen: torch.Generator) -> None:
+    """From the (resumed) start step to ``train.steps``: log, evaluate, checkpoint."""
+    tc, log = cfg.train, sk.log
+    graph = tc.cuda_graph and sk.device.type == "cuda"
+    train_step = TrainStep(model, opt, tc.grad_clip, graph)
+    sk.start_clock()
+    t0, done, last = time.time(), 0, sk.start
+    for step in range(sk.start + 1, tc.steps + 1):
+        idx = torch.randint(len(train), (tc.batch,), generator=gen).to(sk.device)
         x, c = train.get(idx)
         loss, kl, log_lik = train_step(x, c)
         done += 1
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if step % tc.log_every == 0 or step == tc.steps:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: the bound is {loss.item()}; lower "
                                          "train.lr or train.grad_clip, or --resume from the "
                                          "last checkpoint")
-            rate = done * cfg.train.batch / max(time.time() - t0, 1e-9)
+            rate = done * tc.batch / max(time.time() - t0, 1e-9)
             log.scalars(step, {"train/neg_elbo_nats": loss.item(), "train/kl_nats": kl.item(),
                                "train/neg_log_lik_nats": -log_lik.item(),
                                "train/volumes_per_s": rate})
             log.progress(step - last, nelbo=loss.item())
             last = step
-        if step % cfg.train.eval_every == 0 and step != cfg.train.steps:
+        if step % tc.eval_every == 0 and step != tc.steps:
             ev = evaluate(model, test, cfg.eval.n_eval)
             log.scalars(step, {"test/neg_elbo_nats": ev["neg_elbo_nats"]})
             pictures(model, cfg, test, log, step, gen)
-        if step % cfg.train.ckpt_every == 0:
-            save(step)
-    if start < cfg.train.steps:
-        save(cfg.train.steps)
-    report = final_report(model, cfg, train, test, log, gen)
-    log.close()
-    return report
+        if step % tc.ckpt_every == 0:
+            sk.save(step)
+    if sk.start < tc.steps:
+        sk.save(tc.steps)
 
 
 def final_report(model: VolumeModel, cfg: VolumeRunConfig, train: Batches, test: Batches,
@@ -347,5 +350,4 @@ def final_report(model: VolumeModel, cfg: VolumeRunConfig, train: Batches, test:
         log.image("completion", pic, step)
         save_png(log.dir / "completion.png", pic)
         log.scalars(step, {"test/completion_iou": report["completion_iou"]})
-    log.write_json("report.json", report)
     return report

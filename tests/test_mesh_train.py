@@ -121,6 +121,11 @@ def test_the_time_limit_counts_the_training_before_a_resume(tmp_path):
     cfg.train.steps, cfg.train.time_limit_s = 4, 50.0
     report = run(cfg, resume=True)  # past its limit already: scores without another step
     assert report["scores"]["steps"] == 2 and report["speed"]["pool"]["requested"] == 0
+    # the report says the clock, not the step count, ended it
+    assert report["budget"] == report["budget"] | {"steps": 2, "steps_planned": 4,
+                                                   "time_limit_s": 50.0,
+                                                   "stopped_by": "time_limit"}
+    assert report["budget"]["train_s"] >= 100.0
     assert torch.load(ck, weights_only=False)["train_s"] >= 100.0
 
 

@@ -1,0 +1,17 @@
+"""The benchmarks' summary over seeds: mean, spread and extremes of each numeric score."""
+
+import pytest
+
+from benchmarks.common import seed_spread
+
+
+def test_seed_spread_summarises_numeric_scores_over_seeds():
+    runs = [{"seed": 0, "iou": 0.90, "steps": 100, "stopped_by": "steps"},
+            {"seed": 1, "iou": 0.88, "steps": 100, "stopped_by": "steps"},
+            {"seed": 2, "iou": 0.95, "steps": 100, "stopped_by": "time_limit"}]
+    s = seed_spread(runs, ["seed", "iou", "steps", "stopped_by"])
+    assert set(s) == {"mean", "std", "min", "max"} and set(s["mean"]) == {"iou", "steps"}
+    assert s["mean"]["iou"] == pytest.approx(0.91)
+    assert s["std"]["iou"] == pytest.approx(0.036055, rel=1e-4)  # sqrt(0.0026 / 2)
+    assert (s["min"]["iou"], s["max"]["iou"]) == (0.88, 0.95)
+    assert s["std"]["steps"] == 0.0
