@@ -52,6 +52,7 @@ def heldout_iou(cfg, weights: list[tuple[int, dict]], points: int) -> list[tuple
     from gen3d.mesh_model import MeshModel
     from learners.mesh_eval import infer_actions, iou
 
+    weights = list(dict(weights).items())  # the last save may repeat a step: keep one
     _, test = mesh_images.load(cfg.data)
     n = cfg.eval.n_test or len(test)
     test = test.subset(slice(0, n))

@@ -100,11 +100,13 @@ def first_at_least(curve: np.ndarray, level: float | None) -> int | None:
 
 
 def spread(values: list) -> dict | None:
-    """Mean, min, max and count of the values that exist (None where none does)."""
+    """Mean, std (n-1), min, max and count of the values that exist (None where none does):
+    a figure that only some seeds reach (renders to target) counts the seeds that did."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if not len(v):
         return None
-    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "n": len(v)}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": len(v)}
 
 
 def seed_rows(runs: dict, var: dict, cfg0, names: list[str], smooth_w: int,

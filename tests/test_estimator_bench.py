@@ -139,11 +139,9 @@ def test_a_budget_under_one_step_is_refused_with_the_fix(tmp_path, capsys):
     assert "raise --budget" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="learners.mesh_train.set_up builds the estimator before "
-                   "the model, and the networks of neural and lax draw their initial weights "
-                   "from torch's global generator: the model then starts elsewhere than for "
-                   "the other estimators at the same seed (fix: build the model first)")
 def test_estimators_with_networks_start_from_the_same_network(tmp_path):
+    """An estimator's own networks (neural, lax) draw their initial weights too: the model's
+    must still be the one every other estimator starts from at that seed."""
     from learners.mesh_train import run
 
     weights = {}
