@@ -13,7 +13,7 @@ from learners import plots
 def stacked(runs: dict, key) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{estimator: (x, y over seeds)} from ``key(run) -> (x, y)``, cut to the shortest seed."""
     per: dict[str, list] = {}
-    for (_, n), r in sorted(runs.items(), key=lambda kv: kv[0]):
+    for (_, n), r in runs.items():
         if "gain" in r:
             per.setdefault(n, []).append(key(r))
     out = {}
@@ -31,6 +31,8 @@ def write_all(runs: dict, diag: dict, cfg0, plot_dir: Path, stem: str, tb_dir: P
     from learners.diagnose import figure as variance_figure
 
     bk = cfg0.train.batch * cfg0.train.samples
+    names = list(dict.fromkeys(n for _, n in runs))  # the order given: one colour each
+    colours = plots.palette(names) | {f"{n} (soft ELBO)": c for n, c in plots.palette(names).items()}
     elbo = stacked(runs, lambda r: ((np.arange(len(r["gain"])) + 1) * bk, r["gain"]))
     elbo = {(f"{n} (soft ELBO)" if _kind(runs, n) == "soft" else n): v for n, v in elbo.items()}
     iou = stacked(runs, lambda r: ([s * bk for s, _ in r["iou_points"]],
@@ -41,12 +43,13 @@ def write_all(runs: dict, diag: dict, cfg0, plot_dir: Path, stem: str, tb_dir: P
     if elbo:
         figs["elbo_gain"] = plots.curves(elbo, "renders", "training ELBO gain (nats, smoothed)",
                                          "ELBO gain over the initial sphere; dashed: target",
-                                         hline=target)
+                                         hline=target, colours=colours)
     if iou:
         figs["heldout_iou"] = plots.curves(iou, "renders", "held-out silhouette IoU",
-                                           "held-out IoU; dashed: best fixed sphere", hline=floor)
+                                           "held-out IoU; dashed: best fixed sphere", hline=floor,
+                                           colours=colours)
     if diag:
-        figs["variance"] = variance_figure([diag[s] for s in sorted(diag)])
+        figs["variance"] = variance_figure([diag[s] for s in sorted(diag)], colours)
     paths, pixels = {}, {}
     for key, fig in figs.items():
         path = plot_dir / f"{stem}_{key}.png"

@@ -291,7 +291,7 @@ PANELS = [("var_mean", "gradient variance (mean per coordinate)", True),
           ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
 
 
-def figure(outs: list[dict]):
+def figure(outs: list[dict], colours: dict[str, str] | None = None):
     """Bar charts of variance, directional SNR and cosine to the oracle per estimator, with
     the spread over several diagnoses (one per seed) when given more than one."""
     panels = []
@@ -303,7 +303,7 @@ def figure(outs: list[dict]):
                     vals.setdefault(r["estimator"], []).append(r[key])
         panels.append((label, vals, log))
     spread = f"; {len(outs)} seeds: mean, min-max" if len(outs) > 1 else ""
-    return plots.bars(panels, "gradient estimates at a fixed checkpoint" + spread)
+    return plots.bars(panels, "gradient estimates at a fixed checkpoint" + spread, colours)
 
 
 def write(out: dict, out_dir: Path) -> Path:

@@ -24,15 +24,22 @@ def _pyplot():
     return plt
 
 
+def palette(names: Sequence[str]) -> dict[str, str]:
+    """A colour per name, in order: pass the same to every figure so that one estimator has
+    one colour throughout."""
+    return {n: COLOURS[i % len(COLOURS)] for i, n in enumerate(names)}
+
+
 def curves(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str,
-           title: str, hline: float | None = None):
+           title: str, hline: float | None = None, colours: dict[str, str] | None = None):
     """One line per name: ``series[name] = (x, y)`` with y of shape (seeds, len(x)); the line is
     the mean over seeds and the band spans their minimum to maximum."""
     plt = _pyplot()
+    colours = colours or palette(list(series))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for i, (name, (x, y)) in enumerate(series.items()):
+    for name, (x, y) in series.items():
         y = np.atleast_2d(np.asarray(y, dtype=float))
-        c = COLOURS[i % len(COLOURS)]
+        c = colours.get(name, "black")
         ax.plot(x, y.mean(0), color=c, lw=1.6, label=f"{name} (n={len(y)})")
         if len(y) > 1:
             ax.fill_between(x, y.min(0), y.max(0), color=c, alpha=0.18, lw=0)
@@ -47,7 +54,8 @@ def curves(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel
     return fig
 
 
-def bars(panels: Sequence[tuple[str, dict[str, Sequence[float]], bool]], title: str = ""):
+def bars(panels: Sequence[tuple[str, dict[str, Sequence[float]], bool]], title: str = "",
+         colours: dict[str, str] | None = None):
     """Side-by-side horizontal bar charts: each panel is (label, {name: values over seeds},
     log scale); a bar is the mean, its whisker the minimum to maximum, dots the seeds."""
     plt = _pyplot()
@@ -55,10 +63,11 @@ def bars(panels: Sequence[tuple[str, dict[str, Sequence[float]], bool]], title: 
         (len(v) for _, v, _ in panels), default=1) + 1.4), dpi=120, squeeze=False)
     for ax, (label, values, log) in zip(axes[0], panels):
         names = [n for n, v in values.items() if len(_finite(v))]
+        cs = colours or palette(list(values))
         for i, n in enumerate(names):
             v = _finite(values[n])
             mean = np.exp(np.log(v).mean()) if log else v.mean()  # geometric mean on a log axis
-            c = COLOURS[i % len(COLOURS)]
+            c = cs.get(n, "black")
             ax.barh(i, mean, color=c, alpha=0.75)
             if len(v) > 1:
                 ax.plot([v.min(), v.max()], [i, i], color="black", lw=1.2)
