@@ -109,7 +109,7 @@ def spread(values: list) -> dict | None:
             "min": float(v.min()), "max": float(v.max()), "n": len(v)}
 
 
-def seed_rows(runs: dict, var: dict, cfg0, names: list[str], smooth_w: int,
+def seed_rows(runs: dict, var: dict, cfg0, names: list[str],
               target: float | None) -> dict:
     """{estimator: [per-seed row]} from the runs and diagnoses; each row has its seed."""
     bk = cfg0.train.batch * cfg0.train.samples
@@ -254,7 +254,7 @@ def report(a, cfg0, s: dict, runs: dict, options: dict, extra: dict, seeds: list
     diag = er.diagnose_seeds(cfg0, runs, main_name, a.names, extra, a.estimates or s["estimates"])
     var = {seed: {r["estimator"]: r for r in d["rows"]} for seed, d in diag.items()}
     kinds = {n: r["render_kind"] for (_, n), r in runs.items() if "render_kind" in r}
-    rows = summary_rows(seed_rows(runs, var, cfg0, a.names, a.smooth, target), options, kinds)
+    rows = summary_rows(seed_rows(runs, var, cfg0, a.names, target), options, kinds)
     print(table(flat(rows), ["estimator", "seeds", "options", *STATS, "error"]))
     print(f"target ELBO gain {target} nats (best seed-mean final {best}); "
           f"{time.time() - t0:.0f} s in all")
