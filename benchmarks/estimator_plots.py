@@ -10,12 +10,9 @@ import numpy as np
 from learners import plots
 
 
-def stacked(runs: dict, key) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{estimator: (x, y over seeds)} from ``key(run) -> (x, y)``, cut to the shortest seed."""
-    per: dict[str, list] = {}
-    for (_, n), r in runs.items():
-        if "gain" in r:
-            per.setdefault(n, []).append(key(r))
+def stacked(per: dict[str, list]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{estimator: (x, y over seeds)} from {estimator: [(x, y) per seed]}, cut to the shortest
+    seed."""
     out = {}
     for n, xy in per.items():
         m = min(len(x) for x, _ in xy)
@@ -23,22 +20,48 @@ def stacked(runs: dict, key) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def write_all(runs: dict, diag: dict, cfg0, plot_dir: Path, stem: str, tb_dir: Path,
-              target: float | None) -> dict[str, str]:
-    """Writes ``<stem>_elbo_gain.png``, ``<stem>_heldout_iou.png`` and ``<stem>_variance.png``
-    (the last when there are diagnoses) and logs them with their curves to TensorBoard;
-    returns {figure: path}."""
-    from learners.diagnose import figure as variance_figure
-
+def series_from_runs(runs: dict, cfg0) -> dict:
+    """The figures' data from finished runs: ELBO gain at every step, IoU at its points."""
     bk = cfg0.train.batch * cfg0.train.samples
-    names = list(dict.fromkeys(n for _, n in runs))  # the order given: one colour each
-    colours = plots.palette(names) | {f"{n} (soft ELBO)": c for n, c in plots.palette(names).items()}
-    elbo = stacked(runs, lambda r: ((np.arange(len(r["gain"])) + 1) * bk, r["gain"]))
-    elbo = {(f"{n} (soft ELBO)" if _kind(runs, n) == "soft" else n): v for n, v in elbo.items()}
-    iou = stacked(runs, lambda r: ([s * bk for s, _ in r["iou_points"]],
-                                   [v for _, v in r["iou_points"]]))
+    elbo: dict[str, list] = {}
+    iou: dict[str, list] = {}
+    for (_, n), r in runs.items():
+        if "gain" not in r:
+            continue
+        label = f"{n} (soft ELBO)" if r["render_kind"] == "soft" else n
+        elbo.setdefault(label, []).append(((np.arange(len(r["gain"])) + 1) * bk, r["gain"]))
+        iou.setdefault(n, []).append(([s * bk for s, _ in r["iou_points"]],
+                                      [v for _, v in r["iou_points"]]))
     floor = next((r["report"]["scores"].get("iou_sphere_floor") for r in runs.values()
                   if "report" in r), None)
+    return {"elbo_gain": stacked(elbo), "heldout_iou": stacked(iou), "iou_floor": floor,
+            "names": list(dict.fromkeys(n for _, n in runs))}
+
+
+def series_from_json(res: dict) -> dict:
+    """The figures' data from the benchmark's JSON (its curves keep about 100 points each)."""
+    kinds = {r["estimator"]: r.get("render_kind") for r in res["rows"]}
+    elbo: dict[str, list] = {}
+    iou: dict[str, list] = {}
+    for n, seeds in res["curves"].items():
+        label = f"{n} (soft ELBO)" if kinds.get(n) == "soft" else n
+        for c in seeds.values():
+            elbo.setdefault(label, []).append((c["renders"], c["elbo_gain"]))
+            iou.setdefault(n, []).append((c["iou_renders"], c["iou"]))
+    return {"elbo_gain": stacked(elbo), "heldout_iou": stacked(iou),
+            "iou_floor": res.get("iou_sphere_floor"), "names": [r["estimator"] for r in res["rows"]]}
+
+
+def write_all(series: dict, diag: list[dict], plot_dir: Path, stem: str, tb_dir: Path,
+              target: float | None) -> dict[str, str]:
+    """Writes ``<stem>_elbo_gain.png``, ``<stem>_heldout_iou.png`` and ``<stem>_variance.png``
+    (the last when there are diagnoses, one per seed) and logs them with their curves to
+    TensorBoard; returns {figure: path}."""
+    from learners.diagnose import figure as variance_figure
+
+    colours = plots.palette(series["names"])
+    colours |= {f"{n} (soft ELBO)": c for n, c in colours.items()}
+    elbo, iou = series["elbo_gain"], series["heldout_iou"]
     figs = {}
     if elbo:
         figs["elbo_gain"] = plots.curves(elbo, "renders", "training ELBO gain (nats, smoothed)",
@@ -46,10 +69,10 @@ def write_all(runs: dict, diag: dict, cfg0, plot_dir: Path, stem: str, tb_dir: P
                                          hline=target, colours=colours)
     if iou:
         figs["heldout_iou"] = plots.curves(iou, "renders", "held-out silhouette IoU",
-                                           "held-out IoU; dashed: best fixed sphere", hline=floor,
-                                           colours=colours)
+                                           "held-out IoU; dashed: best fixed sphere",
+                                           hline=series["iou_floor"], colours=colours)
     if diag:
-        figs["variance"] = variance_figure([diag[s] for s in sorted(diag)], colours)
+        figs["variance"] = variance_figure(diag, colours)
     paths, pixels = {}, {}
     for key, fig in figs.items():
         path = plot_dir / f"{stem}_{key}.png"
@@ -59,11 +82,7 @@ def write_all(runs: dict, diag: dict, cfg0, plot_dir: Path, stem: str, tb_dir: P
     return paths
 
 
-def _kind(runs: dict, name: str) -> str | None:
-    return next((r.get("render_kind") for (_, n), r in runs.items() if n == name), None)
-
-
-def to_tensorboard(tb_dir: Path, series: dict, diag: dict, pixels: dict) -> None:
+def to_tensorboard(tb_dir: Path, series: dict, diag: list[dict], pixels: dict) -> None:
     """Mean, min and max over seeds of each curve against renders, each estimator's diagnosis
     figures (mean over seeds) and the figures as images."""
     from torch.utils.tensorboard import SummaryWriter
@@ -79,7 +98,7 @@ def to_tensorboard(tb_dir: Path, series: dict, diag: dict, pixels: dict) -> None
                         tb.add_scalar(f"{what}_{stat}/{name}", float(v), int(x[i]))
         for key in ("var_mean", "dsnr", "snr_mean", "cos_oracle"):
             vals: dict[str, list] = {}
-            for d in diag.values():
+            for d in diag:
                 for r in d["rows"]:
                     if key in r:
                         vals.setdefault(r["estimator"], []).append(r[key])

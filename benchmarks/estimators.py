@@ -191,6 +191,8 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--out", default="runs/bench_estimators", help="runs and data cache")
     ap.add_argument("--no-softras", action="store_true", help="skip the oracle-vs-GL table")
     ap.add_argument("--only-softras", action="store_true", help="only the oracle-vs-GL table")
+    ap.add_argument("--replot", metavar="JSON", help="only draw the figures of an earlier run's "
+                                                     "JSON again (to --plots, else beside it)")
     a = ap.parse_args(argv)
     a.names = [n.strip() for n in a.estimators.split(",") if n.strip()]
     bad = sorted(set(a.names) - set(estimators.available()))
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     from learners.diagnose import options_for, parse_options
 
     ap, a = parse_args(argv)
+    if a.replot:
+        return replot(Path(a.replot), Path(a.plots) if a.plots else None, Path(a.out) / "tb")
     torch.set_num_threads(1)
     soft = [] if a.no_softras else er.softras_rows()
     if soft:
@@ -230,6 +234,22 @@ def main(argv: list[str] | None = None) -> dict:
     res["softras"] = soft
     write_json(a.json, res)
     return res
+
+
+def replot(path: Path, plot_dir: Path | None, tb_dir: Path) -> dict:
+    """The figures of a finished benchmark drawn again from its JSON alone."""
+    import json
+
+    from benchmarks import estimator_plots
+
+    res = json.loads(path.read_text())
+    diag = [res["diagnose"][k] for k in sorted(res.get("diagnose", {}), key=int)]
+    figures = estimator_plots.write_all(estimator_plots.series_from_json(res), diag,
+                                        plot_dir or path.parent, path.stem, tb_dir,
+                                        res.get("target_elbo_gain"))
+    for p in figures.values():
+        print(f"wrote {p}")
+    return {"figures": figures}
 
 
 def report(a, cfg0, s: dict, runs: dict, options: dict, extra: dict, seeds: list[int],
@@ -261,12 +281,14 @@ def report(a, cfg0, s: dict, runs: dict, options: dict, extra: dict, seeds: list
     plot_dir = Path(a.plots) if a.plots else (Path(a.json).parent if a.json else
                                                Path(a.out) / "plots")
     stem = Path(a.json).stem if a.json else "estimators"
-    figures = estimator_plots.write_all(runs, diag, cfg0, plot_dir, stem, Path(a.out) / "tb",
-                                        target)
+    series = estimator_plots.series_from_runs(runs, cfg0)
+    figures = estimator_plots.write_all(series, [diag[k] for k in sorted(diag)], plot_dir, stem,
+                                        Path(a.out) / "tb", target)
     return {"machine": machine(), "command": sys.argv, "config": a.config,
             "settings": s | {"steps": cfg0.train.steps, "seeds": seeds, "smooth": a.smooth,
                              "overrides": a.overrides},
-            "target_elbo_gain": target, "rows": rows, "figures": figures,
+            "target_elbo_gain": target, "iou_sphere_floor": series["iou_floor"], "rows": rows,
+            "figures": figures,
             "diagnose": {str(k): {kk: v for kk, v in d.items() if kk != "var_per_coordinate"}
                          for k, d in diag.items()},
             "curves": er.curves_json(runs, cfg0)}

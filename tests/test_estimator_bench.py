@@ -74,6 +74,8 @@ def test_each_estimator_runs_with_its_own_options_and_a_bad_one_fails_alone(benc
 
 
 def test_figures_are_valid_pngs_and_reach_tensorboard(bench):
+    from benchmarks.estimators import main
+
     tmp, out, res = bench
     figs = res["figures"]
     assert set(figs) == {"elbo_gain", "heldout_iou", "variance"}
@@ -84,6 +86,13 @@ def test_figures_are_valid_pngs_and_reach_tensorboard(bench):
             a = np.asarray(im.convert("L"))
         assert a.std() > 5  # something is drawn on it, not a blank canvas
     assert list((out / "tb").glob("events.*"))
+    # the same figures again from the JSON alone
+    again = main(["--replot", str(tmp / "res" / "bench.json"), "--plots", str(tmp / "again"),
+                  "--out", str(tmp / "again_out")])["figures"]
+    assert set(again) == set(figs)
+    for key, path in again.items():
+        with Image.open(path) as im, Image.open(figs[key]) as first:
+            assert im.format == "PNG" and im.size == first.size
 
 
 def test_seeds_are_paired_across_estimators(bench):
