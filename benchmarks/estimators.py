@@ -194,6 +194,7 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--replot", metavar="JSON", help="only draw the figures of an earlier run's "
                                                      "JSON again (to --plots, else beside it)")
     a = ap.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     a.names = [n.strip() for n in a.estimators.split(",") if n.strip()]
     bad = sorted(set(a.names) - set(estimators.available()))
     if bad:
@@ -284,7 +285,7 @@ def report(a, cfg0, s: dict, runs: dict, options: dict, extra: dict, seeds: list
     series = estimator_plots.series_from_runs(runs, cfg0)
     figures = estimator_plots.write_all(series, [diag[k] for k in sorted(diag)], plot_dir, stem,
                                         Path(a.out) / "tb", target)
-    return {"machine": machine(), "command": sys.argv, "config": a.config,
+    return {"machine": machine(), "command": ["benchmarks/estimators.py", *a.argv], "config": a.config,
             "settings": s | {"steps": cfg0.train.steps, "seeds": seeds, "smooth": a.smooth,
                              "overrides": a.overrides},
             "target_elbo_gain": target, "iou_sphere_floor": series["iou_floor"], "rows": rows,

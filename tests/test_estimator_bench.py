@@ -46,6 +46,7 @@ def test_each_estimator_runs_with_its_own_options_and_a_bad_one_fails_alone(benc
     saved = json.loads((tmp / "res" / "bench.json").read_text())
     rows = {r["estimator"]: r for r in saved["rows"]}
     assert [r["estimator"] for r in saved["rows"]] == ["reinforce", "rloo", "moving_average"]
+    assert saved["command"][1:4] == ["--config", str(tmp / "tiny.yaml"), "--estimators"]
     # the config's options go to the config's estimator only; --opt adds to them
     assert rows["rloo"]["options"] == {"keep_scale": True, "normalize": True}
     assert rows["reinforce"]["options"] == {}
