@@ -1,7 +1,8 @@
 """Gradient-estimator diagnostics at a fixed checkpoint.
 
     python -m learners.diagnose --config configs/primitives.yaml \
-        --checkpoint runs/primitives/checkpoint.pt [--estimators reinforce,rloo] [--estimates 100]
+        --checkpoint runs/primitives/checkpoint.pt [--estimators reinforce,rloo] [--estimates 100] \
+        [--opt rloo.normalize=false]
 
 Holds the model's parameters fixed and draws many gradient estimates per estimator on one
 fixed batch of training images, rewards from the GL renderer (in this process), exactly as
@@ -10,6 +11,9 @@ each estimator it reports the per-coordinate variance (mean, max), SNR, directio
 cosine similarity to the oracle (the pathwise gradient through the soft rasteriser), bias
 against a large-sample mean (RLOO with many samples) and renders per estimate. Writes
 ``diagnose.json``, ``diagnose.png`` and TensorBoard events to ``<run dir>/diagnose/``.
+Each estimator runs with its own options: the run's estimator with the config's
+``estimator.kwargs``, the others at their defaults, and ``--opt NAME.KEY=VALUE`` on top; an
+estimator that cannot run with its options reports why in its row and the others go on.
 Estimators with state (moving averages, neural baselines, LAX) first train that state for
 ``--warmup`` steps at the same fixed parameters, then are frozen (``eval()``).
 """
@@ -32,11 +36,12 @@ from envs.renderer import MeshRenderer
 from gen3d import estimators
 from gen3d.data import mesh_images
 from gen3d.mesh_model import MeshModel, images_to_tensor
-from learners import checkpoint
+from learners import checkpoint, plots
 from learners.config import ConfigError, load
 from learners.device import resolve_device
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
-from learners.pathwise import make_oracle
+from learners.mesh_step import surrogate
+from learners.pathwise import Oracle, make_oracle
 
 
 @dataclass
@@ -63,6 +68,35 @@ class Settings:
     """Multiplies the sampling std of p(m | z), as ``train.std_final`` does late in a run:
     how gradient quality depends on the width of the search."""
     seed: int = 0
+    options: dict[str, dict] = field(default_factory=dict)
+    """Per-estimator constructor options given on the command line (``--opt``), on top of the
+    config's ``estimator.kwargs`` for the config's estimator."""
+
+
+def parse_options(items: list[str], names: list[str] | None = None) -> dict[str, dict]:
+    """``["rloo.normalize=true", ...]`` as ``{"rloo": {"normalize": True}}`` (values read as
+    YAML); with ``names``, every option must name one of them."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, opt = key.strip().partition(".")
+        if not sep or not dot or not name or not opt:
+            raise ConfigError(f"--opt {item!r}: write it as ESTIMATOR.OPTION=VALUE, "
+                              f"e.g. rloo.normalize=true")
+        if names is not None and name not in names:
+            raise ConfigError(f"--opt {item!r}: {name!r} is not one of the estimators run "
+                              f"({', '.join(names)}); add it to --estimators or drop the option")
+        out.setdefault(name, {})[opt] = yaml.safe_load(raw)
+    return out
+
+
+def options_for(name: str, cfg: MeshRunConfig, extra: dict[str, dict]) -> dict:
+    """An estimator's options: the config's ``estimator.kwargs`` when it is the config's
+    estimator (the others do not share them: they may not accept them), then ``extra``."""
+    base = dict(cfg.estimator.kwargs) if name == cfg.estimator.name else {}
+    return base | extra.get(name, {})
 
 
 class Probe:
@@ -90,27 +124,18 @@ class Probe:
         g = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
         return torch.cat([t.reshape(-1) for t in g]).detach().double()
 
-    def estimate(self, est: estimators.Estimator, k: int, train: bool = False) -> Tensor:
-        """One estimate: the gradient of the learner's loss for this batch (minus the ELBO's
-        gradient, or the IWAE bound's for ``objective == "iwae"``)."""
+    def estimate(self, est: estimators.Estimator, k: int, oracle: Oracle | None = None) -> Tensor:
+        """One estimate: the gradient of the learner's loss for this batch, formed by the
+        run's own ``learners.mesh_step.surrogate`` (GL rewards when the estimator requires
+        them, soft ones from ``oracle`` when it requires those)."""
         self.model.zero_grad(set_to_none=True)
         est.zero_grad(set_to_none=True)
         shape = (len(self.x), k, self.model.decoder.dim)
         noise = est.noise(shape, generator=self.gen, device=self.dev)
         s = self.model.sample(self.x, k, noise=noise, generator=self.gen)
-        r = self.rewards(s.actions)
-        batch = estimators.Batch(s.logp, r, sample=s.m_rsample, features=s.features,
-                                 log_prior=s.log_pz - s.log_qz, noise=s.noise)
-        loss = est.loss(batch)
-        if est.objective == "elbo":
-            loss = loss + s.kl.mean()
+        r = self.rewards(s.actions) if "reward" in est.requires else None
+        loss, _ = surrogate(est, s, self.x, r, oracle)
         loss.backward()
-        return self.flat_grad()
-
-    def pathwise(self, oracle, k: int) -> Tensor:
-        self.model.zero_grad(set_to_none=True)
-        s = self.model.sample(self.x, k, generator=self.gen)
-        (-oracle.loglik(s.m_rsample, self.x).mean() + s.kl.mean()).backward()
         return self.flat_grad()
 
 
@@ -185,16 +210,17 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     model.std_scale.fill_(s.std_scale)
     probe = Probe(cfg, model, images, renderer, s.seed)
     names = s.estimators or estimators.available()
-    oracle = make_oracle(cfg, model, probe.dev, sigma=s.oracle_sigma, mode="edges")
     rloo = estimators.build("rloo")
     k_ref = s.ref_samples or 4 * k
     ref, _ = collect(lambda: probe.estimate(rloo, k_ref), s.ref_estimates, what="reference",
                      progress=progress)
-    orc, _ = collect(lambda: probe.pathwise(oracle, k), s.oracle_estimates, what="oracle",
+    soft = estimators.build("pathwise", sigma=s.oracle_sigma, mode="edges")
+    oracle = make_oracle(cfg, model, est=soft)
+    orc, _ = collect(lambda: probe.estimate(soft, k, oracle), s.oracle_estimates, what="oracle",
                      progress=progress)
     cos_ref_oracle = ref.mean @ orc.mean / (ref.mean.norm() * orc.mean.norm()).clamp_min(1e-300)
     out = {"settings": asdict(s) | {"batch": len(images), "samples": k, "ref_samples": k_ref,
-                                    "model_std_mean": float(model.std().mean())},
+                                    "model_std_mean": float(model.std().detach().mean())},
            "reference": {"estimator": "rloo", "samples": k_ref, "estimates": ref.n,
                          "renders": ref.n * len(images) * k_ref, "norm": float(ref.mean.norm()),
                          "cos_oracle": float(cos_ref_oracle)},
@@ -202,32 +228,14 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
                       "norm": float(orc.mean.norm())},
            "rows": [], "var_per_coordinate": {}}
     for name in names:
-        row: dict = {"estimator": name}
+        opts = options_for(name, cfg, s.options)
+        row: dict = {"estimator": name, "options": opts}
         try:
-            opts = cfg.estimator.kwargs if name == cfg.estimator.name else {}
-            est = estimators.build(name, **opts)
-            est = est.to(probe.dev)
-            if getattr(est, "pathwise", False):
-                draw, kind = (lambda: probe.pathwise(oracle, k)), "soft"
-            else:
-                if k < est.min_samples:
-                    raise ValueError(f"needs K >= {est.min_samples}, got K={k}")
-                size_lazy_parameters(est, model, k, probe.dev)
-                if est_state and est_state[0] == name:
-                    est.load_state_dict(est_state[1])
-                warm = warmup(probe, est, k, s.warmup, cfg.estimator.lr)
-                row["warmup_renders"] = warm
-                est.eval()
-                draw, kind = (lambda est=est: probe.estimate(est, k)), "gl"
-            before = probe.renders
-            m, sec = collect(draw, s.estimates, ref.mean, orc.mean, name, progress)
-            row.update(summarise(m, ref.mean, ref.var, ref.n))
-            row.update({"objective": est.objective, "renders_per_estimate": len(images) * k,
-                        "render_kind": kind, "gl_renders": probe.renders - before,
-                        "seconds_per_estimate": sec})
+            m = diagnose_one(probe, name, opts, k, s, row, est_state, cfg.estimator.lr, progress,
+                             (ref, orc))
             out["var_per_coordinate"][name] = m.var.float()
-        except ValueError as e:  # one estimator that cannot run with these settings
-            row["error"] = str(e)
+        except (ValueError, TypeError, RuntimeError) as e:  # this estimator, these options
+            row["error"] = f"{type(e).__name__}: {e}"
         out["rows"].append(row)
     done = {r["estimator"]: r for r in out["rows"] if "var_mean" in r}
     if "reinforce" in done:
@@ -236,7 +244,33 @@ def diagnose(cfg: MeshRunConfig, model: MeshModel, images: np.ndarray, renderer:
     return out
 
 
-def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: float) -> int:
+def diagnose_one(probe: Probe, name: str, opts: dict, k: int, s: Settings, row: dict,
+                 est_state: tuple[str, dict] | None, lr: float, progress: bool,
+                 against: tuple[Moments, Moments]) -> Moments:
+    """``s.estimates`` estimates of estimator ``name`` with options ``opts`` (its own state
+    warmed up first), summarised into ``row`` against the reference and the oracle."""
+    ref, orc = against
+    est = estimators.build(name, **opts).to(probe.dev)
+    est.check_samples(k)
+    oracle = make_oracle(probe.cfg, probe.model, est=est) if "soft_reward" in est.requires else None
+    size_lazy_parameters(est, probe.model, k, probe.dev)
+    if est_state and est_state[0] == name:
+        est.load_state_dict(est_state[1])
+    row["warmup_renders"] = warmup(probe, est, k, s.warmup, lr, oracle)
+    est.eval()
+    before = probe.renders
+    m, sec = collect(lambda: probe.estimate(est, k, oracle), s.estimates, ref.mean, orc.mean, name,
+                     progress)
+    row.update(summarise(m, ref.mean, ref.var, ref.n))
+    kind = "soft" if est.pathwise else ("gl+soft" if oracle is not None else "gl")
+    row.update({"objective": est.objective, "renders_per_estimate": probe.x.shape[0] * k,
+                "render_kind": kind, "gl_renders": probe.renders - before,
+                "seconds_per_estimate": sec})
+    return m
+
+
+def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: float,
+           oracle: Oracle | None = None) -> int:
     """Train an estimator's own state (running means, baseline networks) at fixed model
     parameters; returns the renders it took."""
     params = list(est.parameters())
@@ -247,36 +281,30 @@ def warmup(probe: Probe, est: estimators.Estimator, k: int, steps: int, lr: floa
     before = probe.renders
     est.train()
     for _ in range(steps):
-        probe.estimate(est, k)
+        probe.estimate(est, k, oracle)
         if opt:
             opt.step()
     return probe.renders - before
 
 
-def bar_chart(values: dict[str, float], title: str, log: bool = False,
-              size: tuple[int, int] = (520, 220)) -> np.ndarray:
-    """A labelled horizontal bar chart drawn with PIL (matplotlib is not a dependency)."""
-    from PIL import Image, ImageDraw
+PANELS = [("var_mean", "gradient variance (mean per coordinate)", True),
+          ("dsnr", "directional SNR", False),
+          ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
 
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    d.text((8, 4), title + (" (log10)" if log else ""), fill="black")
-    items = [(k, v) for k, v in values.items() if v is not None and np.isfinite(v)]
-    if not items:
-        return np.asarray(img)
-    vals = np.array([math.log10(max(v, 1e-300)) if log else v for _, v in items])
-    lo, hi = min(0.0, vals.min()), max(0.0, vals.max())
-    span = (hi - lo) or 1.0
-    x0, x1, top = 120, size[0] - 70, 22
-    row_h = (size[1] - top - 4) / len(items)
-    zero = x0 + (0 - lo) / span * (x1 - x0)
-    for i, ((name, _), v) in enumerate(zip(items, vals)):
-        y = top + i * row_h
-        d.text((6, y + row_h / 2 - 6), name[:16], fill="black")
-        xv = x0 + (v - lo) / span * (x1 - x0)
-        d.rectangle([min(zero, xv), y + 2, max(zero, xv), y + row_h - 2], fill=(70, 110, 190))
-        d.text((max(zero, xv) + 4, y + row_h / 2 - 6), f"{v:.3g}", fill="black")
-    return np.asarray(img)
+
+def figure(outs: list[dict], colours: dict[str, str] | None = None):
+    """Bar charts of variance, directional SNR and cosine to the oracle per estimator, with
+    the spread over several diagnoses (one per seed) when given more than one."""
+    panels = []
+    for key, label, log in PANELS:
+        vals: dict[str, list[float]] = {}
+        for out in outs:
+            for r in out["rows"]:
+                if key in r:
+                    vals.setdefault(r["estimator"], []).append(r[key])
+        panels.append((label, vals, log))
+    spread = f"; {len(outs)} seeds: mean, min-max" if len(outs) > 1 else ""
+    return plots.bars(panels, "gradient estimates at a fixed checkpoint" + spread, colours)
 
 
 def write(out: dict, out_dir: Path) -> Path:
@@ -285,16 +313,9 @@ def write(out: dict, out_dir: Path) -> Path:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from learners.runlog import save_png
-
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in out["rows"] if "var_mean" in r]
-    charts = [("var_mean", "gradient variance, mean per coordinate", True),
-              ("dsnr", "directional SNR", False),
-              ("cos_oracle", "cosine to the pathwise oracle, per estimate", False)]
-    png = np.concatenate([bar_chart({r["estimator"]: r[key] for r in rows}, title, log)
-                          for key, title, log in charts], 0)
-    save_png(out_dir / "diagnose.png", png)
+    png = plots.save(figure([out]), out_dir / "diagnose.png")
     tb = SummaryWriter(str(out_dir / "tb"))
     try:
         for i, r in enumerate(rows):
@@ -341,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Settings(), f))
     ap.add_argument("--oracle-sigma", type=float, default=Settings().oracle_sigma)
     ap.add_argument("--std-scale", type=float, default=Settings().std_scale)
+    ap.add_argument("--opt", action="append", default=[], metavar="ESTIMATOR.KEY=VALUE",
+                    help="an option of one estimator, e.g. rloo.normalize=false (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -352,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ConfigError(f"--estimators: unknown {unknown}; "
                               f"choose from {estimators.available()}")
+        options = parse_options(a.opt, names or estimators.available())
         if not a.std_scale > 0:
             raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
         if a.estimates < 2 or a.ref_estimates < 2:
@@ -362,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(names, **{f: getattr(a, f) for f in ("estimates", "batch", "samples", "warmup",
                                                        "ref_estimates", "ref_samples",
                                                        "oracle_estimates", "oracle_sigma", "std_scale",
-                                                       "seed")})
+                                                       "seed")}, options=options)
     torch.set_num_threads(cfg.train.torch_threads)
     dev = resolve_device(cfg.device)
     state = checkpoint.load(a.checkpoint, map_location=dev)

@@ -74,7 +74,8 @@ def test_diagnose_cli_writes_finite_figures_and_loo_beats_plain_reinforce(user_r
     n = 100
     proc = subprocess.run(
         [sys.executable, "-m", "learners.diagnose", "--config", str(cfg_path), "--checkpoint",
-         report["checkpoint"], "--estimators", "reinforce,rloo,pathwise", "--estimates", str(n),
+         report["checkpoint"], "--estimators", "reinforce,rloo,pathwise,moving_average",
+         "--opt", "moving_average.bogus=2", "--opt", "rloo.normalize=false", "--estimates", str(n),
          "--ref-estimates", "30", "--oracle-estimates", "5", "--warmup", "0", "--no-progress",
          "--std-scale", "0.5",
          "--out", str(out)], capture_output=True, text=True, timeout=300)
@@ -94,8 +95,12 @@ def test_diagnose_cli_writes_finite_figures_and_loo_beats_plain_reinforce(user_r
 
     assert all(math.isfinite(v) for v in numbers(res["rows"]) + numbers(res["reference"]))
     rows = {r["estimator"]: r for r in res["rows"]}
-    assert set(rows) == {"reinforce", "rloo", "pathwise"}
+    assert set(rows) == {"reinforce", "rloo", "pathwise", "moving_average"}
+    # an option the estimator does not take fails its row alone, naming what it does take
+    ma = rows.pop("moving_average")
+    assert "bogus" in ma["error"] and "decay" in ma["error"] and "var_mean" not in ma
     assert not any("error" in r for r in rows.values())
+    assert rows["rloo"]["options"] == {"normalize": False} and rows["reinforce"]["options"] == {}
     bk = d["train"]["batch"] * d["train"]["samples"]
     for name in ("reinforce", "rloo"):
         r = rows[name]
