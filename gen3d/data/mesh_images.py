@@ -12,6 +12,7 @@ meshes, per-side colours and poses it returns ``(rgb uint8 (N,H,W,3), mask bool 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from gen3d import geometry as geo
 
 CACHE_VERSION = 1
 
+UNSEEN_KINDS = ("octahedron", "prism", "bicone")
+"""Kinds the main job never trains on, scored to see how far its inference generalises."""
+
 # well-separated hues for the sides; each object draws its sides' colours from these
 PALETTE = np.array([
     [0.90, 0.10, 0.10], [0.10, 0.75, 0.15], [0.15, 0.30, 0.95], [0.95, 0.85, 0.10],
@@ -36,7 +40,8 @@ PALETTE = np.array([
 @dataclass
 class MeshImageConfig:
     kinds: list[str] = field(default_factory=lambda: ["cube", "sphere", "cylinder", "cone", "pyramid"])
-    """Primitive kinds to draw (of cube, sphere, cylinder, cone, pyramid, torus). The torus is
+    """Primitive kinds to draw (``geometry.PRIMITIVES``; octahedron, prism and bicone are kept
+    for scoring on kinds never trained on, ``UNSEEN_KINDS``). The torus is
     left out by default: a mesh on rays from its centre cannot represent its hole."""
     n_train: int = 4000
     """Training images."""
@@ -69,6 +74,18 @@ class MeshImageConfig:
             raise ValueError(f"scale: need 0 < low <= high, got {self.scale}")
         if self.mesh not in ("exact", "rays"):
             raise ValueError(f"mesh: {self.mesh!r} is not one of 'exact', 'rays'")
+
+
+def unseen_config(cfg: MeshImageConfig, kinds, n: int) -> MeshImageConfig:
+    """The same image pipeline (scales, positions, colours, lights, size) on ``kinds`` that
+    ``cfg`` never shows: ``n`` images to fit each kind's best fixed sphere on, ``n`` to score."""
+    overlap = sorted(set(kinds) & set(cfg.kinds))
+    if overlap:
+        raise ValueError(f"unseen kinds {overlap} are also training kinds (data.kinds); "
+                         f"choose kinds outside {list(cfg.kinds)}")
+    if n < 1:
+        raise ValueError(f"unseen images: need n >= 1, got {n}")
+    return dataclasses.replace(cfg, kinds=list(kinds), n_train=n, n_test=n, seed=cfg.seed + 1)
 
 
 @dataclass
