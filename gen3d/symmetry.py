@@ -95,3 +95,25 @@ def rotation_error_deg(r_true: np.ndarray, r_pred: np.ndarray, kind: str) -> np.
         return np.degrees(np.arccos(np.clip(np.abs(cos) if sym.end_swap else cos, -1.0, 1.0)))
     g = sym.finite
     return angle_deg(np.swapaxes(g, -1, -2)[None] @ d[:, None]).min(1)
+
+
+def frame_candidates(n: int = 500, seed: int = 0) -> np.ndarray:
+    """Changes of frame to search: the identity, the cube's 24 and ``n`` random rotations."""
+    from gen3d.geometry import random_rotation
+
+    return np.concatenate([cube_group(), random_rotation(np.random.default_rng(seed), n)])
+
+
+def aligned_rotation_error_deg(r_true: np.ndarray, r_pred: np.ndarray, kind: str,
+                               candidates: np.ndarray | None = None) -> np.ndarray:
+    """``rotation_error_deg`` after the one change of frame ``C`` (of ``candidates``) that
+    makes the median smallest: a model that infers poses in an object frame of its own, turned
+    by a fixed ``C`` from the data's, scores as it would in the data's."""
+    c = frame_candidates() if candidates is None else candidates
+    r_true, r_pred = np.asarray(r_true, np.float64), np.asarray(r_pred, np.float64)
+    if kind not in SYMMETRIES or not len(r_true):
+        return np.full(len(r_true), np.nan)
+    moved = r_pred[None] @ np.swapaxes(c, -1, -2)[:, None]  # (C, N, 3, 3)
+    err = rotation_error_deg(np.broadcast_to(r_true, moved.shape).reshape(-1, 3, 3),
+                             moved.reshape(-1, 3, 3), kind).reshape(len(c), -1)
+    return err[np.argmin(np.median(err, 1))]

@@ -88,37 +88,44 @@ def chamfers(actions: np.ndarray, data: MeshImages, camera: geo.Camera, n_points
     return np.array(out)
 
 
-def rotation_errors(actions: np.ndarray, data: MeshImages) -> np.ndarray:
+def rotation_errors(actions: np.ndarray, data: MeshImages) -> tuple[np.ndarray, np.ndarray]:
     """Per-image geodesic angle (degrees) between the inferred and the true rotation, modulo
-    the true shape's symmetry (``gen3d.symmetry``); NaN where it is not defined."""
+    the true shape's symmetry (``gen3d.symmetry``), as inferred and after the one change of
+    frame per kind that fits best; NaN where it is not defined."""
     r_pred = geo.axis_angle_to_matrix(actions[:, geo.ACTION_SLICES["rotation"]])
-    out = np.full(len(actions), np.nan)
+    raw, aligned = np.full(len(actions), np.nan), np.full(len(actions), np.nan)
     for j, k in enumerate(data.kinds):
         sel = data.kind == j
         if sel.any():
-            out[sel] = symmetry.rotation_error_deg(data.rotation[sel], r_pred[sel], k)
-    return out
+            raw[sel] = symmetry.rotation_error_deg(data.rotation[sel], r_pred[sel], k)
+            aligned[sel] = symmetry.aligned_rotation_error_deg(data.rotation[sel], r_pred[sel], k)
+    return raw, aligned
 
 
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:
-    """Means of the per-image scores at ``sel``, and the median rotation error (None where
-    no image there has one)."""
-    rot = per_image["rot_err_deg"][sel]
-    rot = rot[np.isfinite(rot)]
-    out = {k: float(v[sel].mean()) for k, v in per_image.items() if k != "rot_err_deg"}
-    out["rot_err_deg"] = float(np.median(rot)) if len(rot) else None
+    """Means of the per-image scores at ``sel`` and medians of the rotation errors (None
+    where no image there has one)."""
+    out = {}
+    for k, v in per_image.items():
+        if k.startswith("rot_err"):
+            finite = v[sel][np.isfinite(v[sel])]
+            out[k] = float(np.median(finite)) if len(finite) else None
+        else:
+            out[k] = float(v[sel].mean())
     return out
 
 
 def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera: geo.Camera,
           n_points: int = 2000, seed: int = 0) -> tuple[dict, Render]:
     """Scores of ``actions`` against ``data``, overall and per kind, and the renders (colour
-    and mask) they were taken on. ``rot_err_deg`` is a median over the images whose kind has
-    a known symmetry group; the other scores are means."""
+    and mask) they were taken on. ``rot_err_deg`` (and ``rot_err_aligned_deg``, in the
+    model's best-fitting fixed frame per kind) is a median over the images whose kind has a
+    known symmetry group; the other scores are means."""
     out = renderer.render_rays(**spaces.unpack(actions), mask=True)
+    rot, rot_aligned = rotation_errors(actions, data)
     per_image = {"iou": iou(out.mask, data.masks), "psnr": psnr(out.rgb, data.images),
                  "chamfer": chamfers(actions, data, camera, n_points, np.random.default_rng(seed)),
-                 "rot_err_deg": rotation_errors(actions, data)}
+                 "rot_err_deg": rot, "rot_err_aligned_deg": rot_aligned}
     kinds = {k: data.kind == j for j, k in enumerate(data.kinds) if (data.kind == j).any()}
     per_kind = {k: _summary(per_image, sel) | {"n": int(sel.sum())} for k, sel in kinds.items()}
     scores = _summary(per_image, np.ones(len(actions), bool))

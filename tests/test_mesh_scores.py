@@ -73,6 +73,8 @@ def test_rotation_error_is_zero_modulo_symmetry_and_a_known_tilt_scores_its_angl
     s, _ = mesh_eval.score(renderer, exact_actions(test, same @ tilt), test, geo.Camera(), 50)
     assert s["rot_err_deg"] == pytest.approx(25, abs=1e-3)
     assert all(v["rot_err_deg"] == pytest.approx(25, abs=1e-3) for v in s["per_kind"].values())
+    # the best fixed frame (the identity among the candidates) can only do better
+    assert s["rot_err_aligned_deg"] <= 25 + 1e-6
 
 
 def test_area_matched_mean_reweights_to_the_targets_areas():

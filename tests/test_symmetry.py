@@ -70,3 +70,16 @@ def test_no_rotation_is_further_from_the_cube_group_than_its_known_covering_radi
     e = sym.rotation_error_deg(np.broadcast_to(np.eye(3), (20000, 3, 3)),
                                geo.random_rotation(np.random.default_rng(2), 20000), "cube")
     assert e.max() <= np.degrees(2 * np.arccos((2 + np.sqrt(2)) / 4)) + 1e-6 and e.max() > 55
+
+
+def test_a_pose_in_a_fixed_frame_of_its_own_scores_zero_once_aligned():
+    rng = np.random.default_rng(3)
+    r_true = geo.random_rotation(rng, 30)
+    c = geo.random_rotation(rng)  # the model's object frame, turned from the data's
+    cands = np.concatenate([sym.frame_candidates(50), c[None]])
+    pred = r_true @ c
+    assert np.median(sym.rotation_error_deg(r_true, pred, "pyramid")) > 5
+    np.testing.assert_allclose(sym.aligned_rotation_error_deg(r_true, pred, "pyramid", cands), 0, atol=1e-4)
+    # a constant prediction stays far off: one frame cannot follow random poses
+    const = np.broadcast_to(np.eye(3), r_true.shape)
+    assert np.median(sym.aligned_rotation_error_deg(r_true, const, "pyramid")) > 40
