@@ -78,11 +78,17 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
     t0 = time.time()
     rep = task.run(cfg)
     s = rep["scores"]
+    u = rep.get("scores_unseen", {})
     out = {"seed": cfg.seed, "iou": s["iou"], "iou_sphere_floor": s["iou_sphere_floor"],
-           "psnr": s["psnr"], "chamfer": s["chamfer"], "wall_s": time.time() - t0,
+           "psnr": s["psnr"], "chamfer": s["chamfer"], "rot_err_deg": s["rot_err_deg"],
+           "rot_err_aligned_deg": s["rot_err_aligned_deg"], "iou_unseen": u.get("iou"),
+           "iou_unseen_floor": u.get("iou_sphere_floor"),
+           "iou_seen_area_matched": u.get("iou_seen_area_matched"), "wall_s": time.time() - t0,
            "steps": s["steps"], "stopped_by": rep["budget"]["stopped_by"],
-           "per_kind_iou": s["per_kind_iou"]}
-    cols = ["seed", "iou", "iou_sphere_floor", "psnr", "chamfer", "wall_s", "steps", "stopped_by"]
+           "per_kind": s["per_kind"], "per_kind_unseen": u.get("per_kind"),
+           "iou_vs_time": rep.get("iou_vs_time")}
+    cols = ["seed", "iou", "iou_sphere_floor", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg",
+            "iou_unseen", "iou_unseen_floor", "iou_seen_area_matched", "wall_s", "steps", "stopped_by"]
     if "scores_refined" in rep:
         f = rep["scores_refined"]
         out.update(iou_refined=f["iou"], psnr_refined=f["psnr"], chamfer_refined=f["chamfer"],

@@ -32,7 +32,7 @@ from learners.mesh_refine import RefineConfig, refine
 from learners.mesh_step import MeshStep, RewardSource, StepResult, env_spec
 from learners.runlog import RunLog, save_png
 from learners.self_imitation import SelfImitation
-from learners.skeleton import RunSkeleton
+from learners.skeleton import RunSkeleton, seed_everything
 from workers import cluster
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig, make_pool
@@ -188,10 +188,11 @@ def render_fn(r: MeshRenderer):
 def run(cfg: MeshRunConfig, resume: bool = False) -> dict:
     """Train, score the held-out images, and report: returns what ``report.json`` holds."""
     tc = cfg.train
+    est = make_estimator(cfg)  # a bad choice fails here, before the run directory is touched
     sk = RunSkeleton(cfg, tc.steps, resume, tc.time_limit_s, tc.progress)
     job = None
     try:
-        job = set_up(cfg, sk)
+        job = set_up(cfg, sk, est)
         train_loop(job)
         report = score(job)
         sk.finish(report, job.step, headline(report))
@@ -244,13 +245,21 @@ class Job:
         self.local.release()
 
 
-def set_up(cfg: MeshRunConfig, sk: RunSkeleton) -> Job:
-    """Estimator, data, model, optimisers and generators (restored on a resume), then the
-    reward sources the estimator requires."""
+def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
+    """The config's estimator, checked against ``train.samples``; its own parameters are
+    initialised from the run's seed."""
+    seed_everything(cfg.seed)
+    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
+    est.check_samples(cfg.train.samples)
+    return est
+
+
+def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:
+    """Data, model, optimisers and generators (restored on a resume), then the reward
+    sources the estimator requires."""
     tc, dev = cfg.train, sk.device
     torch.set_num_threads(tc.torch_threads)
-    est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
-    est.check_samples(tc.samples)
+    est = est.to(dev)
     if cfg.eval.n_unseen > 0:  # a wrong kind fails now, not after the training
         mesh_images.unseen_config(cfg.data, cfg.eval.unseen_kinds, cfg.eval.n_unseen)
     local = local_renderer(cfg)

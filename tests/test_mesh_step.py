@@ -103,3 +103,12 @@ def test_a_pathwise_run_renders_nothing_in_gl(tmp_path):
     report = run(cfg)
     assert report["speed"]["pool"] is None and len(report["elbo_history"]) == 2
     assert all(np.isfinite(report["elbo_history"])) and 0 <= report["scores"]["iou"] <= 1
+
+
+def test_too_few_samples_for_the_estimator_stop_the_run_before_it_writes_anything(tmp_path):
+    from learners.mesh_train import run
+
+    cfg = tiny(tmp_path, samples=1)
+    with pytest.raises(ValueError, match="'rloo' needs at least 2 samples.*train.samples"):
+        run(cfg)
+    assert not (tmp_path / "runs").exists()
