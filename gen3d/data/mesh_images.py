@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,7 +186,7 @@ def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImag
                                 "config once (python -m learners.run --config ...)")
     train, test = generate(cfg, render)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs may generate the same set at once
     fields = ["images", "masks", "kind", "rotation", "translation", "scale", "colours"]
     np.savez_compressed(tmp, **{k: np.concatenate([getattr(train, k), getattr(test, k)]) for k in fields})
     tmp.replace(path)
