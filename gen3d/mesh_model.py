@@ -71,6 +71,11 @@ class MeshModelConfig:
     """Ray length of the initial sphere."""
     init_std: float = 0.1
     """Initial std of p(m | z) in the unconstrained space."""
+    init_std_colour: float = 0.0
+    """Initial std of the colour parameters (0: ``init_std``). A search as narrow as the
+    shape's moves a colour logit by hundredths: every mesh stays one averaged grey."""
+    init_std_rotation: float = 0.0
+    """Initial std of the rotation (radians; 0: ``init_std``)."""
     z_bound: float = 4.0
     """Posterior means are squashed into (-z_bound, z_bound) (prior std units)."""
     init_log_sd_z: float = -2.0
@@ -82,6 +87,10 @@ class MeshModelConfig:
     def __post_init__(self):
         if self.T < 1 or self.z_dim < 1 or self.hidden < 1:
             raise ValueError("T, z_dim and hidden must be >= 1")
+        for name in ("init_std", "init_std_colour", "init_std_rotation"):
+            v = getattr(self, name)
+            if v and not self.min_std <= v:
+                raise ValueError(f"{name}: need min_std ({self.min_std}) <= {name}, got {v}")
         if not 0 < self.min_std <= self.init_std:
             raise ValueError("need 0 < min_std <= init_std")
         if self.palette_size < 1 or self.palette_sharpness <= 0:
@@ -197,7 +206,11 @@ class MeshModel(nn.Module):
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
-        self.log_std = nn.Parameter(torch.full((self.decoder.dim,), math.log(cfg.init_std)))
+        std = torch.full((self.decoder.dim,), cfg.init_std)
+        for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation)):
+            if v:
+                std[self.decoder.slices[part]] = v
+        self.log_std = nn.Parameter(torch.log(std))
         # a learner's schedule narrows the search without fighting the learned log-std; set
         # every step, so it is not saved
         self.register_buffer("std_scale", torch.ones(()), persistent=False)

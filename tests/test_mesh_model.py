@@ -78,3 +78,21 @@ def test_every_colour_model_decodes_to_colours_in_range():
             a = dec(torch.randn(5, dec.dim) * 3).numpy()
             lo, hi = spaces.bounds()
             assert (a >= lo - 1e-6).all() and (a <= hi + 1e-6).all(), colour
+
+
+def test_colour_and_rotation_search_their_own_initial_width():
+    import pytest
+
+    from gen3d.mesh_model import MeshModel
+
+    cfg = MeshModelConfig(hidden=16, channels=8, rotation=True, init_std=0.02, min_std=0.005,
+                          init_std_colour=0.3, init_std_rotation=0.2)
+    model = MeshModel(cfg, 32)
+    sl = model.decoder.slices
+    s = model.sample(torch.zeros(2, 3, 32, 32), 4000, generator=torch.Generator().manual_seed(0))
+    spread = (s.m - s.mean).detach().reshape(-1, model.decoder.dim).std(0)
+    for part, want in (("shape", 0.025), ("translation", 0.025), ("colour", 0.305), ("rotation", 0.205)):
+        got = spread[sl[part]]
+        torch.testing.assert_close(got, torch.full_like(got, want), rtol=0.05, atol=0)
+    with pytest.raises(ValueError, match="init_std_colour"):
+        MeshModelConfig(init_std_colour=0.001)
