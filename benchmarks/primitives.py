@@ -8,6 +8,11 @@ network, which tells what refinement does without what the run learned).
     python benchmarks/primitives.py [--quick] [--json PATH] [--config configs/primitives.yaml]
     python benchmarks/primitives.py --seeds 0,1,2 --steps-bounded   # run-to-run spread
 
+Each full run's row: seed, held-out IoU (and the sphere floor), PSNR, Chamfer, the median
+rotation error modulo symmetry (as inferred and in the best fixed frame), the IoU on kinds never
+trained on (``scores_unseen``, with its floor and the seen kinds' IoU at equal image area),
+wall seconds; the JSON keeps per-kind scores and the IoU-against-time curve too.
+
 With ``--seeds`` the full run is repeated once per seed (the model's initialisation, batches
 and samples; the data stay the same) and the scores are summarised over the seeds: mean,
 std, minimum and maximum. ``--steps-bounded`` lifts the config's time limit so that every run
