@@ -154,9 +154,10 @@ def score_unseen(renderer: MeshRenderer, model: MeshModel, train: MeshImages, te
     s, _ = score(renderer, infer_actions(model, test.images, dev), test, geo.Camera(), n_points)
     s["iou_sphere_floor"] = sphere_floor(renderer, train, test)[1]
     for j, k in enumerate(test.kinds):
-        if k in s["per_kind"]:
-            s["per_kind"][k]["iou_sphere_floor"] = sphere_floor(
-                renderer, train.subset(train.kind == j), test.subset(test.kind == j))[1]
+        if k in s["per_kind"]:  # None where no image of the kind was drawn to fit it on
+            fit = train.subset(train.kind == j)
+            s["per_kind"][k]["iou_sphere_floor"] = (
+                sphere_floor(renderer, fit, test.subset(test.kind == j))[1] if len(fit) else None)
     s["iou_seen_area_matched"] = area_matched_mean(*seen, test.masks.sum((1, 2)))
     s["iou_gap_at_equal_area"] = s["iou_seen_area_matched"] - s["iou"]
     return s

@@ -147,3 +147,27 @@ def test_inferred_meshes_reach_tensorboards_mesh_view_with_their_colours(tmp_pat
     np.testing.assert_array_equal(c, np.round(255 * cols).astype(np.uint8))
     want = geo.transform_points(geo.ray_mesh(lengths[1]), rot[1], trans[1])
     np.testing.assert_allclose(v[1], want, atol=1e-5)
+
+
+def test_unseen_scores_of_an_untrained_network_are_those_of_its_initial_sphere(renderer, tmp_path):
+    import torch
+
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+    from learners.mesh_train import render_fn
+
+    cfg = mesh_images.unseen_config(mesh_images.MeshImageConfig(cache_dir=str(tmp_path)),
+                                    mesh_images.UNSEEN_KINDS, 30)
+    train, test = mesh_images.load(cfg, render_fn(renderer))
+    torch.manual_seed(0)
+    model = MeshModel(MeshModelConfig(hidden=16, channels=8), 64)  # writes the base sphere: r 0.6
+    seen = (np.full(10, 0.7), np.linspace(500, 1500, 10))
+    u = mesh_eval.score_unseen(renderer, model, train, test, seen, n_points=200)
+    ball = renderer.render_rays(np.full((1, 162), 0.6, np.float32), mask=True).mask
+    want = mesh_eval.iou(np.broadcast_to(ball, test.masks.shape), test.masks)
+    assert u["iou"] == pytest.approx(want.mean(), abs=1e-6)
+    assert set(u["per_kind"]) == set(mesh_images.UNSEEN_KINDS)
+    for j, k in enumerate(test.kinds):  # each kind's own floor: the best sphere fitted on it
+        assert u["per_kind"][k]["iou"] == pytest.approx(want[test.kind == j].mean(), abs=1e-6)
+        assert u["per_kind"][k]["iou_sphere_floor"] > 0.3
+    assert u["iou_seen_area_matched"] == pytest.approx(0.7)
+    assert u["iou_gap_at_equal_area"] == pytest.approx(0.7 - u["iou"])
