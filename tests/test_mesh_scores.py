@@ -120,8 +120,18 @@ def test_the_truth_turned_by_zero_is_the_input_and_the_grid_has_four_rows(render
     assert np.abs(again.astype(int) - test.images[:6]).mean() < 1.0
     turned = mesh_pictures.truth_turned(renderer, test, 6, 90.0)
     assert np.abs(turned.astype(int) - test.images[:6]).mean() > 3.0
-    g = mesh_pictures.grid(renderer, exact_actions(data[1])[:6], test, 6)
-    assert g.shape[0] > 4 * 64 and g.shape[1] > 6 * 64 and g.shape[0] < 5 * 64
+    a = exact_actions(data[1])[:6]
+    g = mesh_pictures.grid(renderer, a, test, 6)
+    assert g.shape == (4 * 66 + 2, 6 * 66 + 2, 3)  # 4 rows of 6 tiles, 2-pixel gutters
+
+    def tile(row, col):
+        return g[2 + 66 * row: 66 * (row + 1), 2 + 66 * col: 66 * (col + 1)]
+
+    np.testing.assert_array_equal(tile(0, 5), test.images[5])
+    np.testing.assert_array_equal(tile(1, 5), renderer.render_rays(**spaces.unpack(a[5:6])).rgb[0])
+    np.testing.assert_array_equal(tile(2, 5), renderer.render_rays(**spaces.unpack(
+        mesh_pictures.turned(a[5:6]))).rgb[0])
+    np.testing.assert_array_equal(tile(3, 5), turned[5])
 
 
 def test_inferred_meshes_reach_tensorboards_mesh_view_with_their_colours(tmp_path):
