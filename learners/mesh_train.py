@@ -276,16 +276,16 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
         gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
+        rollback = Rollback(tc.rollback_nats, tc.checkpoint_every) if tc.rollback_nats > 0 else None
         sk.track(model=model, opt=opt, estimator=est, est_opt=est_opt, gen=gen, rng=rng,
-                 replay=replay, average=average)
-        st = sk.restore(optional=("replay", "average"))
+                 replay=replay, average=average, rollback=rollback)
+        st = sk.restore(optional=("replay", "average", "rollback"))
         source = RewardSource.for_run(cfg, est, model, train.images)
     except BaseException:
         local.release()
         raise
     step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
                        sk.log.checkpoint_path)
-    rollback = Rollback(tc.rollback_nats, tc.checkpoint_every) if tc.rollback_nats > 0 else None
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
                rollback=rollback)
@@ -400,6 +400,12 @@ class Rollback:
             self.snapshot = {"model": copy.deepcopy(job.model.state_dict()),
                              "opt": copy.deepcopy(job.opt.state_dict()), "ema": self.ema}
         return False
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema, "best": self.best, "snapshot": self.snapshot}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.ema, self.best, self.snapshot = st["ema"], st["best"], st["snapshot"]
 
 
 class Speed:

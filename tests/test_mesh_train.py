@@ -92,13 +92,14 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
 
 
-@pytest.mark.parametrize("self_imitation,ema", [(0.0, 0.0), (0.25, 0.9)])
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema):
+@pytest.mark.parametrize("self_imitation,ema,rollback", [(0.0, 0.0, 0.0), (0.25, 0.9, 1e-3)])
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema, rollback):
     from learners.mesh_train import run
 
-    a = tiny(tmp_path / "a", self_imitation=self_imitation, ema=ema)
+    opts = {"self_imitation": self_imitation, "ema": ema, "rollback_nats": rollback}
+    a = tiny(tmp_path / "a", **opts)
     report = run(a)
-    b = tiny(tmp_path / "b", self_imitation=self_imitation, ema=ema)
+    b = tiny(tmp_path / "b", **opts)
     b.train.steps = 2
     run(b)
     b.train.steps = 4
@@ -111,6 +112,12 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation
     if self_imitation:  # the replayed bests travel with the checkpoint
         assert torch.isfinite(wa["replay"]["r"]).any()
         torch.testing.assert_close(wb["replay"]["r"], wa["replay"]["r"], rtol=0, atol=0)
+    assert wb["lr_scale"] == wa["lr_scale"]
+    if rollback:  # the rollback's snapshot and smoothed ELBO travel too
+        ra, rb = wa["rollback"], wb["rollback"]
+        assert ra["snapshot"] is not None and (rb["ema"], rb["best"]) == (ra["ema"], ra["best"])
+        for k, v in ra["snapshot"]["model"].items():
+            torch.testing.assert_close(rb["snapshot"]["model"][k], v, rtol=0, atol=0, msg=k)
     if ema:  # so do the averaged weights, and the report scores them beside the raw ones
         assert wa["average"]["n"] == wb["average"]["n"] == 4
         for k, v in wa["average"]["model"].items():
