@@ -238,7 +238,7 @@ class Job:
         return self.average.model if self.average is not None else self.model
 
     def save(self) -> None:
-        self.sk.save(self.step, lr_scale=self.lr_scale)
+        self.sk.save(self.step, lr_scale=self.lr_scale, curve=self.curve)
 
     def close(self) -> None:
         self.source.close()
@@ -288,7 +288,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
                        sk.log.checkpoint_path)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
-               rollback=rollback)
+               rollback=rollback, curve=list(st.get("curve", [])))
 
 
 # ---------------------------------------------------------------------- loop

@@ -85,6 +85,8 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     a, s, log = report["scores"], report["scores_refined"], report["refine"]
     # the same checkpoint and images: the network's own scores are those of the first run
     assert a["iou"] == first["scores"]["iou"] and a["steps"] == 4 and "scores_refined" not in first
+    # the IoU-against-time curve comes back from the checkpoint
+    assert report["iou_vs_time"] == first["iou_vs_time"] and len(first["iou_vs_time"]) == 2
     assert 0 <= s["iou"] <= 1
     # every image keeps its most likely mesh: never less likely than the network's own
     assert log["best_reward_mean"] >= log["reward_mean"][0]
