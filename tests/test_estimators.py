@@ -466,3 +466,13 @@ def test_the_readme_estimator_is_unbiased() -> None:
     for k in (2, 4):
         g = gaussian_estimates(build("my_estimator"), Q, K=k)
         assert_unbiased(g, gaussian_exact(Q), f"README estimator, K={k}")
+
+
+def test_an_estimator_that_requires_an_unknown_reward_is_refused_when_built() -> None:
+    @register("test_wants_depth")
+    class WantsDepth(Estimator):
+        requires = frozenset({"reward", "depth"})
+
+    with pytest.raises(ValueError, match="'test_wants_depth'.*'depth'.*one or both of "
+                                         r"\['reward', 'soft_reward'\]"):
+        build("test_wants_depth")

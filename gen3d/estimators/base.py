@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 ENTRY_POINT_GROUP = "gen3d.estimators"
+REWARDS = frozenset({"reward", "soft_reward"})  # what an estimator may require of the learner
 
 
 def _shape_error(field: str, want: str, got: Tensor) -> ValueError:
@@ -316,4 +317,8 @@ def build(name: str, **kwargs: Any) -> Estimator:
     if not isinstance(est, Estimator):
         raise TypeError(f"estimator {name!r} built a {type(est).__name__}, not a "
                         f"gen3d.estimators.Estimator")
+    wrong = set(est.requires) - REWARDS
+    if wrong or not est.requires:
+        raise ValueError(f"estimator {name!r}: requires = {sorted(est.requires)}; it must name "
+                         f"one or both of {sorted(REWARDS)}")
     return est
