@@ -423,6 +423,26 @@ def pyramid(size: float = 1.0, height: float = 1.0) -> Mesh:
     return _orient_outward(m)
 
 
+def octahedron(size: float = 1.0) -> Mesh:
+    """Regular octahedron with its vertices on the axes at +-size/2; each face is a side."""
+    h = size / 2
+    verts = [(h, 0, 0), (-h, 0, 0), (0, h, 0), (0, -h, 0), (0, 0, h), (0, 0, -h)]
+    faces = [(x, y, z) for x in (0, 1) for y in (2, 3) for z in (4, 5)]
+    return _orient_outward(Mesh(np.array(verts), np.array(faces), np.arange(8), 8))
+
+
+def prism(radius: float = 0.5, height: float = 1.0) -> Mesh:
+    """Triangular prism about y; sides: 0 bottom, 1 the three walls, 2 top."""
+    h = height / 2
+    return _revolve([(0, -h), (radius, -h), (radius, h), (0, h)], 3, [0, 1, 2])
+
+
+def bicone(radius: float = 0.5, height: float = 1.0, n: int = 32) -> Mesh:
+    """Two cones base to base about y; sides: 0 lower mantle, 1 upper mantle."""
+    h = height / 2
+    return _revolve([(0, -h), (radius, 0), (0, h)], n, [0, 1])
+
+
 def torus(major: float = 0.35, minor: float = 0.15, n_major: int = 32, n_minor: int = 16) -> Mesh:
     """Torus about y; its 4 quadrants (by angle about y) are its sides."""
     a = np.linspace(0, 2 * np.pi, n_major, endpoint=False)
@@ -456,7 +476,8 @@ def _orient_outward(m: Mesh, centre_of=None) -> Mesh:
 
 
 PRIMITIVES = {"cube": cube, "sphere": sphere, "cylinder": cylinder, "cone": cone,
-              "pyramid": pyramid, "torus": torus}
+              "pyramid": pyramid, "torus": torus, "octahedron": octahedron, "prism": prism,
+              "bicone": bicone}
 
 
 def primitive(name: str, **kwargs) -> Mesh:

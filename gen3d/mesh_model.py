@@ -14,7 +14,12 @@ log p(m | z), with m sampled and detached: the renderer is never differentiated.
 Mesh parameterisations (``MeshModelConfig.shape`` / ``colour``):
 - ``sh``: ray lengths ``r0 * exp(Y @ c)`` with Y the real spherical harmonics up to a stated
   degree at the 162 rays (smooth, few dimensions), colours ``sigmoid(Y_c @ c_rgb)``;
-- ``raw``: one log-length per ray, one colour logit per vertex and channel.
+- ``raw``: one log-length per ray, one colour logit per vertex and channel;
+- ``palette`` (colours): a few colours per mesh and, per vertex, a softmax over them of
+  spherical-harmonic logits: sharp boundaries between flat regions, as on a primitive's sides.
+
+With ``rotation`` the shape and colours are in the object's own frame and a rotation (an
+axis-angle vector in the ball of radius pi) turns them to the camera's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
-from gen3d.fields import FiniteFloat, NonNegInt, PosFloat, PosInt
+from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -47,17 +52,31 @@ class MeshModelConfig:
     """Ray lengths from spherical harmonics (``sh``) or one per ray (``raw``)."""
     shape_degree: NonNegInt = 4
     """Highest spherical-harmonic degree of the ray lengths (``sh``): (d+1)^2 coefficients."""
-    colour: Literal["sh", "raw", "uniform"] = "sh"
-    """Per-vertex colours from spherical harmonics, one per vertex, or one per mesh."""
+    colour: Literal["sh", "raw", "uniform", "palette"] = "sh"
+    """Per-vertex colours from spherical harmonics, one per vertex, one per mesh, or a
+    palette with a per-vertex assignment (``palette``)."""
     colour_degree: NonNegInt = 2
-    """Highest spherical-harmonic degree of the colours (``sh``)."""
+    """Highest spherical-harmonic degree of the colours (``sh``) or of the palette's
+    assignment logits (``palette``)."""
+    palette_size: PosInt = 6
+    """Colours in the palette (``palette``): a primitive has up to 6 sides."""
+    palette_sharpness: PosFloat = 5.0
+    """Factor on the palette's assignment logits: how sharp its boundaries are at a given
+    spread of the parameters."""
     rotation: bool = False
-    """Also infer a rotation. Off by default: for a mesh on rays from its centre, shape in
-    the camera frame already covers it, and a redundant noisy dimension only adds variance."""
+    """Also infer a rotation, with the shape and colours in the object's frame. Off by
+    default: for a mesh on rays from its centre, shape in the camera frame already covers the
+    silhouette, and a redundant dimension adds score-function variance; the rotation is what
+    makes the object's orientation an output (scored as ``rot_err_deg``)."""
     base_radius: PosFloat = 0.6
     """Ray length of the initial sphere."""
     init_std: PosFloat = 0.1
     """Initial std of p(m | z) in the unconstrained space."""
+    init_std_colour: NonNegFloat = 0.0
+    """Initial std of the colour parameters (0: ``init_std``). A search as narrow as the
+    shape's moves a colour logit by hundredths: every mesh stays one averaged grey."""
+    init_std_rotation: NonNegFloat = 0.0
+    """Initial std of the rotation (radians; 0: ``init_std``)."""
     z_bound: PosFloat = 4.0
     """Posterior means are squashed into (-z_bound, z_bound) (prior std units)."""
     init_log_sd_z: FiniteFloat = -2.0
@@ -69,8 +88,15 @@ class MeshModelConfig:
     def __post_init__(self):
         if self.T < 1 or self.z_dim < 1 or self.hidden < 1:
             raise ValueError("T, z_dim and hidden must be >= 1")
+        for name in ("init_std", "init_std_colour", "init_std_rotation"):
+            v = getattr(self, name)
+            if v and not self.min_std <= v:
+                raise ValueError(f"{name}: need min_std ({self.min_std}) <= {name}, got {v}")
         if not 0 < self.min_std <= self.init_std:
             raise ValueError("need 0 < min_std <= init_std")
+        if self.palette_size < 1 or self.palette_sharpness <= 0:
+            raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
+                             f"{self.palette_size} and {self.palette_sharpness}")
 
 
 class Encoder(nn.Module):
@@ -100,9 +126,10 @@ class MeshDecoder(nn.Module):
             n_shape = self.Ys.shape[1]
         else:
             n_shape = geo.N_RAYS
-        if cfg.colour == "sh":
+        if cfg.colour in ("sh", "palette"):
             self.register_buffer("Yc", torch.from_numpy(geo.real_sph_harm(rays, cfg.colour_degree)))
-            n_col = 3 * self.Yc.shape[1]
+            per = 3 if cfg.colour == "sh" else cfg.palette_size
+            n_col = per * self.Yc.shape[1] + (3 * cfg.palette_size if cfg.colour == "palette" else 0)
         else:
             n_col = 3 * geo.N_RAYS if cfg.colour == "raw" else 3
         sizes = {"shape": n_shape, "translation": 3, "rotation": 3 if cfg.rotation else 0, "colour": n_col}
@@ -119,17 +146,33 @@ class MeshDecoder(nn.Module):
         log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
         lengths = (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
         trans = geo.MAX_TRANSLATION * torch.tanh(m[:, self.slices["translation"]])
-        rot = (m[:, self.slices["rotation"]].clamp(-math.pi, math.pi) if self.cfg.rotation
+        rot = (ball_rotation(m[:, self.slices["rotation"]]) if self.cfg.rotation
                else m.new_zeros(len(m), 3))
-        c = m[:, self.slices["colour"]]
-        if self.cfg.colour == "sh":
-            c = (c.reshape(-1, 3, self.Yc.shape[1]) @ self.Yc.T).transpose(1, 2)
-        elif self.cfg.colour == "raw":
-            c = c.reshape(-1, geo.N_RAYS, 3)
-        else:
-            c = c[:, None, :].expand(-1, geo.N_RAYS, 3)
-        colours = torch.sigmoid(c).reshape(len(m), -1)
+        colours = self._colours(m[:, self.slices["colour"]]).reshape(len(m), -1)
         return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
+
+    def _colours(self, c: Tensor) -> Tensor:
+        """Colour parameters (N, n) -> per-vertex colours (N, 162, 3) in (0, 1)."""
+        if self.cfg.colour == "sh":
+            return torch.sigmoid((c.reshape(-1, 3, self.Yc.shape[1]) @ self.Yc.T).transpose(1, 2))
+        if self.cfg.colour == "raw":
+            return torch.sigmoid(c.reshape(-1, geo.N_RAYS, 3))
+        if self.cfg.colour == "uniform":
+            return torch.sigmoid(c[:, None, :]).expand(-1, geo.N_RAYS, 3)
+        p = self.cfg.palette_size
+        palette = torch.sigmoid(c[:, :3 * p].reshape(-1, p, 3))
+        logits = c[:, 3 * p:].reshape(-1, p, self.Yc.shape[1]) @ self.Yc.T  # (N, p, 162)
+        weights = torch.softmax(self.cfg.palette_sharpness * logits, 1)
+        return weights.transpose(1, 2) @ palette
+
+
+def ball_rotation(v: Tensor) -> Tensor:
+    """Unconstrained 3-vectors -> axis-angle vectors in the ball of radius pi (every rotation
+    once but for the half turns), smoothly: the angle is pi * tanh(|v| / pi), about v."""
+    norm = v.norm(dim=-1, keepdim=True)
+    scale = torch.where(norm > 1e-6, math.pi * torch.tanh(norm / math.pi) / norm.clamp(min=1e-6),
+                        torch.ones_like(norm))
+    return v * scale
 
 
 @dataclass
@@ -164,7 +207,11 @@ class MeshModel(nn.Module):
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
-        self.log_std = nn.Parameter(torch.full((self.decoder.dim,), math.log(cfg.init_std)))
+        std = torch.full((self.decoder.dim,), cfg.init_std)
+        for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation)):
+            if v:
+                std[self.decoder.slices[part]] = v
+        self.log_std = nn.Parameter(torch.log(std))
         # a learner's schedule narrows the search without fighting the learned log-std; set
         # every step, so it is not saved
         self.register_buffer("std_scale", torch.ones(()), persistent=False)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from envs import spaces
-from envs.renderer import MeshRenderer
+from envs.renderer import MeshRenderer, Render
 from gen3d import geometry as geo
+from gen3d import symmetry
 from gen3d.data.mesh_images import MeshImages
 from gen3d.mesh_model import MeshModel, images_to_tensor
 
@@ -70,25 +71,96 @@ def sphere_floor(renderer: MeshRenderer, train: MeshImages, test: MeshImages) ->
     return float(radii[best]), float(iou(np.broadcast_to(masks[best], test.masks.shape), test.masks).mean())
 
 
-def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera: geo.Camera,
-          n_points: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Scores of ``actions`` against ``data``, and the renders (N,H,W,3) they were taken on."""
-    out = renderer.render_rays(**spaces.unpack(actions), mask=True)
-    rng = np.random.default_rng(seed)
+def chamfers(actions: np.ndarray, data: MeshImages, camera: geo.Camera, n_points: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """Per-image Chamfer distance between each inferred and true mesh, in the camera frame."""
     view = camera.view()
-    ch = []
+
+    def to_cam(p):
+        return p @ view[:3, :3].T + view[:3, 3]
+
+    out = []
     for i in range(len(actions)):
         v, f, _ = action_mesh(actions[i])
         t = data.mesh(i)
-        def to_cam(p):
-            return p @ view[:3, :3].T + view[:3, 3]
-        ch.append(chamfer(to_cam(geo.sample_surface(v, f, n_points, rng)),
-                          to_cam(geo.sample_surface(t.verts, t.faces, n_points, rng))))
-    ious, psnrs = iou(out.mask, data.masks), psnr(out.rgb, data.images)
-    return {"iou": float(ious.mean()), "psnr": float(psnrs.mean()), "chamfer": float(np.mean(ch)),
-            "per_kind_iou": {k: float(ious[data.kind == j].mean())
-                             for j, k in enumerate(data.kinds) if (data.kind == j).any()},
-            "n": len(actions)}, out.rgb
+        out.append(chamfer(to_cam(geo.sample_surface(v, f, n_points, rng)),
+                           to_cam(geo.sample_surface(t.verts, t.faces, n_points, rng))))
+    return np.array(out)
+
+
+def rotation_errors(actions: np.ndarray, data: MeshImages) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image geodesic angle (degrees) between the inferred and the true rotation, modulo
+    the true shape's symmetry (``gen3d.symmetry``), as inferred and after the one change of
+    frame per kind that fits best; NaN where it is not defined."""
+    r_pred = geo.axis_angle_to_matrix(actions[:, geo.ACTION_SLICES["rotation"]])
+    raw, aligned = np.full(len(actions), np.nan), np.full(len(actions), np.nan)
+    for j, k in enumerate(data.kinds):
+        sel = data.kind == j
+        if sel.any():
+            raw[sel] = symmetry.rotation_error_deg(data.rotation[sel], r_pred[sel], k)
+            aligned[sel] = symmetry.aligned_rotation_error_deg(data.rotation[sel], r_pred[sel], k)
+    return raw, aligned
+
+
+def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:
+    """Means of the per-image scores at ``sel`` and medians of the rotation errors (None
+    where no image there has one)."""
+    out = {}
+    for k, v in per_image.items():
+        if k.startswith("rot_err"):
+            finite = v[sel][np.isfinite(v[sel])]
+            out[k] = float(np.median(finite)) if len(finite) else None
+        else:
+            out[k] = float(v[sel].mean())
+    return out
+
+
+def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera: geo.Camera,
+          n_points: int = 2000, seed: int = 0) -> tuple[dict, Render]:
+    """Scores of ``actions`` against ``data``, overall and per kind, and the renders (colour
+    and mask) they were taken on. ``rot_err_deg`` (and ``rot_err_aligned_deg``, in the
+    model's best-fitting fixed frame per kind) is a median over the images whose kind has a
+    known symmetry group; the other scores are means."""
+    out = renderer.render_rays(**spaces.unpack(actions), mask=True)
+    rot, rot_aligned = rotation_errors(actions, data)
+    per_image = {"iou": iou(out.mask, data.masks), "psnr": psnr(out.rgb, data.images),
+                 "chamfer": chamfers(actions, data, camera, n_points, np.random.default_rng(seed)),
+                 "rot_err_deg": rot, "rot_err_aligned_deg": rot_aligned}
+    kinds = {k: data.kind == j for j, k in enumerate(data.kinds) if (data.kind == j).any()}
+    per_kind = {k: _summary(per_image, sel) | {"n": int(sel.sum())} for k, sel in kinds.items()}
+    scores = _summary(per_image, np.ones(len(actions), bool))
+    scores.update({"per_kind": per_kind, "per_kind_iou": {k: v["iou"] for k, v in per_kind.items()},
+                   "n": len(actions)})
+    return scores, out
+
+
+def area_matched_mean(values: np.ndarray, areas: np.ndarray, target_areas: np.ndarray,
+                      k: int = 10) -> float:
+    """Mean of ``values`` at the areas of ``target_areas``: for each target image, the mean
+    value of the ``k`` images nearest to it in area, averaged over the targets (a comparison
+    at equal image area)."""
+    k = max(1, min(k, len(values)))
+    gap = np.abs(np.asarray(target_areas, np.float64)[:, None] - np.asarray(areas, np.float64)[None])
+    nearest = np.argsort(gap, axis=1, kind="stable")[:, :k]
+    return float(np.asarray(values)[nearest].mean())
+
+
+def score_unseen(renderer: MeshRenderer, model: MeshModel, train: MeshImages, test: MeshImages,
+                 seen: tuple[np.ndarray, np.ndarray], dev="cpu", n_points: int = 2000) -> dict:
+    """Scores of ``model`` on ``test``, kinds it never trained on, with the best fixed sphere's
+    IoU overall and per kind (each fitted on that kind's ``train`` masks), and the seen kinds'
+    mean IoU at the unseen images' areas: ``seen`` is (per-image IoU, mask area) of the seen
+    held-out images."""
+    s, _ = score(renderer, infer_actions(model, test.images, dev), test, geo.Camera(), n_points)
+    s["iou_sphere_floor"] = sphere_floor(renderer, train, test)[1]
+    for j, k in enumerate(test.kinds):
+        if k in s["per_kind"]:  # None where no image of the kind was drawn to fit it on
+            fit = train.subset(train.kind == j)
+            s["per_kind"][k]["iou_sphere_floor"] = (
+                sphere_floor(renderer, fit, test.subset(test.kind == j))[1] if len(fit) else None)
+    s["iou_seen_area_matched"] = area_matched_mean(*seen, test.masks.sum((1, 2)))
+    s["iou_gap_at_equal_area"] = s["iou_seen_area_matched"] - s["iou"]
+    return s
 
 
 def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray, colours: np.ndarray | None = None) -> None:

@@ -27,11 +27,12 @@ from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.fields import AtLeast, Below, DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
-from learners import mesh_eval
+from envs import spaces
+from learners import mesh_eval, mesh_pictures
 from learners.config import ConfigError
 from learners.mesh_refine import RefineConfig, refine
 from learners.mesh_step import MeshStep, RewardSource, StepResult, env_spec
-from learners.runlog import RunLog, image_grid, save_png
+from learners.runlog import RunLog, save_png
 from learners.self_imitation import SelfImitation
 from learners.skeleton import RunSkeleton, seed_everything
 from workers import cluster
@@ -136,6 +137,13 @@ class MeshEvalConfig:
     """Surface points per mesh for the Chamfer distance."""
     n_obj: NonNegInt = 6
     """Inferred meshes written as .obj files."""
+    unseen_kinds: list[str] = field(default_factory=lambda: list(mesh_images.UNSEEN_KINDS))
+    """Kinds never trained on, made by the same image pipeline, scored as ``scores_unseen``."""
+    n_unseen: NonNegInt = 150
+    """Images of those kinds to score (and as many to fit their sphere floors on; 0: off)."""
+    curve_images: NonNegInt = 64
+    """Held-out images scored every ``train.image_every`` steps for the IoU-against-wall-time
+    curve (0: off)."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Per-image refinement of the inferred meshes through the renderer before scoring
     (``learners.mesh_refine``); the report keeps the inference network's own scores too."""
@@ -221,6 +229,7 @@ class Job:
     step: int = 0
     lr_scale: float = 1.0
     history: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
     speed: Speed = field(default_factory=lambda: Speed())
     rollback: Rollback | None = None
 
@@ -230,7 +239,7 @@ class Job:
         return self.average.model if self.average is not None else self.model
 
     def save(self) -> None:
-        self.sk.save(self.step, lr_scale=self.lr_scale)
+        self.sk.save(self.step, lr_scale=self.lr_scale, curve=self.curve)
 
     def close(self) -> None:
         self.source.close()
@@ -255,6 +264,8 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
     tc, dev = cfg.train, sk.device
     torch.set_num_threads(tc.torch_threads)
     est = est.to(dev)
+    if cfg.eval.n_unseen > 0:  # a wrong kind fails now, not after the training
+        mesh_images.unseen_config(cfg.data, cfg.eval.unseen_kinds, cfg.eval.n_unseen)
     local = local_renderer(cfg)
     try:
         # data: generated once from the seed and cached (the truth is kept for scoring only)
@@ -281,7 +292,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
                        sk.log.checkpoint_path)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
-               rollback=rollback)
+               rollback=rollback, curve=list(st.get("curve", [])))
 
 
 # ---------------------------------------------------------------------- loop
@@ -305,7 +316,7 @@ def train_loop(job: Job) -> None:
         if job.step % tc.log_every == 0:
             job.sk.log.scalars(job.step, step_scalars(job, res, kl_weight, dt))
         if job.step % tc.image_every == 0:
-            grid_step(job.sk.log, job.scored_model, job.local, job.test, job.step, job.sk.device)
+            heldout_step(job)
         if job.step % tc.checkpoint_every == 0:
             job.save()
 
@@ -432,13 +443,17 @@ def score(job: Job) -> dict:
                           raw=job.model if job.average is not None else None)
     report["speed"] = job.speed.summary(tc.batch * tc.samples, job.source.stats)
     report["elbo_history"] = job.history
+    report["iou_vs_time"] = job.curve
     return report
 
 
 def headline(report: dict) -> dict[str, float]:
     """The scores the end-of-run summary line shows."""
     s = report["scores"]
-    out = {"iou": s["iou"], "psnr": s["psnr"], "chamfer": s["chamfer"]}
+    out = {"iou": s["iou"], "psnr": s["psnr"], "chamfer": s["chamfer"],
+           "rot_err_deg": s["rot_err_deg"]}
+    if "scores_unseen" in report:
+        out["iou_unseen"] = report["scores_unseen"]["iou"]
     if "scores_refined" in report:
         out["iou_refined"] = report["scores_refined"]["iou"]
     return out
@@ -531,21 +546,62 @@ def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
     est.train()
 
 
-def grid_step(log: RunLog, model: MeshModel, r: MeshRenderer, data, step: int, dev) -> None:
-    from envs import spaces
+def heldout_step(job: Job) -> None:
+    """During the run: the grid of the first 8 held-out images and the held-out IoU of the
+    scored network on the first ``eval.curve_images`` of them, against the training's wall
+    time (TensorBoard and the report's ``iou_vs_time``), so time to quality is visible."""
+    data, dev, log = job.test, job.sk.device, job.sk.log
+    n = min(max(job.cfg.eval.curve_images, 8), len(data))
+    actions = mesh_eval.infer_actions(job.scored_model, data.images[:n], dev)
+    log.image("input|reconstruction|turned 90|truth turned 90",
+              mesh_pictures.grid(job.local, actions, data, 8), job.step)
+    if job.cfg.eval.curve_images > 0:
+        mask = job.local.render_rays(**spaces.unpack(actions), mask=True).mask
+        value = float(mesh_eval.iou(mask, data.masks[:n]).mean())
+        log.scalars(job.step, {"heldout/iou": value})
+        job.curve.append({"step": job.step, "train_s": job.sk.elapsed, "iou": value})
 
-    imgs = data.images[:8]
-    recon = r.render_rays(**spaces.unpack(mesh_eval.infer_actions(model, imgs, dev))).rgb
-    log.image("input|reconstruction", image_grid(np.concatenate([imgs, recon]), 8), step)
+
+def eval_scalars(prefix: str, scores: dict) -> dict[str, float | None]:
+    """TensorBoard scalars of a score dict: overall and per kind."""
+    keys = ("iou", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg")
+    out = {f"{prefix}/{k}": scores.get(k) for k in keys}
+    for kind, s in scores.get("per_kind", {}).items():
+        out.update({f"{prefix}_per_kind/{k}_{kind}": s.get(k) for k in keys})
+    return out
+
+
+def unseen_scores(cfg: MeshRunConfig, r: MeshRenderer, model: MeshModel, dev,
+                  seen: tuple[np.ndarray, np.ndarray]) -> dict:
+    """``scores_unseen``: the network on ``eval.unseen_kinds``, made by the same image pipeline
+    (generated once and cached like the training set)."""
+    ucfg = mesh_images.unseen_config(cfg.data, cfg.eval.unseen_kinds, cfg.eval.n_unseen)
+    train, test = mesh_images.load(ucfg, render_fn(r))
+    return mesh_eval.score_unseen(r, model, train, test, seen, dev, cfg.eval.chamfer_points)
+
+
+def write_pictures(cfg: MeshRunConfig, log: RunLog, r: MeshRenderer, data, actions: np.ndarray,
+                   step: int) -> None:
+    """The held-out grid (PNG and TensorBoard), the first meshes to TensorBoard's mesh view
+    and as .obj files."""
+    grid = mesh_pictures.grid(r, actions, data, 16)
+    save_png(log.dir / "heldout_grid.png", grid)
+    log.image("eval/input|reconstruction|turned 90|truth turned 90", grid, step)
+    k = min(cfg.eval.n_obj, len(actions))
+    if k:
+        mesh_pictures.log_meshes(log, "eval/meshes", actions[:k], step)
+    for i in range(k):
+        v, f, c = mesh_eval.action_mesh(actions[i])
+        mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{data.kinds[data.kind[i]]}.obj", v, f, c)
 
 
 def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
                  step: int, train_s: float, pool=None, raw=None) -> dict:
-    """Scores of the inference network's meshes (``scores``) and, with ``eval.refine.steps``,
-    of the same meshes refined on their images (``scores_refined``); pictures and .obj files
-    show the refined meshes when there are any. ``model`` is the averaged network when there
-    is one, and ``raw`` the trained weights, scored as ``scores_raw``; ``train_s`` is the
-    training's wall time."""
+    """Scores of the inference network's meshes (``scores``, and ``scores_unseen`` on kinds it
+    never trained on) and, with ``eval.refine.steps``, of the same meshes refined on their
+    images (``scores_refined``); pictures and .obj files show the refined meshes when there
+    are any. ``model`` is the averaged network when there is one, and ``raw`` the trained
+    weights, scored as ``scores_raw``; ``train_s`` is the training's wall time."""
     t_start = time.time() - train_s
     n = cfg.eval.n_test or len(test)
     sub = test.subset(slice(0, n))
@@ -555,27 +611,25 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
         extra["scores_raw"], _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
         log.scalars(step, {"eval/iou_raw": extra["scores_raw"]["iou"]})
     actions = mesh_eval.infer_actions(model, sub.images, dev)
-    scores, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+    scores, render = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
     radius, floor = mesh_eval.sphere_floor(r, train, sub)
     scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
                    "train_wall_s": time.time() - t_start})
-    log.scalars(step, {"eval/iou": scores["iou"], "eval/psnr": scores["psnr"],
-                       "eval/chamfer": scores["chamfer"], "eval/iou_sphere_floor": floor})
+    log.scalars(step, eval_scalars("eval", scores) | {"eval/iou_sphere_floor": floor})
     out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path), "scores": scores, **extra}
+    if cfg.eval.n_unseen > 0:
+        seen = (mesh_eval.iou(render.mask, sub.masks), sub.masks.sum((1, 2)))
+        out["scores_unseen"] = unseen_scores(cfg, r, model, dev, seen)
+        log.scalars(step, eval_scalars("eval_unseen", out["scores_unseen"]))
     if cfg.eval.refine.steps > 0:
         t0 = time.time()
         actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)
         out["refine"]["wall_s"] = time.time() - t0
-        refined, renders = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+        refined, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
         out["scores_refined"] = refined
         log.scalars(step, {"eval/iou_refined": refined["iou"], "eval/psnr_refined": refined["psnr"],
                            "eval/chamfer_refined": refined["chamfer"]})
-    grid = image_grid(np.concatenate([sub.images[:16], renders[:16]]), 16)
-    save_png(log.dir / "heldout_grid.png", grid)
-    log.image("eval/input|reconstruction", grid, step)
-    for i in range(min(cfg.eval.n_obj, n)):
-        v, f, c = mesh_eval.action_mesh(actions[i])
-        mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{sub.kinds[sub.kind[i]]}.obj", v, f, c)
+    write_pictures(cfg, log, r, sub, actions, step)
     scores["wall_s"] = time.time() - t_start
     return out
 

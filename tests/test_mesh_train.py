@@ -58,6 +58,16 @@ def test_end_to_end_writes_checkpoint_events_and_a_report_in_range(tmp_path):
     assert 0 < s["psnr"] < 100 and 0 < s["chamfer"] < 3 and s["steps"] == 4
     pool = report["speed"]["pool"]
     assert pool["completed"] == pool["requested"] == 4 * 4 * 4 + 0  # steps * B * K
+    # per kind, and the rotation (off in this model: identity) scored modulo symmetry
+    assert sum(v["n"] for v in s["per_kind"].values()) == 12 and 0 <= s["rot_err_deg"] <= 180
+    # kinds never trained on, each with its own sphere floor
+    u = report["scores_unseen"]
+    assert set(u["per_kind"]) == {"octahedron", "prism", "bicone"} and u["n"] == 150
+    assert all(0 < v["iou_sphere_floor"] < 1 for v in u["per_kind"].values())
+    assert u["iou_gap_at_equal_area"] == pytest.approx(u["iou_seen_area_matched"] - u["iou"])
+    # held-out IoU against training time, at every image step
+    curve = report["iou_vs_time"]
+    assert [c["step"] for c in curve] == [2, 4] and curve[0]["train_s"] < curve[1]["train_s"]
     obj = next(run_dir.glob("*.obj")).read_text().splitlines()
     assert sum(line.startswith("v ") for line in obj) == 162
     assert sum(line.startswith("f ") for line in obj) == 320
@@ -75,6 +85,8 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     a, s, log = report["scores"], report["scores_refined"], report["refine"]
     # the same checkpoint and images: the network's own scores are those of the first run
     assert a["iou"] == first["scores"]["iou"] and a["steps"] == 4 and "scores_refined" not in first
+    # the IoU-against-time curve comes back from the checkpoint
+    assert report["iou_vs_time"] == first["iou_vs_time"] and len(first["iou_vs_time"]) == 2
     assert 0 <= s["iou"] <= 1
     # every image keeps its most likely mesh: never less likely than the network's own
     assert log["best_reward_mean"] >= log["reward_mean"][0]

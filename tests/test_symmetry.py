@@ -1,0 +1,85 @@
+"""Rotation error modulo a shape's symmetry, against analytic truth."""
+
+import numpy as np
+import pytest
+
+from gen3d import geometry as geo
+from gen3d import symmetry as sym
+
+
+def rot(axis, deg):
+    return geo.axis_angle_to_matrix(np.radians(deg) * np.asarray(axis, float) / np.linalg.norm(axis))
+
+
+def same_point_set(a, b, tol=1e-5):
+    d = np.linalg.norm(a[:, None] - b[None], axis=-1)
+    return d.min(1).max() < tol and d.min(0).max() < tol
+
+
+@pytest.mark.parametrize("kind", ["cube", "octahedron", "pyramid", "prism"])
+def test_every_element_of_a_finite_group_maps_the_shape_onto_itself(kind):
+    g = sym.SYMMETRIES[kind].finite
+    m = geo.primitive(kind)
+    np.testing.assert_allclose(g @ np.swapaxes(g, 1, 2), np.broadcast_to(np.eye(3), g.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(g), 1, atol=1e-12)
+    assert len({tuple(np.round(x, 6).ravel()) for x in g}) == len(g)  # no duplicates
+    for s in g:
+        assert same_point_set(m.verts @ s.T, m.verts)
+    # and a rotation outside the group does not
+    assert not same_point_set(m.verts @ rot([1, 2, 3], 20).T, m.verts)
+
+
+def test_group_sizes():
+    assert len(sym.cube_group()) == 24 and len(sym.SYMMETRIES["pyramid"].finite) == 4
+    assert len(sym.SYMMETRIES["prism"].finite) == 6
+
+
+@pytest.mark.parametrize("kind", sorted(sym.SYMMETRIES))
+def test_the_true_rotation_composed_with_a_symmetry_scores_zero_and_a_known_tilt_scores_its_angle(kind):
+    rng = np.random.default_rng(0)
+    r_true = geo.random_rotation(rng, 40)
+    s = sym.SYMMETRIES[kind]
+    if s.finite is not None:
+        g = s.finite[rng.integers(len(s.finite), size=40)]
+    else:  # any turn about y, and for end-swapping shapes a half turn about x
+        g = geo.axis_angle_to_matrix(np.c_[np.zeros(40), rng.uniform(-np.pi, np.pi, 40), np.zeros(40)])
+        if s.end_swap:
+            g = g @ rot([1, 0, 0], 180)
+    np.testing.assert_allclose(sym.rotation_error_deg(r_true, r_true @ g, kind), 0, atol=1e-4)
+    # a tilt of 17 degrees about a horizontal axis after the symmetry: 17 degrees for every group
+    # (well under half the smallest distance between two group elements)
+    tilt = rot([1, 0, 1], 17)
+    np.testing.assert_allclose(sym.rotation_error_deg(r_true, r_true @ g @ tilt, kind), 17, atol=1e-4)
+
+
+def test_the_error_is_the_geodesic_angle_where_the_group_is_trivial_up_to_it():
+    r = geo.random_rotation(np.random.default_rng(1), 10)
+    # a pyramid turned 45 degrees about its axis is as far from both neighbouring quarter turns
+    np.testing.assert_allclose(sym.rotation_error_deg(r, r @ rot([0, 1, 0], 45), "pyramid"), 45, atol=1e-6)
+    # a cone upside down is 180 degrees off; a cylinder upside down is right
+    flip = rot([1, 0, 0], 180)
+    np.testing.assert_allclose(sym.rotation_error_deg(r, r @ flip, "cone"), 180, atol=1e-4)
+    np.testing.assert_allclose(sym.rotation_error_deg(r, r @ flip, "cylinder"), 0, atol=1e-4)
+    # a cylinder tilted 120 degrees is 60 from its swapped ends
+    np.testing.assert_allclose(sym.rotation_error_deg(r, r @ rot([0, 0, 1], 120), "cylinder"), 60, atol=1e-4)
+    assert np.isnan(sym.rotation_error_deg(r, r, "torus")).all()
+
+
+def test_no_rotation_is_further_from_the_cube_group_than_its_known_covering_radius():
+    # the farthest rotation from the 24 is 2 * arccos((2 + sqrt 2) / 4) = 62.80 degrees away
+    e = sym.rotation_error_deg(np.broadcast_to(np.eye(3), (20000, 3, 3)),
+                               geo.random_rotation(np.random.default_rng(2), 20000), "cube")
+    assert e.max() <= np.degrees(2 * np.arccos((2 + np.sqrt(2)) / 4)) + 1e-6 and e.max() > 55
+
+
+def test_a_pose_in_a_fixed_frame_of_its_own_scores_zero_once_aligned():
+    rng = np.random.default_rng(3)
+    r_true = geo.random_rotation(rng, 30)
+    c = geo.random_rotation(rng)  # the model's object frame, turned from the data's
+    cands = np.concatenate([sym.frame_candidates(50), c[None]])
+    pred = r_true @ c
+    assert np.median(sym.rotation_error_deg(r_true, pred, "pyramid")) > 5
+    np.testing.assert_allclose(sym.aligned_rotation_error_deg(r_true, pred, "pyramid", cands), 0, atol=1e-4)
+    # a constant prediction stays far off: one frame cannot follow random poses
+    const = np.broadcast_to(np.eye(3), r_true.shape)
+    assert np.median(sym.aligned_rotation_error_deg(r_true, const, "pyramid")) > 40
