@@ -76,12 +76,11 @@ def base_config(out: Path, s: dict, config: str, overrides: list[str]):
     t = d["train"]
     if not any(o.strip().startswith("train.steps=") for o in overrides):
         t["steps"] = s["budget"] // (int(t["batch"]) * int(t["samples"]))
+    if t["steps"] < 1:
+        raise ValueError(f"--budget {s['budget']} is under one step of {t['batch']} x "
+                         f"{t['samples']} renders; raise --budget")
     t.setdefault("image_every", t["steps"] + 1)
-    cfg = from_dict(MeshRunConfig, d, config)
-    if cfg.train.steps < 1:
-        raise ValueError(f"--budget {s['budget']} is under one step of {cfg.train.batch} x "
-                         f"{cfg.train.samples} renders; raise --budget")
-    return cfg
+    return from_dict(MeshRunConfig, d, config)
 
 
 def smooth(v: np.ndarray, w: int) -> np.ndarray:

@@ -65,8 +65,8 @@ class MeshTrainConfig:
     """Meshes sampled per image (K): B*K renders a step."""
     microbatches: PosInt = 2
     """A step's images go to the workers in this many parts, so rendering overlaps learning."""
-    lr: PosFloat = 1e-3
-    """Adam learning rate of the model."""
+    lr: NonNegFloat = 1e-3
+    """Adam learning rate of the model (0 holds the network fixed, e.g. to compare estimators on it)."""
     weight_decay: NonNegFloat = 0.0
     """AdamW's decoupled weight decay: holds back the random walk that score-function noise
     drives in the weights, which otherwise saturates the posterior and the LSTM. Weight

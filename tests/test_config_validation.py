@@ -29,7 +29,7 @@ BAD = [
     (MESH, "train.log_every", [0]),
     (MESH, "train.image_every", [0]),
     (MESH, "train.time_limit_s", [-1, ".inf"]),
-    (MESH, "train.lr", [0, -0.001, ".nan"]),
+    (MESH, "train.lr", [-0.001, ".nan"]),
     (MESH, "train.sigma", [0, ".nan", "-.inf"]),
     (MESH, "train.ema", [1, -0.1]),
     (MESH, "train.std_final", [0]),
