@@ -167,6 +167,11 @@ def test_a_node_lost_without_room_leaves_the_pool_running_smaller_then_it_grows_
         assert d["completed"] == d["requested"] == 192
         a, t = _batch(32, seed=3)  # the run goes on, on two workers
         np.testing.assert_allclose(pool.evaluate(a, targets=t).rewards, expected_rewards(a, t))
+        # the replacement counts as lost once it has waited start_timeout_s for room (the step
+        # may well end before that): a bounded wait, not a hang
+        deadline = time.monotonic() + 15
+        while pool.poll(0.2)["workers_lost"] < 1 and time.monotonic() < deadline:
+            pass
         assert pool.stats["workers_lost"] == 1 and pool.stats["workers_alive"] == 2
         assert pool.stats["completed"] == pool.stats["requested"]
         cluster.add_node(num_cpus=2, resources={"machine_d": 1})  # capacity returns
