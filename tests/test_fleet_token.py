@@ -119,7 +119,12 @@ def test_joining_without_the_token_is_a_clear_error_within_seconds(head, tmp_pat
 
 def test_rays_status_tool_works_from_the_projects_environment(head, tmp_path):
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    p = subprocess.run([ray_cli, "status", f"--address={head}"], capture_output=True, text=True,
-                       env=_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN), timeout=120)
+    for _ in range(10):  # the head's status is published a moment after it accepts drivers
+        p = subprocess.run([ray_cli, "status", f"--address={head}"], capture_output=True,
+                           text=True, timeout=120,
+                           env=_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN))
+        if p.returncode == 0:
+            break
+        time.sleep(2)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Resources" in p.stdout and "CPU" in p.stdout
