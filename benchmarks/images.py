@@ -62,7 +62,7 @@ def fill_cache(args: argparse.Namespace) -> None:
         load_volumes(cfg.data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 60 steps: a smoke run")
     ap.add_argument("--small", action="store_true",
@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         args.minutes = 0.0 if args.quick else 10.0
     if args.steps is None:
         args.steps = 60 if args.quick else 1_000_000
-    fill_cache(args)
+    return args
+
+
+def run_all(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every (experiment, image) run, ``args.jobs`` at a time; returns the failed ones."""
     todo = [(e, i) for e in args.experiments for i in args.image]
     running: list[tuple[tuple[str, str], subprocess.Popen]] = []
     failed = []
-    t0 = time.time()
     while todo or running:
         while todo and len(running) < args.jobs:
             e, i = todo.pop(0)
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                 running.remove(item)
                 if item[1].returncode:
                     failed.append(item[0])
+    return failed
+
+
+def read_rows(args: argparse.Namespace, failed: list) -> tuple[list[dict], str | None]:
     rows, machine = [], None
     for e in args.experiments:
         for i in args.image:
@@ -127,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                          "steps": r["budget"]["steps"],
                          "train_seconds": r["budget"]["train_seconds"],
                          "batch": r["budget"]["batch"], "T": r["budget"]["T"]})
+    return rows, machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    fill_cache(args)
+    t0 = time.time()
+    failed = run_all(args)
+    rows, machine = read_rows(args, failed)
     out = {"machine": f"{machine}; {args.jobs} run(s) at a time on it",
            "budget": {"minutes_per_run": args.minutes, "max_steps": args.steps,
                       "quick": args.quick, "small": args.small, "resumed": args.resume, "overrides": args.set,

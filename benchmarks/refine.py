@@ -23,7 +23,8 @@ from gen3d.data import mesh_images  # noqa: E402
 from gen3d.mesh_model import MeshModel  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_refine import RefineConfig  # noqa: E402
-from learners.mesh_train import local_renderer, refine_actions  # noqa: E402
+from learners.mesh_report import refine_actions  # noqa: E402
+from learners.mesh_train import local_renderer  # noqa: E402
 
 
 def refine_and_score(cfg, model: MeshModel, data, r) -> dict:

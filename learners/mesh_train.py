@@ -12,7 +12,6 @@ the prior is pathwise (``learners.mesh_step``). ``run`` reads as its phases: ``s
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
@@ -22,22 +21,26 @@ import torch
 
 from envs.renderer import MeshRenderer
 from gen3d import estimators
-from gen3d import geometry as geo
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.fields import AtLeast, Below, DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
-from envs import spaces
-from learners import mesh_eval, mesh_pictures
 from learners.config import ConfigError
-from learners.mesh_refine import RefineConfig, refine
-from learners.mesh_step import MeshStep, RewardSource, StepResult, env_spec
-from learners.runlog import RunLog, save_png
+from learners.mesh_refine import RefineConfig
+from learners.mesh_optim import (
+    WeightAverage,
+    clip_to_adam_rms,
+    decay_groups,
+    lr_factor,
+    size_lazy_parameters,
+    std_factor,
+)
+from learners.mesh_report import final_report, heldout_step
+from learners.mesh_step import MeshStep, RewardSource, StepResult
 from learners.self_imitation import SelfImitation
 from learners.skeleton import RunSkeleton, seed_everything
-from workers import cluster
 from workers.cluster import RayConfig
-from workers.pool import PoolConfig, make_pool
+from workers.pool import PoolConfig
 
 
 @dataclass
@@ -457,204 +460,6 @@ def headline(report: dict) -> dict[str, float]:
     if "scores_refined" in report:
         out["iou_refined"] = report["scores_refined"]["iou"]
     return out
-
-
-def run_fraction(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
-    """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
-    is further on."""
-    done = step / tc.steps
-    if tc.time_limit_s:
-        done = max(done, elapsed_s / tc.time_limit_s)
-    return min(1.0, done)
-
-
-def lr_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
-    """The learning rate's fraction at ``step``: linear from 1 to ``lr_final``."""
-    return 1 - (1 - tc.lr_final) * run_fraction(tc, step, elapsed_s)
-
-
-def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
-    """The sampling std's factor at ``step``: linear from 1 to ``std_final``."""
-    return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights; its decay ramps up from 0.1 as
-    (1 + n) / (10 + n) so that the first updates do not keep the initial weights."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.model = copy.deepcopy(model).requires_grad_(False)
-        self.decay, self.n = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        for a, p in zip(self.model.parameters(), model.parameters()):
-            a.lerp_(p.detach(), 1 - d)
-        self.n += 1
-
-    @torch.no_grad()
-    def reset(self, model: torch.nn.Module) -> None:
-        self.model.load_state_dict(model.state_dict())
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "n": self.n}
-
-    def load_state_dict(self, st: dict) -> None:
-        self.model.load_state_dict(st["model"])
-        self.n = st["n"]
-
-
-def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
-    which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
-    towards a wider distribution, not a smaller weight."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-
-
-@torch.no_grad()
-def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
-    """Clamp each gradient element to k times the bias-corrected RMS Adam keeps for it."""
-    for group in opt.param_groups:
-        beta2 = group["betas"][1]
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if p.grad is None or not st or "exp_avg_sq" not in st:
-                continue
-            t = float(st["step"])
-            rms = (st["exp_avg_sq"] / (1 - beta2**t)).sqrt_().mul_(k).add_(group["eps"])
-            p.grad.copy_(torch.maximum(torch.minimum(p.grad, rms), -rms))
-
-
-def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
-    """Estimators whose networks size themselves on first use (neural baselines, LAX) get a
-    dry run on a dummy batch, frozen, so their optimiser sees real parameters from the start."""
-    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in est.parameters()):
-        return
-    d = model.decoder.dim
-    dummy = estimators.Batch(torch.zeros(1, k, device=dev, requires_grad=True),
-                             torch.zeros(1, k, device=dev),
-                             sample=torch.zeros(1, k, d, device=dev, requires_grad=True),
-                             features=torch.zeros(1, model.feature_dim, device=dev),
-                             log_prior=torch.zeros(1, k, device=dev),
-                             noise=torch.zeros(1, k, d, device=dev),
-                             soft_reward=torch.zeros(1, k, device=dev, requires_grad=True))
-    est.eval()
-    est.loss(dummy)
-    est.train()
-
-
-def heldout_step(job: Job) -> None:
-    """During the run: the grid of the first 8 held-out images and the held-out IoU of the
-    scored network on the first ``eval.curve_images`` of them, against the training's wall
-    time (TensorBoard and the report's ``iou_vs_time``), so time to quality is visible."""
-    data, dev, log = job.test, job.sk.device, job.sk.log
-    n = min(max(job.cfg.eval.curve_images, 8), len(data))
-    actions = mesh_eval.infer_actions(job.scored_model, data.images[:n], dev)
-    log.image("input|reconstruction|turned 90|truth turned 90",
-              mesh_pictures.grid(job.local, actions, data, 8), job.step)
-    if job.cfg.eval.curve_images > 0:
-        mask = job.local.render_rays(**spaces.unpack(actions), mask=True).mask
-        value = float(mesh_eval.iou(mask, data.masks[:n]).mean())
-        log.scalars(job.step, {"heldout/iou": value})
-        job.curve.append({"step": job.step, "train_s": job.sk.elapsed, "iou": value})
-
-
-def eval_scalars(prefix: str, scores: dict) -> dict[str, float | None]:
-    """TensorBoard scalars of a score dict: overall and per kind."""
-    keys = ("iou", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg")
-    out = {f"{prefix}/{k}": scores.get(k) for k in keys}
-    for kind, s in scores.get("per_kind", {}).items():
-        out.update({f"{prefix}_per_kind/{k}_{kind}": s.get(k) for k in keys})
-    return out
-
-
-def unseen_scores(cfg: MeshRunConfig, r: MeshRenderer, model: MeshModel, dev,
-                  seen: tuple[np.ndarray, np.ndarray]) -> dict:
-    """``scores_unseen``: the network on ``eval.unseen_kinds``, made by the same image pipeline
-    (generated once and cached like the training set)."""
-    ucfg = mesh_images.unseen_config(cfg.data, cfg.eval.unseen_kinds, cfg.eval.n_unseen)
-    train, test = mesh_images.load(ucfg, render_fn(r))
-    return mesh_eval.score_unseen(r, model, train, test, seen, dev, cfg.eval.chamfer_points)
-
-
-def write_pictures(cfg: MeshRunConfig, log: RunLog, r: MeshRenderer, data, actions: np.ndarray,
-                   step: int) -> None:
-    """The held-out grid (PNG and TensorBoard), the first meshes to TensorBoard's mesh view
-    and as .obj files."""
-    grid = mesh_pictures.grid(r, actions, data, 16)
-    save_png(log.dir / "heldout_grid.png", grid)
-    log.image("eval/input|reconstruction|turned 90|truth turned 90", grid, step)
-    k = min(cfg.eval.n_obj, len(actions))
-    if k:
-        mesh_pictures.log_meshes(log, "eval/meshes", actions[:k], step)
-    for i in range(k):
-        v, f, c = mesh_eval.action_mesh(actions[i])
-        mesh_eval.write_obj(log.dir / f"mesh_{i:02d}_{data.kinds[data.kind[i]]}.obj", v, f, c)
-
-
-def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train, test, dev,
-                 step: int, train_s: float, pool=None, raw=None) -> dict:
-    """Scores of the inference network's meshes (``scores``, and ``scores_unseen`` on kinds it
-    never trained on) and, with ``eval.refine.steps``, of the same meshes refined on their
-    images (``scores_refined``); pictures and .obj files show the refined meshes when there
-    are any. ``model`` is the averaged network when there is one, and ``raw`` the trained
-    weights, scored as ``scores_raw``; ``train_s`` is the training's wall time."""
-    t_start = time.time() - train_s
-    n = cfg.eval.n_test or len(test)
-    sub = test.subset(slice(0, n))
-    extra = {}
-    if raw is not None:
-        actions = mesh_eval.infer_actions(raw, sub.images, dev)
-        extra["scores_raw"], _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
-        log.scalars(step, {"eval/iou_raw": extra["scores_raw"]["iou"]})
-    actions = mesh_eval.infer_actions(model, sub.images, dev)
-    scores, render = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
-    radius, floor = mesh_eval.sphere_floor(r, train, sub)
-    scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
-                   "train_wall_s": time.time() - t_start})
-    log.scalars(step, eval_scalars("eval", scores) | {"eval/iou_sphere_floor": floor})
-    out = {"name": cfg.name, "checkpoint": str(log.checkpoint_path), "scores": scores, **extra}
-    if cfg.eval.n_unseen > 0:
-        seen = (mesh_eval.iou(render.mask, sub.masks), sub.masks.sum((1, 2)))
-        out["scores_unseen"] = unseen_scores(cfg, r, model, dev, seen)
-        log.scalars(step, eval_scalars("eval_unseen", out["scores_unseen"]))
-    if cfg.eval.refine.steps > 0:
-        t0 = time.time()
-        actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)
-        out["refine"]["wall_s"] = time.time() - t0
-        refined, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
-        out["scores_refined"] = refined
-        log.scalars(step, {"eval/iou_refined": refined["iou"], "eval/psnr_refined": refined["psnr"],
-                           "eval/chamfer_refined": refined["chamfer"]})
-    write_pictures(cfg, log, r, sub, actions, step)
-    scores["wall_s"] = time.time() - t_start
-    return out
-
-
-def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None,
-                   workers: int = 0) -> tuple[np.ndarray, dict]:
-    """Refine the inferred meshes of ``data`` through ``pool`` or, without one, a pool of its
-    own (``workers`` Ray workers; 0: one in-process worker): actions (N, A) and the log."""
-    own = pool is None
-    if own:
-        if workers:
-            cluster.start(cfg.ray)
-        pool = make_pool(env_spec(cfg), dataclasses.replace(cfg.pool, workers=workers)
-                         if workers else PoolConfig(backend="local"))
-    pool.set_targets(data.images)
-    try:
-        with torch.no_grad():
-            m0 = mesh_eval.infer_params(model, data.images, dev).cpu()
-            decoder = copy.deepcopy(model.decoder).cpu()
-            best, rlog = refine(m0, decoder, lambda a, i: pool.evaluate(a, target_idx=i).rewards,
-                                cfg.eval.refine, generator=torch.Generator().manual_seed(cfg.seed))
-        return decoder(best).numpy().astype(np.float32), rlog
-    finally:
-        if own:
-            pool.close()
 
 
 __all__ = ["MeshRunConfig", "run"]

@@ -1,0 +1,106 @@
+"""The mesh learner's optimiser pieces: schedules on the run's clock, weight averaging,
+weight decay groups, gradient clipping and sizing of lazy estimator parameters."""
+
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import copy
+
+import torch
+
+from gen3d import estimators
+from gen3d.mesh_model import MeshModel
+
+
+
+if TYPE_CHECKING:
+    from learners.mesh_train import MeshTrainConfig
+
+
+def run_fraction(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
+    """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
+    is further on."""
+    done = step / tc.steps
+    if tc.time_limit_s:
+        done = max(done, elapsed_s / tc.time_limit_s)
+    return min(1.0, done)
+
+
+def lr_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
+    """The learning rate's fraction at ``step``: linear from 1 to ``lr_final``."""
+    return 1 - (1 - tc.lr_final) * run_fraction(tc, step, elapsed_s)
+
+
+def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
+    """The sampling std's factor at ``step``: linear from 1 to ``std_final``."""
+    return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights; its decay ramps up from 0.1 as
+    (1 + n) / (10 + n) so that the first updates do not keep the initial weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.decay, self.n = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for a, p in zip(self.model.parameters(), model.parameters()):
+            a.lerp_(p.detach(), 1 - d)
+        self.n += 1
+
+    @torch.no_grad()
+    def reset(self, model: torch.nn.Module) -> None:
+        self.model.load_state_dict(model.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "n": self.n}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.n = st["n"]
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
+    which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
+    towards a wider distribution, not a smaller weight."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
+    """Clamp each gradient element to k times the bias-corrected RMS Adam keeps for it."""
+    for group in opt.param_groups:
+        beta2 = group["betas"][1]
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if p.grad is None or not st or "exp_avg_sq" not in st:
+                continue
+            t = float(st["step"])
+            rms = (st["exp_avg_sq"] / (1 - beta2**t)).sqrt_().mul_(k).add_(group["eps"])
+            p.grad.copy_(torch.maximum(torch.minimum(p.grad, rms), -rms))
+
+
+def size_lazy_parameters(est, model: MeshModel, k: int, dev) -> None:
+    """Estimators whose networks size themselves on first use (neural baselines, LAX) get a
+    dry run on a dummy batch, frozen, so their optimiser sees real parameters from the start."""
+    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in est.parameters()):
+        return
+    d = model.decoder.dim
+    dummy = estimators.Batch(torch.zeros(1, k, device=dev, requires_grad=True),
+                             torch.zeros(1, k, device=dev),
+                             sample=torch.zeros(1, k, d, device=dev, requires_grad=True),
+                             features=torch.zeros(1, model.feature_dim, device=dev),
+                             log_prior=torch.zeros(1, k, device=dev),
+                             noise=torch.zeros(1, k, d, device=dev),
+                             soft_reward=torch.zeros(1, k, device=dev, requires_grad=True))
+    est.eval()
+    est.loss(dummy)
+    est.train()
