@@ -3,6 +3,9 @@
 - "stand-in" rows: orchestration alone. Each request sleeps 20-50 ms (``workers.standin``: no
   CPU), so W workers could at best finish W requests per 35 ms; efficiency is the measured
   renders/s over that ideal. 1 to 64 workers on a local Ray (0.01 CPU each, so that 64 fit).
+- "bare-ray" rows (``--bare``): the same requests to minimal Ray actors that only sleep, with
+  no pool: what Ray itself allows on this machine, so that the pool's own cost is the gap
+  between the two rows.
 - "gl" rows: the real renderer (64x64 meshes), 1..N workers on a local Ray and over a
   simulated two-node cluster (Ray's ``cluster_utils``, one worker per node); efficiency is
   renders/s over W times the one-worker local figure.
@@ -11,12 +14,13 @@ Each row is timed after the fleet has started and warmed up. A step is 4 request
 the next step is submitted before the current one is collected, as the learner overlaps its
 micro-batches, so renders/s is what a learner consumes.
 
-    python benchmarks/fleet.py [--quick] [--json PATH] [--workers 1,2,4,...] [--gl-workers 1,2]
+    python benchmarks/fleet.py [--quick] [--json PATH] [--workers 1,2,4,...] [--bare] [--gl-workers 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -86,6 +90,53 @@ def standin_rows(counts: list[int], steps: int, chunk: int = 16) -> list[dict]:
     return rows
 
 
+def _bare_actor():
+    import ray
+
+    @ray.remote(num_cpus=0.01)
+    class Sleeper:
+        """What a stand-in worker does, without the pool's worker or gymnasium around it."""
+
+        def evaluate(self, request_id, actions, targets=None, return_images=False):
+            time.sleep(DELAY_S + JITTER_S * random.random())
+            return {"request_id": request_id, "rewards": np.zeros(len(actions)), "renders": len(actions)}
+
+    return Sleeper
+
+
+def bare_row(w: int, steps: int, chunk: int = 16, queue: int = 2) -> dict:
+    """``w`` sleeping actors fed ``queue`` requests each at a time, replies taken as they come:
+    the stand-in rows' load, straight through Ray."""
+    import ray
+
+    actors = [_bare_actor().remote() for _ in range(w)]
+    ray.get([a.evaluate.remote(0, np.zeros((1, ACTION_DIM))) for a in actors])
+    a, t = np.zeros((chunk, ACTION_DIM), np.float32), np.zeros((chunk, 4, 4, 3), np.uint8)
+    n, sent, done, owner = w * 4 * steps, 0, 0, {}
+    load = [0] * w
+    t0 = time.perf_counter()
+    while done < n:
+        for k, actor in enumerate(actors):
+            while load[k] < queue and sent < n:
+                owner[actor.evaluate.remote(sent, a, targets=t)] = k
+                load[k], sent = load[k] + 1, sent + 1
+        ready, _ = ray.wait(list(owner), num_returns=1, timeout=1.0)
+        for ref in ready:
+            ray.get(ref)
+            load[owner.pop(ref)] -= 1
+            done += 1
+    elapsed = time.perf_counter() - t0
+    for actor in actors:
+        ray.kill(actor)
+    ideal = w * chunk / (DELAY_S + JITTER_S / 2)
+    row = {"env": "bare-ray", "nodes": 1, "workers": w, "renders_per_s": n * chunk / elapsed,
+           "ideal_per_s": ideal, "step_p50_s": elapsed / steps, "step_p99_s": None,
+           "straggler_resends": 0, "start_s": None}
+    row["efficiency"] = row["renders_per_s"] / ideal
+    print(table([row], COLS), flush=True)
+    return row
+
+
 def _gl_batch(n: int, seed: int = 0):
     from envs import spaces
     from gen3d import geometry as geo
@@ -144,13 +195,18 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--workers", default=None, help="stand-in fleet sizes (default 1..64)")
     ap.add_argument("--gl-workers", default="1,2", help="GL fleet sizes on the local Ray")
-    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="measured steps per row (default 50; "
+                    "--quick 5): at 32 workers a step takes ~0.15 s, and 20 steps varied by 0.03")
+    ap.add_argument("--bare", action="store_true", help="also time bare Ray actors under the "
+                    "same load (bare-ray rows)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the two-node GL row")
     args = ap.parse_args()
-    steps = args.steps or (5 if args.quick else 20)
+    steps = args.steps or (5 if args.quick else 50)
     counts = [int(x) for x in (args.workers or ("1,4,16" if args.quick else "1,2,4,8,16,32,64")).split(",")]
     cluster.start(cluster.RayConfig(num_cpus=2))
     rows = standin_rows(counts, steps)
+    if args.bare:
+        rows += [bare_row(w, steps) for w in counts]
     gl = gl_rows([int(x) for x in args.gl_workers.split(",")], steps)
     rows += gl
     if not args.no_cluster:

@@ -175,6 +175,7 @@ class RenderPool:
         self._attempts: dict[Any, _Attempt] = {}
         self._backlog: deque[_Request] = deque()
         self._durations: deque[float] = deque(maxlen=256)
+        self._median: float | None = None  # of _durations; None: to be computed again
         nodes = placement.alive_nodes()
         try:
             n = placement.fleet_size(self.cfg.workers, self._need, nodes)
@@ -328,18 +329,23 @@ class RenderPool:
     def _dispatch(self) -> None:
         """Send waiting requests to the least busy workers that are up, at most
         ``worker_queue`` in flight each."""
-        late, now = self._late_s(), time.monotonic()
-        while self._backlog:
-            free = [s for s in self.slots if s.state == "up" and len(s.inflight) < self.cfg.worker_queue]
-            # a worker sitting on a late request may be hung: others first
-            prompt = [s for s in free if all(now - a.sent_at <= late for a in s.inflight.values())]
-            free = prompt or free
-            if not free:
-                return
+        if not self._backlog:
+            return
+        late, now, cap = self._late_s(), time.monotonic(), self.cfg.worker_queue
+        free = [s for s in self.slots if s.state == "up" and len(s.inflight) < cap]
+        # a worker sitting on a late request may be hung: others first
+        prompt = [s for s in free if all(now - a.sent_at <= late for a in s.inflight.values())]
+        groups = [prompt, [s for s in free if s not in prompt]]
+        while self._backlog and (groups[0] or groups[1]):
             req = self._backlog.popleft()
-            if not req.done:
-                # ties go to the worker that has rendered least: every worker takes turns
-                self._send(req, min(free, key=lambda s: (len(s.inflight), s.renders)))
+            if req.done:
+                continue
+            group = groups[0] or groups[1]
+            # ties go to the worker that has rendered least: every worker takes turns
+            slot = min(group, key=lambda s: (len(s.inflight), s.renders))
+            self._send(req, slot)
+            if len(slot.inflight) >= cap:
+                group.remove(slot)
 
     def _send(self, req: _Request, slot: _Slot) -> None:
         t, b = req.ticket, req.ticket.payload
@@ -390,7 +396,7 @@ class RenderPool:
 
     def _poll_s(self) -> float:
         """Wake often enough to catch a straggler soon after it is late."""
-        med = statistics.median(self._durations) if self._durations else 0.5
+        med = self._median_s() if self._durations else 0.5
         return float(np.clip(med / 2, 0.005, 0.5))
 
     def _on_replacement(self, slot: _Slot) -> None:
@@ -422,6 +428,7 @@ class RenderPool:
             return
         req.done = True
         self._durations.append(time.monotonic() - att.sent_at)
+        self._median = None
         if "error" in reply:
             b.error = f"render worker (pid {reply['pid']}) rejected the request: {reply['error']}"
             return
@@ -464,8 +471,14 @@ class RenderPool:
         """How old a request may be before it counts as a straggler (inf: never)."""
         if self.cfg.straggler_factor <= 0 or not self._durations:
             return float("inf")
-        return max(self.cfg.straggler_factor * statistics.median(self._durations),
-                   self.cfg.straggler_min_s)
+        return max(self.cfg.straggler_factor * self._median_s(), self.cfg.straggler_min_s)
+
+    def _median_s(self) -> float:
+        """The median of the recent request times, sorted once per new reply (the pump asks
+        several times per reply: at 32 workers sorting each time cost a tenth of the driver)."""
+        if self._median is None:
+            self._median = statistics.median(self._durations)
+        return self._median
 
     def poll(self, timeout: float = 0.0) -> dict[str, float]:
         """Handle what has come in (late replies, lost workers, replacements that started)
