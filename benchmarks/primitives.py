@@ -9,7 +9,8 @@ network, which tells what refinement does without what the run learned).
     python benchmarks/primitives.py --seeds 0,1,2 --steps-bounded   # run-to-run spread
 
 Each full run's row: seed, held-out IoU (and the sphere floor), PSNR, Chamfer, the median
-rotation error modulo symmetry (as inferred and in the best fixed frame), the IoU on kinds never
+rotation error modulo symmetry (as inferred, in the best fixed frame, and read off the inferred
+mesh's shape with the fraction of kinds read right: ``gen3d.mesh_pose``), the IoU on kinds never
 trained on (``scores_unseen``, with its floor and the seen kinds' IoU at equal image area),
 wall seconds; the JSON keeps per-kind scores and the IoU-against-time curve too.
 
@@ -86,14 +87,17 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
     u = rep.get("scores_unseen", {})
     out = {"seed": cfg.seed, "iou": s["iou"], "iou_sphere_floor": s["iou_sphere_floor"],
            "psnr": s["psnr"], "chamfer": s["chamfer"], "rot_err_deg": s["rot_err_deg"],
-           "rot_err_aligned_deg": s["rot_err_aligned_deg"], "iou_unseen": u.get("iou"),
+           "rot_err_aligned_deg": s["rot_err_aligned_deg"],
+           "rot_err_mesh_deg": s.get("rot_err_mesh_deg"), "kind_read": s.get("kind_read"),
+           "iou_unseen": u.get("iou"),
            "iou_unseen_floor": u.get("iou_sphere_floor"),
            "iou_seen_area_matched": u.get("iou_seen_area_matched"), "wall_s": time.time() - t0,
            "steps": s["steps"], "stopped_by": rep["budget"]["stopped_by"],
            "per_kind": s["per_kind"], "per_kind_unseen": u.get("per_kind"),
            "iou_vs_time": rep.get("iou_vs_time")}
     cols = ["seed", "iou", "iou_sphere_floor", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg",
-            "iou_unseen", "iou_unseen_floor", "iou_seen_area_matched", "wall_s", "steps", "stopped_by"]
+            "rot_err_mesh_deg", "kind_read", "iou_unseen", "iou_unseen_floor", "iou_seen_area_matched",
+            "wall_s", "steps", "stopped_by"]
     if "scores_refined" in rep:
         f = rep["scores_refined"]
         out.update(iou_refined=f["iou"], psnr_refined=f["psnr"], chamfer_refined=f["chamfer"],

@@ -25,6 +25,7 @@ from envs.validate import check_array, check_batch, check_colours, check_pose
 from envs.validate import (LENGTH_HINT, check_at_most, check_camera, check_lights, check_meshes,
                            check_reach, check_size)
 from gen3d import geometry as geo
+from gen3d.geometry import Lights  # noqa: F401  (the renderer's lights; defined with the camera)
 
 
 def _current(method):
@@ -42,28 +43,6 @@ def _current(method):
         finally:
             self._in_context = False
     return wrapper
-
-
-@dataclass(frozen=True)
-class Lights:
-    """Directional lights (unit vectors pointing towards each light, world frame) with RGB
-    intensities, plus an ambient term. At most three."""
-
-    directions: tuple = ((0.4, 0.6, 0.7), (-0.7, 0.2, 0.4), (0.1, -0.6, 0.5))
-    colours: tuple = ((0.55, 0.55, 0.55), (0.3, 0.3, 0.3), (0.2, 0.2, 0.2))
-    ambient: tuple = (0.25, 0.25, 0.25)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d = np.zeros((3, 3), np.float32)
-        c = np.zeros((3, 3), np.float32)
-        n = len(self.directions)
-        if n > 3 or len(self.colours) != n:
-            raise ValueError("lights: give at most 3 directions and one colour for each")
-        if n:
-            dd = np.asarray(self.directions, np.float32)
-            d[:n] = dd / np.linalg.norm(dd, axis=1, keepdims=True)
-            c[:n] = np.asarray(self.colours, np.float32)
-        return d, c, np.asarray(self.ambient, np.float32)
 
 
 @dataclass

@@ -232,6 +232,28 @@ class Camera:
         return np.stack([col, row], -1), -eye_p[..., 2]
 
 
+@dataclass(frozen=True)
+class Lights:
+    """Directional lights (unit vectors pointing towards each light, world frame) with RGB
+    intensities, plus an ambient term. At most three."""
+
+    directions: tuple = ((0.4, 0.6, 0.7), (-0.7, 0.2, 0.4), (0.1, -0.6, 0.5))
+    colours: tuple = ((0.55, 0.55, 0.55), (0.3, 0.3, 0.3), (0.2, 0.2, 0.2))
+    ambient: tuple = (0.25, 0.25, 0.25)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = np.zeros((3, 3), np.float32)
+        c = np.zeros((3, 3), np.float32)
+        n = len(self.directions)
+        if n > 3 or len(self.colours) != n:
+            raise ValueError("lights: give at most 3 directions and one colour for each")
+        if n:
+            dd = np.asarray(self.directions, np.float32)
+            d[:n] = dd / np.linalg.norm(dd, axis=1, keepdims=True)
+            c[:n] = np.asarray(self.colours, np.float32)
+        return d, c, np.asarray(self.ambient, np.float32)
+
+
 # ---------------------------------------------------------------------------- meshes
 
 

@@ -13,7 +13,7 @@ import torch
 from envs import spaces
 from envs.renderer import MeshRenderer, Render
 from gen3d import geometry as geo
-from gen3d import symmetry
+from gen3d import mesh_pose, symmetry
 from gen3d.data.mesh_images import MeshImages
 from gen3d.mesh_model import MeshModel, images_to_tensor
 
@@ -57,9 +57,12 @@ def infer_params(model: MeshModel, images: np.ndarray, device="cpu", batch: int 
 
 
 def infer_actions(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> np.ndarray:
-    """The most likely mesh of each image as renderer actions (N, A)."""
-    with torch.no_grad():
-        return model.decoder(infer_params(model, images, device, batch)).cpu().numpy().astype(np.float32)
+    """The most likely mesh of each image as renderer actions (N, A) (``MeshModel.infer``)."""
+    model.eval()
+    out = [model.infer(images_to_tensor(images[i:i + batch], device)).cpu()
+           for i in range(0, len(images), batch)]
+    model.train()
+    return torch.cat(out).numpy().astype(np.float32)
 
 
 def sphere_floor(renderer: MeshRenderer, train: MeshImages, test: MeshImages) -> tuple[float, float]:
@@ -102,6 +105,27 @@ def rotation_errors(actions: np.ndarray, data: MeshImages) -> tuple[np.ndarray, 
     return raw, aligned
 
 
+def mesh_pose_errors(actions: np.ndarray, data: MeshImages, kinds: list[str],
+                     n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, read off the inferred mesh's shape (``gen3d.mesh_pose``, templates of
+    ``kinds``, ``n`` rotations): the rotation error in degrees of the turn read (modulo the true
+    kind's symmetry) and 1.0 where the kind read is the true one."""
+    a = spaces.unpack(actions)
+    lengths = a["lengths"].copy()
+    for i in np.flatnonzero(np.abs(a["rotation"]).max(1) > 0):  # turned: along the camera's rays
+        v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i])
+        lengths[i] = geo.ray_lengths_of_mesh(v, geo.ico_faces())
+    kind, rot = mesh_pose.read_poses(lengths, kinds, n)
+    err = np.full(len(actions), np.nan)
+    for j, k in enumerate(data.kinds):
+        sel = data.kind == j
+        if sel.any():
+            err[sel] = symmetry.rotation_error_deg(data.rotation[sel], rot[sel], k)
+    names = np.array(kinds)[kind]
+    right = np.array([names[i] == data.kinds[data.kind[i]] for i in range(len(actions))], float)
+    return err, right
+
+
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:
     """Means of the per-image scores at ``sel`` and medians of the rotation errors (None
     where no image there has one)."""
@@ -116,16 +140,22 @@ def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:
 
 
 def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera: geo.Camera,
-          n_points: int = 2000, seed: int = 0) -> tuple[dict, Render]:
+          n_points: int = 2000, seed: int = 0, pose_kinds: list[str] | None = None,
+          pose_rotations: int = 3000) -> tuple[dict, Render]:
     """Scores of ``actions`` against ``data``, overall and per kind, and the renders (colour
     and mask) they were taken on. ``rot_err_deg`` (and ``rot_err_aligned_deg``, in the
     model's best-fitting fixed frame per kind) is a median over the images whose kind has a
-    known symmetry group; the other scores are means."""
+    known symmetry group; the other scores are means. With ``pose_kinds`` (the training
+    kinds), also the turn and kind read off each inferred mesh's shape: ``rot_err_mesh_deg``
+    (median) and ``kind_read`` (the fraction read right)."""
     out = renderer.render_rays(**spaces.unpack(actions), mask=True)
     rot, rot_aligned = rotation_errors(actions, data)
     per_image = {"iou": iou(out.mask, data.masks), "psnr": psnr(out.rgb, data.images),
                  "chamfer": chamfers(actions, data, camera, n_points, np.random.default_rng(seed)),
                  "rot_err_deg": rot, "rot_err_aligned_deg": rot_aligned}
+    if pose_kinds:
+        per_image["rot_err_mesh_deg"], per_image["kind_read"] = mesh_pose_errors(
+            actions, data, pose_kinds, pose_rotations)
     kinds = {k: data.kind == j for j, k in enumerate(data.kinds) if (data.kind == j).any()}
     per_kind = {k: _summary(per_image, sel) | {"n": int(sel.sum())} for k, sel in kinds.items()}
     scores = _summary(per_image, np.ones(len(actions), bool))

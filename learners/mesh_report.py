@@ -16,7 +16,7 @@ import torch
 from envs.renderer import MeshRenderer
 from gen3d import geometry as geo
 from gen3d.data import mesh_images
-from gen3d.mesh_model import MeshModel
+from gen3d.mesh_model import MeshModel, images_to_tensor
 from envs import spaces
 from learners import mesh_eval, mesh_pictures
 from learners.mesh_refine import refine
@@ -98,7 +98,9 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
         extra["scores_raw"], _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
         log.scalars(step, {"eval/iou_raw": extra["scores_raw"]["iou"]})
     actions = mesh_eval.infer_actions(model, sub.images, dev)
-    scores, render = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+    pose = {"pose_kinds": cfg.data.kinds if cfg.eval.pose_rotations else None,
+            "pose_rotations": cfg.eval.pose_rotations}
+    scores, render = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points, **pose)
     radius, floor = mesh_eval.sphere_floor(r, train, sub)
     scores.update({"iou_sphere_floor": floor, "sphere_radius": radius, "steps": step,
                    "train_wall_s": time.time() - t_start})
@@ -112,7 +114,7 @@ def final_report(cfg: MeshRunConfig, log: RunLog, model, r: MeshRenderer, train,
         t0 = time.time()
         actions, out["refine"] = refine_actions(cfg, model, sub, dev, pool)
         out["refine"]["wall_s"] = time.time() - t0
-        refined, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points)
+        refined, _ = mesh_eval.score(r, actions, sub, geo.Camera(), cfg.eval.chamfer_points, **pose)
         out["scores_refined"] = refined
         log.scalars(step, {"eval/iou_refined": refined["iou"], "eval/psnr_refined": refined["psnr"],
                            "eval/chamfer_refined": refined["chamfer"]})
@@ -135,10 +137,15 @@ def refine_actions(cfg: MeshRunConfig, model: MeshModel, data, dev, pool=None,
     try:
         with torch.no_grad():
             m0 = mesh_eval.infer_params(model, data.images, dev).cpu()
-            decoder = copy.deepcopy(model.decoder).cpu()
-            best, rlog = refine(m0, decoder, lambda a, i: pool.evaluate(a, target_idx=i).rewards,
+            cpu_model = copy.deepcopy(model).cpu()
+            images = images_to_tensor(data.images)
+
+            def decode(m):  # refine sends each image's candidates together, in image order
+                return cpu_model.to_actions(m, images.repeat_interleave(len(m) // len(images), 0))
+
+            best, rlog = refine(m0, decode, lambda a, i: pool.evaluate(a, target_idx=i).rewards,
                                 cfg.eval.refine, generator=torch.Generator().manual_seed(cfg.seed))
-        return decoder(best).numpy().astype(np.float32), rlog
+        return decode(best).numpy().astype(np.float32), rlog
     finally:
         if own:
             pool.close()

@@ -32,7 +32,8 @@ def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None 
     """The loss of ``est`` for the samples ``s`` of ``images`` (B,3,H,W) in [0,1], and the
     (B,K) rewards it was formed from. ``reward`` (B,K) holds the black-box (GL) rewards when
     the estimator requires them; ``oracle`` makes the soft ones when it requires those. The
-    pathwise KL enters with weight ``kl_weight`` (objective "elbo")."""
+    pathwise KL enters with weight ``kl_weight`` (objective "elbo"); with colours read from
+    the image (``model.read_colours``), so does the decoder's fit to them (``s.colour_fit``)."""
     soft = None
     if "soft_reward" in est.requires:
         if oracle is None:
@@ -47,7 +48,10 @@ def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None 
         reward = soft.detach()
     batch = Batch(s.logp, reward, sample=s.m_rsample, features=s.features,
                   log_prior=s.log_pz - s.log_qz, noise=s.noise, soft_reward=soft)
-    return est.surrogate(batch, s.kl, kl_weight), batch.reward
+    loss = est.surrogate(batch, s.kl, kl_weight)
+    if s.colour_fit is not None:
+        loss = loss + s.colour_fit.mean()
+    return loss, batch.reward
 
 
 def env_spec(cfg: Any) -> EnvSpec:

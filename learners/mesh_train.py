@@ -138,6 +138,10 @@ class MeshEvalConfig:
     """Held-out images to score at the end (0: all)."""
     chamfer_points: PosInt = 2000
     """Surface points per mesh for the Chamfer distance."""
+    pose_rotations: NonNegInt = 3000
+    """Rotations tried when reading each held-out mesh's kind and turn off its shape
+    (``gen3d.mesh_pose``: ``rot_err_mesh_deg``, ``kind_read``); 0: not read. Spacing about
+    8 degrees at 3,000; the tables take ~5 s to build."""
     n_obj: NonNegInt = 6
     """Inferred meshes written as .obj files."""
     unseen_kinds: list[str] = field(default_factory=lambda: list(mesh_images.UNSEEN_KINDS))

@@ -1,0 +1,109 @@
+"""Colours read from the input image for the vertices of an inferred mesh that the camera
+sees: a point estimate of q(c | x, m).
+
+Each vertex of a ray mesh that faces the camera is projected into the image, the image is
+sampled there (bilinearly) and divided by the flat shading the renderer gives a surface of that
+normal under the scene's lights: an estimate of the albedo. Vertices facing away keep the
+decoder's colours: the image says nothing about them. This is how
+texture is inferred from one image in Kanazawa et al., "Learning Category-Specific Mesh
+Reconstruction from Image Collections" (ECCV 2018), there by a learned flow, here by the
+known camera: a 10-dimensional z cannot carry six free side colours, the image carries them
+exactly where the mesh meets it.
+
+Occlusion is not tested: a ray mesh is star-shaped about its centre, and only a vertex in a
+concave dent could face the camera yet be hidden.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gen3d import geometry as geo
+
+
+def axis_angle_matrix(aa: Tensor) -> Tensor:
+    """Axis-angle vectors (..., 3) -> rotation matrices (..., 3, 3) (Rodrigues)."""
+    angle = aa.norm(dim=-1, keepdim=True)
+    axis = aa / angle.clamp(min=1e-12)
+    x, y, z = axis.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
+    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
+    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(k)
+    return eye + s * k + (1 - c) * (k @ k)
+
+
+class ImageColours(nn.Module):
+    """Albedo of each vertex from the image it is inferred from, for one camera, lights and
+    image size."""
+
+    def __init__(self, size: int, camera: geo.Camera | None = None, lights: geo.Lights | None = None):
+        super().__init__()
+        camera = camera or geo.Camera()
+        d, c, amb = (lights or geo.Lights()).arrays()
+        self.size = size
+        for name, value in (("view_proj", camera.view_projection(1.0)), ("eye", camera.eye),
+                            ("light_dir", d), ("light_rgb", c), ("ambient", amb),
+                            ("rays", geo.ico_rays())):
+            self.register_buffer(name, torch.tensor(np.array(value, np.float32)), persistent=False)
+        faces = np.array(geo.ico_faces(), np.int64)
+        touches = np.zeros((geo.N_RAYS, len(faces)), np.float32)  # vertex i is a corner of face j
+        touches[faces, np.arange(len(faces))[:, None]] = 1
+        self.register_buffer("faces", torch.tensor(faces), persistent=False)
+        self.register_buffer("touches", torch.tensor(touches), persistent=False)
+
+    def vertices(self, lengths: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
+        """World vertices (N, 162, 3) of ray meshes: ``R (l_i ray_i) + t`` (as the renderer)."""
+        local = lengths[..., None] * self.rays
+        return local @ axis_angle_matrix(rotation).transpose(-1, -2) + translation[:, None]
+
+    def normals(self, verts: Tensor) -> Tensor:
+        """Unit vertex normals (N, V, 3): the area-weighted sum of the faces' normals."""
+        a, b, c = verts[:, self.faces].unbind(2)
+        face_n = torch.cross(b - a, c - a, dim=-1)  # (N, F, 3), length twice the area
+        n = (self.touches @ face_n.transpose(0, 1).reshape(len(self.faces), -1))  # one product
+        n = n.reshape(-1, len(verts), 3).transpose(0, 1)
+        return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+    def shading(self, normals: Tensor) -> Tensor:
+        """The renderer's flat shading (..., 3) of a surface with these normals (facing the
+        camera): ambient plus each light's colour times max(n . l, 0)."""
+        return self.ambient + (normals @ self.light_dir.T).clamp(min=0) @ self.light_rgb
+
+    def pixels(self, verts: Tensor) -> Tensor:
+        """Continuous (col, row) pixel positions (N, V, 2), the renderer's convention."""
+        clip = torch.cat([verts, torch.ones_like(verts[..., :1])], -1) @ self.view_proj.T
+        ndc = clip[..., :2] / clip[..., 3:4].clamp(min=1e-6)
+        return torch.stack([(ndc[..., 0] + 1) / 2, (1 - ndc[..., 1]) / 2], -1) * self.size
+
+    def forward(self, images: Tensor, lengths: Tensor, rotation: Tensor,
+                translation: Tensor) -> tuple[Tensor, Tensor]:
+        """images (B, 3, H, W) in [0, 1] and ray meshes of them, one (B, ...) or K (B, K, ...)
+        per image -> (albedo (..., 162, 3) in [0, 1], seen (..., 162) bool: the vertex faces the
+        camera)."""
+        if images.shape[-1] != self.size or images.shape[-2] != self.size:
+            raise ValueError(f"images: expected {self.size}x{self.size}, got "
+                             f"{tuple(images.shape[-2:])}")
+        lead = lengths.shape[:-1]
+        verts = self.vertices(lengths.reshape(-1, lengths.shape[-1]), rotation.reshape(-1, 3),
+                              translation.reshape(-1, 3))
+        normals = self.normals(verts)
+        seen = ((self.eye - verts) * normals).sum(-1) > 0
+        grid = self.pixels(verts) / self.size * 2 - 1  # grid_sample's [-1, 1], pixel edges
+        # each image's meshes sampled together: no copy of the image per mesh
+        sampled = F.grid_sample(images, grid.reshape(len(images), -1, 1, 2), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)[..., 0].transpose(1, 2)
+        albedo = (sampled.reshape(verts.shape) / self.shading(normals).clamp(min=1e-3)).clamp(0, 1)
+        return albedo.reshape(*lead, -1, 3), seen.reshape(*lead, -1)
+
+
+def colour_fit(albedo: Tensor, seen: Tensor, decoded: Tensor, scale: float) -> Tensor:
+    """Squared error (...,) of ``decoded`` colours against the ``albedo`` read, over the seen
+    vertices and channels, divided by 2 scale^2 (a Gaussian's negative log-likelihood less its
+    constant)."""
+    gap = ((albedo - decoded) ** 2).sum(-1) * seen
+    return gap.sum(-1) / (2 * scale * scale)
