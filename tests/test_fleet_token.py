@@ -72,7 +72,8 @@ def _kill_processes_under(marker: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def head_node(tmp_path_factory):
+    """A token-protected head: its address and its Ray temp dir (for its logs)."""
     home = tmp_path_factory.mktemp("head_home")
     tmp = tempfile.mkdtemp(prefix="g3tok-", dir="/tmp")  # Ray's socket paths are length-limited
     port = _free_port()
@@ -84,8 +85,21 @@ def head(tmp_path_factory):
     address = subprocess.run([sys.executable, "-c", "import ray._private.services as s; "
                               "print(s.get_node_ip_address())"], env=env, capture_output=True,
                              text=True, timeout=60).stdout.strip()
-    yield f"{address or '127.0.0.1'}:{port}"
+    yield f"{address or '127.0.0.1'}:{port}", Path(tmp)
     _kill_processes_under(tmp)
+
+
+@pytest.fixture(scope="module")
+def head(head_node):
+    return head_node[0]
+
+
+def _monitor_logs(tmp: Path) -> str:
+    """The tails of the head's autoscaler monitor logs: it publishes what `ray status` reads."""
+    out = []
+    for f in sorted(tmp.glob("session_*/logs/monitor*")):
+        out.append(f"--- {f.name}: " + f.read_text(errors="replace")[-1500:])
+    return "\n".join(out) or f"no monitor logs under {tmp}"
 
 
 def _drive(address: str, env: dict) -> tuple[int, dict, float]:
@@ -95,6 +109,29 @@ def _drive(address: str, env: dict) -> tuple[int, dict, float]:
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     assert lines, p.stdout[-2000:] + p.stderr[-3000:]
     return p.returncode, json.loads(lines[-1]), time.monotonic() - t0
+
+
+def test_rays_status_tool_works_from_the_projects_environment(head_node, tmp_path):
+    """First in the module, before any driver joins: the head's autoscaler monitor, which
+    publishes what `ray status` reads, once stopped publishing for good after a driver's
+    worker was killed (1 head in about 30, seen in its log), a Ray fault and not this one."""
+    head, tmp = head_node
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    deadline = time.monotonic() + 45  # the monitor publishes every 5 s
+    while True:
+        p = subprocess.run([ray_cli, "status", f"--address={head}"], capture_output=True,
+                           text=True, timeout=120,
+                           env=_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN))
+        if (p.returncode == 0 and "Resources" in p.stdout) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    why = f"rc {p.returncode}\nstdout: {p.stdout[-1500:]}\nstderr: {p.stderr[-2500:]}\n{_monitor_logs(tmp)}"
+    assert p.returncode == 0, why  # connected with the token and read the head's status
+    published = any("Autoscaler status" in f.read_text(errors="replace")
+                    for f in tmp.glob("session_*/logs/monitor.log"))
+    if "Resources" not in p.stdout and not published:
+        pytest.xfail("the head's autoscaler monitor published no status in 45 s (Ray's): " + why)
+    assert "Resources" in p.stdout and "CPU" in p.stdout, why
 
 
 def test_joining_with_the_heads_token_file_works_and_ships_the_code(head, tmp_path):
@@ -115,19 +152,3 @@ def test_joining_without_the_token_is_a_clear_error_within_seconds(head, tmp_pat
     assert "refused this process's auth token" in out["error"]
     assert "RAY_AUTH_TOKEN" in out["error"] and "auth_token" in out["error"]
     assert out["s"] < 10 and took < 60
-
-
-@pytest.mark.xfail(strict=False, reason="intermittent in the full suite (about 1 run in 3, never "
-                   "alone): cause not yet found; see the session note")
-def test_rays_status_tool_works_from_the_projects_environment(head, tmp_path):
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    deadline = time.monotonic() + 60  # the head publishes its status a moment after it starts
-    while True:
-        p = subprocess.run([ray_cli, "status", f"--address={head}"], capture_output=True,
-                           text=True, timeout=120,
-                           env=_env(tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN))
-        if (p.returncode == 0 and "Resources" in p.stdout) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert p.returncode == 0 and "Resources" in p.stdout and "CPU" in p.stdout, (
-        f"rc {p.returncode}\nstdout: {p.stdout[-1500:]}\nstderr: {p.stderr[-2500:]}")
