@@ -373,3 +373,20 @@ def test_self_imitation_keeps_each_images_best_sample_and_replays_it_by_its_adva
     # an image whose best is no better than its current samples gets no pull
     model.zero_grad()
     assert float(replay.loss(model, s2, torch.tensor([[5.0] * 4, [-1.0] * 4]), idx).detach()) == 0.0
+
+
+def test_a_run_that_reads_colours_scores_them_reads_poses_and_resumes(tmp_path):
+    """``model.read_colours`` end to end: the fit to the colours read enters the loss, the
+    report carries the pose read off each mesh, and a resume continues the same run."""
+    from learners.mesh_train import run
+
+    cfg = tiny(tmp_path)
+    cfg.model.read_colours, cfg.model.colour, cfg.eval.pose_rotations = True, "sh", 200
+    report = run(cfg)
+    s = report["scores"]
+    assert 0 <= s["kind_read"] <= 1 and 0 <= s["rot_err_mesh_deg"] <= 180
+    assert set(s["per_kind"]) <= set(cfg.data.kinds)
+    assert all("rot_err_mesh_deg" in v for v in s["per_kind"].values())
+    cfg.train.steps = 6
+    resumed = run(cfg, resume=True)
+    assert resumed["scores"]["steps"] == 6
