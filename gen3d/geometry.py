@@ -512,6 +512,21 @@ def primitive(name: str, **kwargs) -> Mesh:
 # ---------------------------------------------------------------------------- spherical harmonics
 
 
+def mirror_sph_harm(dirs: np.ndarray, degree: int) -> np.ndarray:
+    """A basis (N, K) of the functions up to ``degree`` at unit directions (N,3) that are even
+    in x and even in z (mirror images in the planes x = 0 and z = 0 are the same), from the
+    real spherical harmonics averaged over those mirrors and orthonormalised, each column
+    scaled to the norm of an orthonormal harmonic's. Every primitive kind here has this symmetry
+    in its own frame (the apex of a cone or pyramid up the y axis); a turned one does not."""
+    d = np.asarray(dirs, np.float64)
+    flips = [np.array(f, np.float64) for f in ((1, 1, 1), (-1, 1, 1), (1, 1, -1), (-1, 1, -1))]
+    sym = sum(real_sph_harm(d * f, degree) for f in flips) / len(flips)
+    u, sv, _ = np.linalg.svd(sym, full_matrices=False)
+    keep = sv > 1e-6 * sv[0]
+    scale = np.linalg.norm(real_sph_harm(d, degree), axis=0).mean()
+    return u[:, keep] * scale
+
+
 def real_sph_harm(dirs: np.ndarray, degree: int) -> np.ndarray:
     """Real, orthonormal spherical harmonics up to ``degree`` at unit directions (N,3):
     (N, (degree+1)^2). Built by the associated-Legendre recurrence, so any degree works."""

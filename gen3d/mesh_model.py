@@ -62,6 +62,12 @@ class MeshModelConfig:
     """Ray lengths from spherical harmonics (``sh``) or one per ray (``raw``)."""
     shape_degree: NonNegInt = 4
     """Highest spherical-harmonic degree of the ray lengths (``sh``): (d+1)^2 coefficients."""
+    shape_symmetry: Literal["none", "mirror"] = "none"
+    """``mirror``: object-frame shapes even in x and in z (``geometry.mirror_sph_harm``; 16
+    coefficients at degree 6), as every primitive kind is in its own frame. Spherical-harmonic
+    shapes of every degree are closed under rotation, so they absorb any rotation and
+    ``rotation`` learns nothing; a mirror-symmetric shape cannot hold a tilted cone, so the
+    rotation must. Needs ``shape: sh`` and ``rotation: true``."""
     colour: Literal["sh", "raw", "uniform", "palette"] = "sh"
     """Per-vertex colours from spherical harmonics, one per vertex, one per mesh, or a
     palette with a per-vertex assignment (``palette``)."""
@@ -111,6 +117,10 @@ class MeshModelConfig:
                 raise ValueError(f"{name}: need min_std ({self.min_std}) <= {name}, got {v}")
         if not 0 < self.min_std <= self.init_std:
             raise ValueError("need 0 < min_std <= init_std")
+        if self.shape_symmetry == "mirror" and not (self.shape == "sh" and self.rotation):
+            raise ValueError("shape_symmetry: 'mirror' needs shape: sh and rotation: true (the "
+                             f"rotation carries the pose), got shape {self.shape!r}, rotation "
+                             f"{self.rotation}")
         if self.palette_size < 1 or self.palette_sharpness <= 0:
             raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
                              f"{self.palette_size} and {self.palette_sharpness}")
@@ -139,7 +149,8 @@ class MeshDecoder(nn.Module):
         self.cfg = cfg
         rays = geo.ico_rays()
         if cfg.shape == "sh":
-            self.register_buffer("Ys", torch.from_numpy(geo.real_sph_harm(rays, cfg.shape_degree)))
+            basis = geo.mirror_sph_harm if cfg.shape_symmetry == "mirror" else geo.real_sph_harm
+            self.register_buffer("Ys", torch.from_numpy(basis(rays, cfg.shape_degree)).float())
             n_shape = self.Ys.shape[1]
         else:
             n_shape = geo.N_RAYS

@@ -96,3 +96,34 @@ def test_colour_and_rotation_search_their_own_initial_width():
         torch.testing.assert_close(got, torch.full_like(got, want), rtol=0.05, atol=0)
     with pytest.raises(ValueError, match="init_std_colour"):
         MeshModelConfig(init_std_colour=0.001)
+
+
+def _fit_residual(basis: np.ndarray, values: np.ndarray) -> float:
+    coef, *_ = np.linalg.lstsq(basis, values, rcond=None)
+    return float(np.abs(basis @ coef - values).max())
+
+
+def test_the_mirror_basis_holds_every_kind_upright_and_no_kind_tilted():
+    """Each primitive kind in its own frame is even in x and z: its log ray lengths fit the
+    mirror basis exactly as well as all harmonics of the same degree; tilted, they do not."""
+    rays = geo.ico_rays()
+    full, mirror = geo.real_sph_harm(rays, 6), geo.mirror_sph_harm(rays, 6)
+    assert mirror.shape == (162, 16)
+    gram = mirror.T @ mirror
+    np.testing.assert_allclose(gram / gram[0, 0], np.eye(16), atol=1e-4)
+    tilt = geo.axis_angle_to_matrix(np.array([0.5, 0.0, 0.3]))
+    for kind in ("cube", "cylinder", "cone", "pyramid"):
+        m = geo.primitive(kind)
+        upright = np.log(geo.ray_hits(m.verts, m.faces, rays)[0])
+        assert _fit_residual(mirror, upright) < _fit_residual(full, upright) + 1e-5
+        tilted = np.log(geo.ray_hits(m.verts @ tilt.T, m.faces, rays)[0])
+        assert _fit_residual(mirror, tilted) > 2 * _fit_residual(full, tilted) + 0.02, kind
+
+
+def test_a_mirror_shape_needs_the_rotation_to_carry_the_pose():
+    import pytest
+
+    with pytest.raises(ValueError, match="needs shape: sh and rotation: true"):
+        MeshModelConfig(shape_symmetry="mirror")
+    dec = MeshDecoder(MeshModelConfig(shape_degree=6, rotation=True, shape_symmetry="mirror"))
+    assert dec.slices["shape"].stop - dec.slices["shape"].start == 16
