@@ -16,7 +16,6 @@ concave dent could face the camera yet be hidden.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
