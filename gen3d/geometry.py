@@ -323,24 +323,25 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.
 
 def ray_hits(verts: np.ndarray, faces: np.ndarray, dirs: np.ndarray,
              origin=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from ``origin`` along each unit direction (R,3) to the farthest hit of the mesh
-    (Moller-Trumbore), and the index of the face hit there; 0 and -1 where a ray misses."""
-    rays = np.asarray(dirs, np.float64)
+    """Distance from ``origin`` along each unit direction (..., R, 3) to the farthest hit of
+    the mesh (Moller-Trumbore), and the index of the face hit there; 0 and -1 where a ray
+    misses. Leading dimensions of ``dirs`` are batches of rays at the same mesh."""
+    rays = np.asarray(dirs, np.float64)[..., None, :]  # (..., R, 1, 3)
     tri = np.asarray(verts, np.float64)[faces] - np.asarray(origin, np.float64)
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-    p = np.cross(rays[:, None, :], e2[None])  # (R,F,3)
-    det = (p * e1[None]).sum(-1)
+    p = np.cross(rays, e2)  # (..., R, F, 3)
+    det = (p * e1).sum(-1)
     ok = np.abs(det) > 1e-12
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = -tri[:, 0][None]
+    s = -tri[:, 0]
     u = (s * p).sum(-1) * inv
-    q = np.cross(s, e1[None])
-    v = (rays[:, None, :] * q).sum(-1) * inv
-    t = (e2[None] * q).sum(-1) * inv
+    q = np.cross(s, e1)
+    v = (rays * q).sum(-1) * inv
+    t = (e2 * q).sum(-1) * inv
     hit = ok & (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (t > 0)
     t = np.where(hit, t, 0.0)
-    face = t.argmax(1)
-    dist = t[np.arange(len(rays)), face]
+    face = t.argmax(-1)
+    dist = np.take_along_axis(t, face[..., None], -1)[..., 0]
     return dist.astype(np.float32), np.where(dist > 0, face, -1)
 
 

@@ -22,18 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
-
-
-def axis_angle_matrix(aa: Tensor) -> Tensor:
-    """Axis-angle vectors (..., 3) -> rotation matrices (..., 3, 3) (Rodrigues)."""
-    angle = aa.norm(dim=-1, keepdim=True)
-    axis = aa / angle.clamp(min=1e-12)
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(k)
-    return eye + s * k + (1 - c) * (k @ k)
+from gen3d.softras import axis_angle_to_matrix
 
 
 class ImageColours(nn.Module):
@@ -58,7 +47,7 @@ class ImageColours(nn.Module):
     def vertices(self, lengths: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
         """World vertices (N, 162, 3) of ray meshes: ``R (l_i ray_i) + t`` (as the renderer)."""
         local = lengths[..., None] * self.rays
-        return local @ axis_angle_matrix(rotation).transpose(-1, -2) + translation[:, None]
+        return local @ axis_angle_to_matrix(rotation).transpose(-1, -2) + translation[:, None]
 
     def normals(self, verts: Tensor) -> Tensor:
         """Unit vertex normals (N, V, 3): the area-weighted sum of the faces' normals."""

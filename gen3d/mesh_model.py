@@ -300,23 +300,21 @@ class MeshModel(nn.Module):
         fit = None
         if self.reader is not None:  # rendered as decoded (see the module's docstring)
             # one sample per image: its K samples read nearly the same colours
-            _, fit = self._read_colours(actions[:, 0], images, u_head.reshape(b, k, -1)[:, 0])
+            _, albedo, seen = self._read_colours(actions[:, 0], images)
+            decoded = self.decoder.colours(u_head.reshape(b, k, -1)[:, 0]).reshape(albedo.shape)
+            fit = colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
                        lqz.reshape(b, k), feat.detach(), noise, actions, u, fit)
 
-    def _read_colours(self, actions: Tensor, images: Tensor, u_head: Tensor) -> tuple[Tensor, Tensor]:
-        """Actions (B, [K,] A) of meshes of ``images`` (B,3,H,W) with the seen vertices' colours
-        read from their image, and the fit (B, [K]) of the colours decoded from ``u_head``
-        (B, [K,] D) to those read."""
+    @torch.no_grad()
+    def _read_colours(self, actions: Tensor, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Actions (B, [K,] A) of meshes of ``images`` (B,3,H,W) with the seen vertices'
+        colours read from their image, and the albedo read and which vertices were seen."""
         sl = geo.ACTION_SLICES
-        with torch.no_grad():
-            albedo, seen = self.reader(images, actions[..., sl["lengths"]], actions[..., sl["rotation"]],
-                                       actions[..., sl["translation"]])
-            colours = actions[..., sl["colours"]].reshape(albedo.shape)
-            colours = torch.where(seen[..., None], albedo, colours)
-            actions = torch.cat([actions[..., :sl["colours"].start], colours.flatten(-2)], -1)
-        decoded = self.decoder.colours(u_head.reshape(-1, self.decoder.dim)).reshape(albedo.shape)
-        return actions, colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
+        albedo, seen = self.reader(images, actions[..., sl["lengths"]], actions[..., sl["rotation"]],
+                                   actions[..., sl["translation"]])
+        colours = torch.where(seen[..., None], albedo, actions[..., sl["colours"]].reshape(albedo.shape))
+        return torch.cat([actions[..., :sl["colours"].start], colours.flatten(-2)], -1), albedo, seen
 
     def to_actions(self, m: Tensor, images: Tensor | None = None) -> Tensor:
         """Renderer actions (N, A) of mesh parameters m (N, D): decoded, with the seen
@@ -324,7 +322,7 @@ class MeshModel(nn.Module):
         with torch.no_grad():
             actions = self.decoder(m)
             if self.reader is not None and images is not None:
-                actions, _ = self._read_colours(actions, images, m)
+                actions, *_ = self._read_colours(actions, images)
         return actions
 
     def log_prob(self, m: Tensor, mean: Tensor, std: Tensor | None = None) -> Tensor:

@@ -40,21 +40,6 @@ def shape_signature(lengths: np.ndarray) -> np.ndarray:
     return log - log.mean(-1, keepdims=True)
 
 
-def _far_hits(tri: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """Distance along each direction (M, R, 3) from the origin to the farthest hit of the
-    triangles (M or 1, F, 3, 3) (Moller-Trumbore, as ``geometry.ray_hits``); 0 on a miss."""
-    d = dirs[:, :, None, :]
-    t0 = tri[:, None, :, 0]
-    e1, e2 = tri[:, None, :, 1] - t0, tri[:, None, :, 2] - t0
-    p = np.cross(d, e2)
-    det = (p * e1).sum(-1)
-    inv = 1.0 / np.where(np.abs(det) > 1e-12, det, np.inf)
-    q = np.cross(-t0, e1)
-    u, v, t = (-t0 * p).sum(-1) * inv, (d * q).sum(-1) * inv, (e2 * q).sum(-1) * inv
-    hit = (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (t > 0)
-    return np.where(hit, t, 0.0).max(-1)
-
-
 @functools.lru_cache(maxsize=16)
 def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The rotations tried for ``kind`` (M, 3, 3) and the signatures (M, 162) of its template
@@ -62,12 +47,11 @@ def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64) -> tupl
     it."""
     mesh = geo.primitive(kind)
     rots = turns(n, seed)[:1] if kind in ROUND_KINDS else turns(n, seed)
-    tri = np.asarray(mesh.verts, np.float64)[mesh.faces][None]
     rays, sigs = geo.ico_rays().astype(np.float64), []
     for lo in range(0, len(rots), chunk):
         # the template turned by R, along ray d, is the template along R^T d
         dirs = np.einsum("rj,mjk->mrk", rays, rots[lo:lo + chunk])
-        sigs.append(shape_signature(_far_hits(tri, dirs)))
+        sigs.append(shape_signature(geo.ray_hits(mesh.verts, mesh.faces, dirs)[0]))
     return rots, np.concatenate(sigs)
 
 

@@ -121,9 +121,8 @@ def mesh_pose_errors(actions: np.ndarray, data: MeshImages, kinds: list[str],
         sel = data.kind == j
         if sel.any():
             err[sel] = symmetry.rotation_error_deg(data.rotation[sel], rot[sel], k)
-    names = np.array(kinds)[kind]
-    right = np.array([names[i] == data.kinds[data.kind[i]] for i in range(len(actions))], float)
-    return err, right
+    right = np.array(kinds)[kind] == np.array(data.kinds)[data.kind]
+    return err, right.astype(float)
 
 
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:

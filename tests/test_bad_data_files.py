@@ -16,6 +16,17 @@ HEAD = b"#binvox 1\n"
 GOOD_RLE = b"\x00\x40"  # 64 empty voxels: a whole 4^3 grid
 
 
+def _refused_naming(read, p, data: bytes, words: list[str]) -> None:
+    """``read`` of a file holding ``data`` is a ValueError that starts with the file's path
+    and says each of ``words``."""
+    p.write_bytes(data)
+    with pytest.raises(ValueError) as e:
+        read(p)
+    assert str(e.value).startswith(str(p))
+    for w in words:
+        assert w in str(e.value)
+
+
 @pytest.mark.parametrize("data, words", [
     (HEAD + b"dim a b c\ndata\n" + GOOD_RLE, ["dims 'a b c'", "whole numbers"]),
     (HEAD + b"dim 4.5 4.5 4.5\ndata\n" + GOOD_RLE, ["not whole numbers"]),
@@ -34,13 +45,7 @@ GOOD_RLE = b"\x00\x40"  # 64 empty voxels: a whole 4^3 grid
     (b"\x89PNG\r\n", ["not a binvox file"]),
 ])
 def test_bad_binvox_files_are_named_with_the_problem(tmp_path, data, words):
-    p = tmp_path / "chair.binvox"
-    p.write_bytes(data)
-    with pytest.raises(ValueError) as e:
-        vol_files.read_binvox(p)
-    assert str(e.value).startswith(str(p))
-    for w in words:
-        assert w in str(e.value)
+    _refused_naming(vol_files.read_binvox, tmp_path / "chair.binvox", data, words)
 
 
 def test_an_unreadable_binvox_path_is_named(tmp_path):
@@ -77,13 +82,7 @@ IMAGES = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
     ("t.idx.gz", gzip.compress(_idx(IMAGES)[:10]), ["cut in the header"]),
 ])
 def test_bad_idx_files_are_named_with_the_problem(tmp_path, name, data, words):
-    p = tmp_path / name
-    p.write_bytes(data)
-    with pytest.raises(ValueError) as e:
-        vol_files.read_idx(p)
-    assert str(e.value).startswith(str(p))
-    for w in words:
-        assert w in str(e.value)
+    _refused_naming(vol_files.read_idx, tmp_path / name, data, words)
 
 
 def test_a_gzipped_idx_without_the_gz_name_is_read(tmp_path):

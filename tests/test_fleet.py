@@ -48,12 +48,17 @@ def _where(pool, names):
     return sorted(names.get(s.info["node_id"], "head") for s in pool.slots if s.state == "up")
 
 
+def _until(done, seconds: float, act=lambda: time.sleep(0.1)) -> None:
+    """Call ``act`` until ``done()`` holds or ``seconds`` have passed: a bounded wait."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        act()
+
+
 def _wait_for_cpus(n, timeout=10):
     import ray
 
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0) < n and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _until(lambda: ray.available_resources().get("CPU", 0) >= n, timeout)
 
 
 def test_workers_spread_across_nodes_by_default_and_pack_when_asked(nodes, caplog):
@@ -145,10 +150,8 @@ def test_a_node_lost_with_room_elsewhere_restarts_its_worker_and_loses_nothing(n
         d = _kill_mid_step(cluster, pool, c)
         assert d["completed"] == d["requested"] == 192
         assert d["resent"] + d["straggler_resends"] > 0  # c's requests went elsewhere
-        deadline = time.monotonic() + 30
-        while (pool.stats["restarts"] < 1 or pool.stats["workers_alive"] < 3) \
-                and time.monotonic() < deadline:
-            pool.poll(0.2)
+        _until(lambda: pool.stats["restarts"] >= 1 and pool.stats["workers_alive"] >= 3, 30,
+               lambda: pool.poll(0.2))
         assert pool.stats["workers_lost"] == 1 and pool.stats["restarts"] == 1
         assert pool.stats["workers_alive"] == 3  # the replacement runs on a or b
         assert {names.get(s.info["node_id"]) for s in pool.slots} <= {"a", "b"}
@@ -169,15 +172,11 @@ def test_a_node_lost_without_room_leaves_the_pool_running_smaller_then_it_grows_
         np.testing.assert_allclose(pool.evaluate(a, targets=t).rewards, expected_rewards(a, t))
         # the replacement counts as lost once it has waited start_timeout_s for room (the step
         # may well end before that): a bounded wait, not a hang
-        deadline = time.monotonic() + 15
-        while pool.poll(0.2)["workers_lost"] < 1 and time.monotonic() < deadline:
-            pass
+        _until(lambda: pool.poll(0.2)["workers_lost"] >= 1, 15, lambda: None)
         assert pool.stats["workers_lost"] == 1 and pool.stats["workers_alive"] == 2
         assert pool.stats["completed"] == pool.stats["requested"]
         cluster.add_node(num_cpus=2, resources={"machine_d": 1})  # capacity returns
-        deadline = time.monotonic() + 30
-        while pool.refresh_stats()["workers_alive"] < 3 and time.monotonic() < deadline:
-            pool.evaluate(a, targets=t)
+        _until(lambda: pool.refresh_stats()["workers_alive"] >= 3, 30, lambda: pool.evaluate(a, targets=t))
         assert pool.stats["workers_alive"] == 3
     finally:
         pool.close()
