@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from gen3d import geometry as geo
 from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.image_colours import ImageColours, colour_fit
+from gen3d.pose_hypotheses import RotationHypotheses
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -84,6 +85,14 @@ class MeshModelConfig:
     default: for a mesh on rays from its centre, shape in the camera frame already covers the
     silhouette, and a redundant dimension adds score-function variance; the rotation is what
     makes the object's orientation an output (scored as ``rot_err_deg``)."""
+    rotation_hypotheses: NonNegInt = 0
+    """With ``rotation``: the rotation is one of this many fixed rotations spread over SO(3),
+    the one whose score (one more Gaussian parameter each) is highest, turned by the inferred
+    residual rotation (``gen3d.pose_hypotheses``): a search that can jump between poses. 0:
+    the residual alone, a local search."""
+    init_std_hypotheses: PosFloat = 1.0
+    """Initial std of the hypotheses' scores (``rotation_hypotheses``): at 1, with the write
+    head at zero, every sample picks a hypothesis uniformly at random."""
     read_colours: bool = False
     """Reconstructions take the colours of the vertices facing the camera from the image
     (albedo read where each projects), and the decoder's colours are fit to them in training
@@ -111,7 +120,7 @@ class MeshModelConfig:
     def __post_init__(self):
         if self.T < 1 or self.z_dim < 1 or self.hidden < 1:
             raise ValueError("T, z_dim and hidden must be >= 1")
-        for name in ("init_std", "init_std_colour", "init_std_rotation"):
+        for name in ("init_std", "init_std_colour", "init_std_rotation", "init_std_hypotheses"):
             v = getattr(self, name)
             if v and not self.min_std <= v:
                 raise ValueError(f"{name}: need min_std ({self.min_std}) <= {name}, got {v}")
@@ -121,6 +130,9 @@ class MeshModelConfig:
             raise ValueError("shape_symmetry: 'mirror' needs shape: sh and rotation: true (the "
                              f"rotation carries the pose), got shape {self.shape!r}, rotation "
                              f"{self.rotation}")
+        if self.rotation_hypotheses and not self.rotation:
+            raise ValueError(f"rotation_hypotheses: {self.rotation_hypotheses} needs rotation: "
+                             "true (the hypotheses are rotations)")
         if self.palette_size < 1 or self.palette_sharpness <= 0:
             raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
                              f"{self.palette_size} and {self.palette_sharpness}")
@@ -160,7 +172,9 @@ class MeshDecoder(nn.Module):
             n_col = per * self.Yc.shape[1] + (3 * cfg.palette_size if cfg.colour == "palette" else 0)
         else:
             n_col = 3 * geo.N_RAYS if cfg.colour == "raw" else 3
-        sizes = {"shape": n_shape, "translation": 3, "rotation": 3 if cfg.rotation else 0, "colour": n_col}
+        self.hypotheses = RotationHypotheses(cfg.rotation_hypotheses) if cfg.rotation_hypotheses else None
+        sizes = {"shape": n_shape, "translation": 3, "rotation": 3 if cfg.rotation else 0,
+                 "hypotheses": cfg.rotation_hypotheses, "colour": n_col}
         self.slices, o = {}, 0
         for k, n in sizes.items():
             self.slices[k] = slice(o, o + n)
@@ -176,6 +190,8 @@ class MeshDecoder(nn.Module):
         trans = geo.MAX_TRANSLATION * torch.tanh(m[:, self.slices["translation"]])
         rot = (ball_rotation(m[:, self.slices["rotation"]]) if self.cfg.rotation
                else m.new_zeros(len(m), 3))
+        if self.hypotheses is not None:
+            rot = self.hypotheses(m[:, self.slices["hypotheses"]], rot)
         colours = self.colours(m).reshape(len(m), -1)
         return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
 
@@ -242,7 +258,8 @@ class MeshModel(nn.Module):
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
         std = torch.full((self.decoder.dim,), cfg.init_std)
-        for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation)):
+        for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation),
+                        ("hypotheses", cfg.init_std_hypotheses)):
             if v:
                 std[self.decoder.slices[part]] = v
         self.log_std = nn.Parameter(torch.log(std))
