@@ -19,7 +19,9 @@ Mesh parameterisations (``MeshModelConfig.shape`` / ``colour``):
   spherical-harmonic logits: sharp boundaries between flat regions, as on a primitive's sides.
 
 With ``rotation`` the shape and colours are in the object's own frame and a rotation (an
-axis-angle vector in the ball of radius pi) turns them to the camera's.
+axis-angle vector in the ball of radius pi) turns them to the camera's; with
+``rotation_hypotheses`` that rotation turns one of a fixed set, chosen by sampled scores
+(``gen3d.pose_hypotheses``).
 
 With ``read_colours`` the inferred mesh's colours, where the camera sees it, are read from the
 image at each vertex's projection (``gen3d.image_colours``): q(c | x, m), a point estimate of
