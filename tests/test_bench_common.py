@@ -1,4 +1,5 @@
-"""The benchmarks' summary over seeds: mean, spread and extremes of each numeric score."""
+"""The benchmarks' shared helpers: the summary over seeds (mean, spread and extremes of each
+numeric score) and loading a finished run."""
 
 import pytest
 
@@ -15,3 +16,13 @@ def test_seed_spread_summarises_numeric_scores_over_seeds():
     assert s["std"]["iou"] == pytest.approx(0.036055, rel=1e-4)  # sqrt(0.0026 / 2)
     assert (s["min"]["iou"], s["max"]["iou"]) == (0.88, 0.95)
     assert s["std"]["steps"] == 0.0
+
+
+def test_a_benchmark_pointed_at_no_run_says_which_file_is_missing(tmp_path):
+    from benchmarks.common import load_run
+
+    with pytest.raises(SystemExit, match=r"no config\.json or checkpoint\.pt\); pass --run runs/<name>"):
+        load_run(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"\(no checkpoint.pt\)"):
+        load_run(str(tmp_path))
