@@ -92,6 +92,14 @@ class MeshModelConfig:
     the one whose score (one more Gaussian parameter each) is highest, turned by the inferred
     residual rotation (``gen3d.pose_hypotheses``): a search that can jump between poses. 0:
     the residual alone, a local search."""
+    shape_templates: NonNegInt = 0
+    """With ``rotation``: this many learned object-frame shapes shared by every image; each
+    image's mean shape is pulled to its nearest template by a Gaussian prior of std
+    ``template_std`` on the shape parameters (an exact gradient outside the bound, like the
+    colour fit), so that a turned object is fit by the rotation rather than by a turned
+    shape. 0: off."""
+    template_std: PosFloat = 0.05
+    """Std of that prior, in the shape parameters' units (``shape_templates``)."""
     init_std_hypotheses: PosFloat = 1.0
     """Initial std of the hypotheses' scores (``rotation_hypotheses``): at 1, with the write
     head at zero, every sample picks a hypothesis uniformly at random."""
@@ -132,6 +140,9 @@ class MeshModelConfig:
             raise ValueError("shape_symmetry: 'mirror' needs shape: sh and rotation: true (the "
                              f"rotation carries the pose), got shape {self.shape!r}, rotation "
                              f"{self.rotation}")
+        if self.shape_templates and not (self.rotation and self.shape == "sh"):
+            raise ValueError(f"shape_templates: {self.shape_templates} needs rotation: true and "
+                             "shape: sh (templates are object-frame harmonic shapes)")
         if self.rotation_hypotheses and not self.rotation:
             raise ValueError(f"rotation_hypotheses: {self.rotation_hypotheses} needs rotation: "
                              "true (the hypotheses are rotations)")
@@ -240,6 +251,7 @@ class Samples:
     actions: Tensor    # (B,K,ACTION_DIM) renderer actions, detached
     mean: Tensor       # (B,K,D) each sample's mean of p(m | z), with grad (to score other m)
     colour_fit: Tensor | None = None  # (B,) the decoder's colours' fit to those read (read_colours)
+    shape_prior: Tensor | None = None  # (B,) -log prior of the mean shape under its nearest template
 
 
 class MeshModel(nn.Module):
@@ -257,6 +269,9 @@ class MeshModel(nn.Module):
         self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         self.reader = ImageColours(image_size) if cfg.read_colours else None
+        n_shape = self.decoder.slices["shape"].stop - self.decoder.slices["shape"].start
+        self.templates = (nn.Parameter(0.05 * torch.randn(cfg.shape_templates, n_shape))
+                          if cfg.shape_templates else None)
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
         std = torch.full((self.decoder.dim,), cfg.init_std)
@@ -322,8 +337,16 @@ class MeshModel(nn.Module):
             _, albedo, seen = self._read_colours(actions[:, 0], images)
             decoded = self.decoder.colours(u_head.reshape(b, k, -1)[:, 0]).reshape(albedo.shape)
             fit = colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
+        prior = None if self.templates is None else self.template_prior(u[:, 0])
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
-                       lqz.reshape(b, k), feat.detach(), noise, actions, u, fit)
+                       lqz.reshape(b, k), feat.detach(), noise, actions, u, fit, prior)
+
+    def template_prior(self, u: Tensor) -> Tensor:
+        """-log N(s; T_j, template_std^2) up to a constant, for the nearest template T_j of
+        each mean's shape s: (N,) of means u (N, D); gradient to both."""
+        s = u[:, self.decoder.slices["shape"]]
+        d2 = ((s[:, None, :] - self.templates[None]) ** 2).sum(-1)
+        return d2.min(1).values / (2 * self.cfg.template_std ** 2)
 
     @torch.no_grad()
     def _read_colours(self, actions: Tensor, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:

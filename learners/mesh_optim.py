@@ -68,10 +68,15 @@ class WeightAverage:
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
     which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
-    towards a wider distribution, not a smaller weight."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    towards a wider distribution, not a smaller weight, and for shape templates a push towards
+    the base sphere."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def decays(n: str, p: torch.Tensor) -> bool:
+        return p.ndim >= 2 and not n.endswith("templates")
+
+    return [{"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
 
 
 @torch.no_grad()

@@ -301,7 +301,7 @@ def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
     from gen3d.mesh_model import MeshModel, MeshModelConfig
     from learners.mesh_train import decay_groups
 
-    model = MeshModel(MeshModelConfig(hidden=16, channels=4), 32)
+    model = MeshModel(MeshModelConfig(hidden=16, channels=4, rotation=True, shape_templates=3), 32)
     with torch.no_grad():
         model.write.weight.fill_(1.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -311,7 +311,7 @@ def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
     opt.step()
     after = dict(model.named_parameters())
     torch.testing.assert_close(after["write.weight"], before["write.weight"] * (1 - 0.1 * 0.5))
-    for name in ("log_std", "write.bias", "q.bias"):
+    for name in ("log_std", "write.bias", "q.bias", "templates"):  # templates are shapes
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
 
 
