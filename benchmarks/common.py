@@ -41,7 +41,8 @@ def load_run(run: str, trained: bool = True):
     from gen3d.mesh_model import MeshModel
     from learners import config as config_io
 
-    missing = [f for f in ("config.json", "checkpoint.pt")[:2 if trained else 1] if not (Path(run) / f).is_file()]
+    needed = ["config.json"] + (["checkpoint.pt"] if trained else [])
+    missing = [f for f in needed if not (Path(run) / f).is_file()]
     if missing:
         raise SystemExit(f"{run}: not a finished run's directory (no {' or '.join(missing)}); pass "
                          "--run runs/<name>, the directory a run of learners.run wrote")

@@ -23,7 +23,7 @@ from envs import spaces  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d import symmetry  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
-from gen3d.mesh_model import images_to_tensor  # noqa: E402
+from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer  # noqa: E402
 
 
@@ -34,10 +34,8 @@ def best_rotations(r, parts: dict, candidates: np.ndarray, sigma: float) -> np.n
     c = len(candidates)
     out = []
     for i in range(len(parts["lengths"])):
-        def rep(key):
-            return np.repeat(parts[key][i:i + 1], c, 0)
-
-        ll, _ = r.rewards_rays(np.full(c, i), sigma, rep("lengths"), aa, rep("translation"), rep("colours"))
+        mesh = {k: np.repeat(parts[k][i:i + 1], c, 0) for k in ("lengths", "translation", "colours")}
+        ll, _ = r.rewards_rays(np.full(c, i), sigma, rotation=aa, **mesh)
         out.append(candidates[int(np.argmax(ll))])
     return np.stack(out)
 
@@ -55,8 +53,8 @@ def main(argv=None) -> dict:
                          "and there is no object-frame mesh to turn; pass a run with model.rotation: true")
     _, test = mesh_images.load(cfg.data)
     test = test.subset(slice(0, args.n))
-    with torch.no_grad():
-        parts = spaces.unpack(model.decoder(model.mean_params(images_to_tensor(test.images))).numpy())
+    with torch.no_grad():  # the decoder's colours: what training renders
+        parts = spaces.unpack(model.decoder(mesh_eval.infer_params(model, test.images)).numpy())
     r = local_renderer(cfg)
     try:
         r.set_targets(test.images)

@@ -66,17 +66,15 @@ class WeightAverage:
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and kernels only: decay pulls a parameter towards 0,
-    which for a bias or a log-std (the sampling std of p(m | z) starts at log 0.1) is a push
-    towards a wider distribution, not a smaller weight, and for shape templates a push towards
-    the base sphere."""
+    """Weight decay on the layers' weights only (their matrices and kernels, torch's
+    ``weight*`` parameters): decay pulls a parameter towards 0, which for a bias or a log-std
+    (the sampling std of p(m | z) starts at log 0.1) is a push towards a wider distribution,
+    and for a model's own shapes (``MeshModel.templates``) a push towards the base sphere, not
+    a smaller weight."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-    def decays(n: str, p: torch.Tensor) -> bool:
-        return p.ndim >= 2 and not n.endswith("templates")
-
-    return [{"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+    decays = [n.rsplit(".", 1)[-1].startswith("weight") for n, _ in named]
+    return [{"params": [p for (_, p), d in zip(named, decays) if d], "weight_decay": weight_decay},
+            {"params": [p for (_, p), d in zip(named, decays) if not d], "weight_decay": 0.0}]
 
 
 @torch.no_grad()
