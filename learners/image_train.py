@@ -286,6 +286,7 @@ def train_loop(cfg: ImageRunConfig, sk: RunSkeleton, model: ImageVolumeModel,
         if step % t_cfg.checkpoint_every == 0:
             sk.save(step)
         log.progress(1, bound=-loss.item())
+    sk.stop_clock()
     return step
 
 

@@ -326,6 +326,7 @@ def train_loop(job: Job) -> None:
             heldout_step(job)
         if job.step % tc.checkpoint_every == 0:
             job.save()
+    job.sk.stop_clock()
 
 
 def train_step(job: Job) -> tuple[StepResult, float]:

@@ -77,6 +77,7 @@ class RunSkeleton:
         self.state: dict[str, Any] | None = self.log.state
         self.start = int(self.state["step"]) if self.state else 0
         self._train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0
+        self._born = time.time()
         self.start_clock()
         self._tracked: dict[str, Any] = {}
         self.stopped_by = "steps"
@@ -133,11 +134,17 @@ class RunSkeleton:
         """Start counting training time now (call it when the set-up is done), on from where
         a resumed run stopped."""
         self._t0 = time.time() - self._train_s
+        self._stopped: float | None = None
+
+    def stop_clock(self) -> None:
+        """Stop counting training time (call it when the training loop ends), so that the
+        final scoring is not reported, or resumed, as training."""
+        self._stopped = self.elapsed
 
     @property
     def elapsed(self) -> float:
         """Seconds of training so far, resumed runs included."""
-        return time.time() - self._t0
+        return self._stopped if self._stopped is not None else time.time() - self._t0
 
     def out_of_time(self) -> bool:
         """True once the time limit is spent; the run then says so in its report."""
@@ -151,7 +158,8 @@ class RunSkeleton:
     def budget(self, step: int) -> dict[str, Any]:
         """How the run ended: steps done and planned, training seconds, and what stopped it."""
         return {"steps": step, "steps_planned": self.steps, "train_s": round(self.elapsed, 1),
-                "time_limit_s": self.time_limit_s, "stopped_by": self.stopped_by}
+                "time_limit_s": self.time_limit_s, "stopped_by": self.stopped_by,
+                "wall_s": round(time.time() - self._born, 1)}
 
     def finish(self, report: dict[str, Any], step: int, headline: dict[str, float]) -> Path:
         """Write ``report.json`` (with a ``budget`` section) and print one summary line: the
@@ -168,8 +176,10 @@ class RunSkeleton:
 
 def summary_line(name: str, headline: dict[str, float], budget: dict[str, Any],
                  path: Path) -> str:
-    """``run <name>: held-out iou 0.905, psnr 23.1 | 6000 steps in 914 s | report <path>``."""
+    """``run <name>: held-out iou 0.905, psnr 23.1 | 6000 of 6000 steps in 914 s (950 s in
+    all) | report <path>``: training time, then the whole run's (set-up and scoring too)."""
     scores = ", ".join(f"{k} {v:.4g}" for k, v in headline.items() if v is not None)
     why = " (stopped by the time limit)" if budget["stopped_by"] == "time_limit" else ""
+    whole = f" ({budget['wall_s']:.0f} s in all)" if "wall_s" in budget else ""
     return (f"run {name}: held-out {scores} | {budget['steps']} of {budget['steps_planned']} "
-            f"steps in {budget['train_s']:.0f} s{why} | report {path}")
+            f"steps in {budget['train_s']:.0f} s{why}{whole} | report {path}")

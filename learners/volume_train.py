@@ -302,6 +302,7 @@ def train_loop(cfg: VolumeRunConfig, sk: RunSkeleton, model: VolumeModel,
             pictures(model, cfg, test, log, step, gen)
         if step % tc.ckpt_every == 0:
             sk.save(step)
+    sk.stop_clock()
     if sk.start < tc.steps:
         sk.save(tc.steps)
 

@@ -16,9 +16,12 @@
 # The GPU image (see the device notes) has python3 3.12 with torch, numpy, pyyaml, tensorboard,
 # pillow and tqdm, but not moderngl, glcontext, gymnasium or PyOpenGL: `prepare` downloads
 # those as wheels into .whl/ and the EGL loader packages into .gl/ (both git-ignored). Ray's
-# wheel (2.60.0, cp312: 79 MB) is larger than what a visit can carry (64 MiB): without Ray the
-# main job renders with pool.backend=local (one in-process worker on the GPU, no overlap of
-# rendering and learning), and the log says so. WITH_RAY=1 prepare fetches it anyway.
+# wheel (2.60.0, cp312: 79 MB) is larger than what a visit can carry (64 MiB), so WITH_RAY=1
+# prepare installs it with the other wheels into one tree for Python 3.12, drops what a render
+# fleet never loads (Ray's Java jar and the dashboard's web client: 40 MB), and packs the tree
+# as .whl/site312.tar.xz (32 MB), which `run` unpacks. Without Ray the main job renders with
+# pool.backend=local (one in-process worker on the GPU, no overlap of rendering and learning);
+# so does a run whose Ray workers fail to start (within FALLBACK_S seconds), and the log says so.
 # Times: TRAIN_S (default 180) and BIG_S (default 60) seconds of training fit one 10-minute
 # command with the benchmarks (run it with timeout_s 590); the issue's 20-minute run needs a
 # longer visit. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
@@ -33,6 +36,10 @@ PY=${PY:-python3}
 OUT=${OUT:-runs/gpu_visit}
 TRAIN_S=${TRAIN_S:-180}
 BIG_S=${BIG_S:-60}
+EVAL_S=${EVAL_S:-180}        # past TRAIN_S: start, data, held-out scores and pictures
+FALLBACK_S=${FALLBACK_S:-120}  # a main job failing sooner is rerun without Ray
+RENDER_S=${RENDER_S:-90}       # caps on the benchmarks after the main job
+VOLUME_S=${VOLUME_S:-120}
 RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 20"}
 JOB_SETS=${JOB_SETS:-}
 VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile"}
@@ -47,20 +54,32 @@ prepare() {
   local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   apt-get $o update -qq && (cd .gl && apt-get $o download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   local plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-  local wheels=$WHEELS
-  [ "${WITH_RAY:-0}" = 1 ] && wheels="$wheels $RAY_WHEELS"
-  for w in $wheels; do
+  if [ "${WITH_RAY:-0}" = 1 ]; then pack_site "$plat"; du -sh .gl .whl; return; fi
+  for w in $WHEELS; do
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       $plat --platform any -d .whl "$w" || { echo "prepare: could not fetch $w" >&2; return 1; }
   done
   du -sh .gl .whl
 }
 
+pack_site() {  # one Python 3.12 tree with Ray and the other wheels, packed for the visit
+  local site=/tmp/gen3d_site312
+  rm -rf "$site" .whl/*.whl
+  $PY -m pip install -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    $1 --platform any --target "$site" $WHEELS $RAY_WHEELS || { echo "prepare: pip failed" >&2; return 1; }
+  rm -rf "$site/ray/jars" "$site/ray/dashboard/client/build"
+  find "$site" -name __pycache__ -type d -prune -exec rm -rf {} +
+  tar -cJf .whl/site312.tar.xz -C "$site" .
+}
+
 install() {
   if [ -d .gl ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
   local v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
   [ -f "$v" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
-  if [ -d .whl ]; then
+  if [ -f .whl/site312.tar.xz ]; then
+    mkdir -p /tmp/site && tar -xJf .whl/site312.tar.xz -C /tmp/site || { echo "visit: unpack failed" >&2; exit 1; }
+    export PYTHONPATH=/tmp/site:$PWD
+  elif [ -d .whl ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "visit: wheel install failed" >&2; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
@@ -70,15 +89,26 @@ install() {
   export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 }
 
-main_job() {  # name, seconds, extra --set flags
+train() {  # name, seconds, extra --set flags: the main job, bounded by the clock
   local name=$1 secs=$2
   shift 2
-  local backend=()
-  $PY -c "import ray" 2>/dev/null || { backend=(--set pool.backend=local);
-    echo "visit: Ray is not installed here: $name renders with pool.backend=local (no overlap)"; }
-  $PY -m learners.run --config configs/primitives_gpu.yaml --set name=$name \
-    --set train.time_limit_s=$secs --set eval.refine.steps=0 "${backend[@]}" $JOB_SETS "$@" \
-    && cp runs/$name/report.json "$OUT/$name.json" \
+  timeout $((secs + EVAL_S)) $PY -m learners.run --config configs/primitives_gpu.yaml --set name=$name \
+    --set train.time_limit_s=$secs --set eval.refine.steps=0 $JOB_SETS "$@"
+}
+
+main_job() {  # name, seconds, extra --set flags
+  local name=$1 secs=$2 t0=$SECONDS
+  shift 2
+  if ! $PY -c "import ray" 2>/dev/null; then
+    echo "visit: Ray is not installed here: $name renders with pool.backend=local (no overlap)"
+    set -- "$@" --set pool.backend=local
+  fi
+  train "$name" "$secs" "$@" || {
+    [ $((SECONDS - t0)) -lt "$FALLBACK_S" ] || return 1
+    echo "visit: $name failed at the start; again with pool.backend=local (no overlap)"
+    rm -rf "runs/$name"; train "$name" $((secs - SECONDS + t0)) "$@" --set pool.backend=local
+  } && cp runs/$name/report.json "$OUT/$name.json" \
+    && cp runs/$name/heldout_grid.png "$OUT/${name}_grid.png" \
     && $PY - "$OUT/$name.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -94,10 +124,10 @@ run() {
   install
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   $PY scripts/machine_report.py --json "$OUT/machine.json"
-  $PY benchmarks/render.py $RENDER_ARGS --json "$OUT/render.json"
   main_job primitives "$TRAIN_S"
   [ "$BIG_S" -gt 0 ] && main_job primitives_big "$BIG_S" $BIG_SETS
-  $PY benchmarks/volumes.py $VOLUME_ARGS --json "$OUT/volumes.json"
+  timeout "$RENDER_S" $PY benchmarks/render.py $RENDER_ARGS --json "$OUT/render.json"
+  timeout "$VOLUME_S" $PY benchmarks/volumes.py $VOLUME_ARGS --json "$OUT/volumes.json"
   ls -l "$OUT"
 }
 

@@ -77,6 +77,21 @@ def test_the_time_limit_stops_the_run_and_the_budget_says_so(tmp_path):
     sk.close()
 
 
+def test_the_clock_stops_with_the_training_and_the_budget_keeps_both_times(tmp_path):
+    import time
+
+    sk = skeleton(tmp_path)
+    time.sleep(0.05)
+    sk.stop_clock()
+    trained = sk.elapsed
+    time.sleep(0.2)  # the final scoring: not training time, in the budget or a checkpoint
+    assert sk.elapsed == trained and 0.05 <= trained < 0.2
+    b = sk.budget(1)
+    assert b["train_s"] == round(trained, 1) and b["wall_s"] >= 0.25
+    assert sk.save(1) and torch.load(sk.log.checkpoint_path, weights_only=False)["train_s"] == trained
+    sk.close()
+
+
 def test_an_absent_cuda_device_is_a_clear_config_error():
     assert make_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
@@ -113,7 +128,7 @@ def test_a_run_logged_to_a_file_prints_progress_lines_and_one_summary_line(
     summary = [line for line in err if line.startswith("run tiny:")]
     assert len(summary) == 1
     m = re.fullmatch(r"run tiny: held-out iou (\S+), psnr (\S+), chamfer (\S+), rot_err_deg (\S+), "
-                     r"iou_unseen (\S+) \| 4 of 4 steps in \d+ s \| report (\S+)", summary[0])
+                     r"iou_unseen (\S+) \| 4 of 4 steps in \d+ s \(\d+ s in all\) \| report (\S+)", summary[0])
     assert m, summary[0]
     assert float(m[1]) == pytest.approx(report["scores"]["iou"], rel=1e-3)
     assert float(m[5]) == pytest.approx(report["scores_unseen"]["iou"], rel=1e-3)
