@@ -53,6 +53,11 @@ def load_run(run: str, trained: bool = True):
     if trained:
         st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
         model.load_state_dict((st.get("average") or st)["model"])
+    if cfg.model.feedback:  # its correction passes look through the renderer that made the data
+        from learners.mesh_eval import attach_renderer
+        from learners.mesh_train import local_renderer
+
+        attach_renderer(model, local_renderer(cfg))
     return cfg, model
 
 

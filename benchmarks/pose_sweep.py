@@ -66,9 +66,10 @@ def main(argv=None) -> dict:
     rows = []
     for k, kind in enumerate(test.kinds):
         sel = test.kind == k
-        rows.append({"kind": kind, "n": int(sel.sum()),
-                     "own_deg": float(np.median(symmetry.rotation_error_deg(test.rotation[sel], own[sel], kind))),
-                     "swept_deg": float(np.median(symmetry.rotation_error_deg(test.rotation[sel], swept[sel], kind)))})
+        truth = test.rotation[sel]
+        own_deg, swept_deg = (float(np.median(symmetry.rotation_error_deg(truth, rot[sel], kind)))
+                              for rot in (own, swept))
+        rows.append({"kind": kind, "n": int(sel.sum()), "own_deg": own_deg, "swept_deg": swept_deg})
     print(table(rows, ["kind", "n", "own_deg", "swept_deg"]))
     out = {"machine": machine(), "run": args.run, "n": args.n, "rotations": args.rotations, "rows": rows}
     write_json(args.json, out)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -100,6 +100,10 @@ class MeshModelConfig:
     shape. 0: off."""
     template_std: PosFloat = 0.05
     """Std of that prior, in the shape parameters' units (``shape_templates``)."""
+    feedback: NonNegInt = 0
+    """Correction passes with the renderer in the loop: the mean mesh is rendered (a black
+    box, not differentiated) and a second encoder, of the image beside that render, adds a
+    correction to the mean of p(m | z). Needs ``attach_renderer``. 0: off."""
     init_std_hypotheses: PosFloat = 1.0
     """Initial std of the hypotheses' scores (``rotation_hypotheses``): at 1, with the write
     head at zero, every sample picks a hypothesis uniformly at random."""
@@ -154,11 +158,11 @@ class MeshModelConfig:
 class Encoder(nn.Module):
     """Conv encoder of (B,3,H,W) images in [0,1] to (B, F) features; H, W multiples of 16."""
 
-    def __init__(self, size: int, channels: int, out: int = 256):
+    def __init__(self, size: int, channels: int, out: int = 256, in_channels: int = 3):
         super().__init__()
         c = channels
         self.net = nn.Sequential(
-            nn.Conv2d(3, c, 4, 2, 1), nn.ELU(), nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ELU(),
+            nn.Conv2d(in_channels, c, 4, 2, 1), nn.ELU(), nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ELU(),
             nn.Conv2d(2 * c, 4 * c, 4, 2, 1), nn.ELU(), nn.Conv2d(4 * c, 8 * c, 4, 2, 1), nn.ELU(),
             nn.Flatten(), nn.Linear(8 * c * (size // 16) ** 2, out), nn.ELU())
 
@@ -274,6 +278,12 @@ class MeshModel(nn.Module):
                           if cfg.shape_templates else None)
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
+        if cfg.feedback:  # the image and the render of the current mean, side by side
+            self.fb_encoder = Encoder(image_size, cfg.channels, self.feature_dim, in_channels=6)
+            self.fb_head = nn.Linear(self.feature_dim, self.decoder.dim)
+            nn.init.zeros_(self.fb_head.weight)  # no correction at first
+            nn.init.zeros_(self.fb_head.bias)
+        self.renderer: Callable[[Tensor], Tensor] | None = None
         std = torch.full((self.decoder.dim,), cfg.init_std)
         for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation),
                         ("hypotheses", cfg.init_std_hypotheses)):
@@ -283,6 +293,24 @@ class MeshModel(nn.Module):
         # a learner's schedule narrows the search without fighting the learned log-std; set
         # every step, so it is not saved
         self.register_buffer("std_scale", torch.ones(()), persistent=False)
+
+    def attach_renderer(self, render: Callable[[Tensor], Tensor] | None) -> None:
+        """The renderer of the ``feedback`` passes: actions (B, A) -> images (B,3,H,W) in
+        [0,1], as the data were made. Not saved with the weights."""
+        self.renderer = render
+
+    def correction(self, images: Tensor, u: Tensor) -> Tensor:
+        """The feedback passes' summed correction (B, D) to mean parameters u (B, D) of
+        ``images``: each pass renders the corrected mean so far (no gradient through the
+        render or u) and adds what the feedback encoder reads off image and render."""
+        if self.renderer is None:
+            raise RuntimeError("model.feedback needs a renderer: call model.attach_renderer(...) "
+                               "(learners.mesh_eval.attach_renderer does it with a MeshRenderer)")
+        delta = torch.zeros_like(u)
+        for _ in range(self.cfg.feedback):
+            seen = self.renderer(self.to_actions((u + delta).detach(), images))
+            delta = delta + self.fb_head(self.fb_encoder(torch.cat([images, seen], 1)))
+        return delta
 
     def std(self) -> Tensor:
         return self.std_scale * (self.cfg.min_std + torch.exp(self.log_std))
@@ -324,6 +352,10 @@ class MeshModel(nn.Module):
         eps_z = torch.randn(b * k, self.cfg.T, self.cfg.z_dim, generator=generator, device=images.device)
         u, kl, lpz, lqz, u_head = self._unroll(feat.repeat_interleave(k, 0), eps_z)
         u = u.reshape(b, k, -1)
+        if self.cfg.feedback:  # one correction per image, from its posterior-mean mesh
+            delta = self.correction(images, self._unroll(feat, None)[0].detach())
+            u = u + delta[:, None]
+            u_head = u_head + delta.repeat_interleave(k, 0)
         if noise is None:
             noise = torch.randn(b, k, self.decoder.dim, generator=generator, device=images.device)
         std = self.std()
@@ -377,7 +409,7 @@ class MeshModel(nn.Module):
         """Mean mesh parameters m (B, D) at the posterior mean z, differentiable (for
         supervised ceilings and diagnostics)."""
         u, *_ = self._unroll(self.encoder(images), None)
-        return u
+        return u + self.correction(images, u) if self.cfg.feedback else u
 
     @torch.no_grad()
     def infer(self, images: Tensor) -> Tensor:

@@ -46,6 +46,19 @@ def action_mesh(action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return v, geo.ico_faces(), a["colours"][0]
 
 
+def attach_renderer(model: MeshModel, renderer: MeshRenderer, device="cpu") -> None:
+    """Give a model with ``feedback`` passes the renderer they look through (the learner's
+    own, which made the data); nothing for other models."""
+    if not model.cfg.feedback:
+        return
+
+    def render(actions: torch.Tensor) -> torch.Tensor:
+        out = renderer.render_rays(**spaces.unpack(actions.cpu().numpy().astype(np.float32)))
+        return images_to_tensor(out.rgb, device)
+
+    model.attach_renderer(render)
+
+
 def infer_params(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> torch.Tensor:
     """Mesh parameters m (N, D) at the posterior mean of each image (uint8 (N,H,W,3))."""
     model.eval()

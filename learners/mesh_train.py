@@ -25,6 +25,7 @@ from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.fields import AtLeast, Below, DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
+from learners import mesh_eval
 from learners.config import ConfigError
 from learners.mesh_refine import RefineConfig
 from learners.mesh_optim import (
@@ -285,6 +286,9 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
                   if tc.self_imitation > 0 else None)
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
+        for m in (model, average.model if average else None):
+            if m is not None:  # feedback passes render through the learner's own renderer
+                mesh_eval.attach_renderer(m, local, dev)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         rollback = Rollback(tc.rollback_nats, tc.checkpoint_every) if tc.rollback_nats > 0 else None
