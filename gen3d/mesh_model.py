@@ -104,6 +104,10 @@ class MeshModelConfig:
     """Correction passes with the renderer in the loop: the mean mesh is rendered (a black
     box, not differentiated) and a second encoder, of the image beside that render, adds a
     correction to the mean of p(m | z). Needs ``attach_renderer``. 0: off."""
+    feedback_std: NonNegFloat = 0.0
+    """Std of a Gaussian prior on that correction (an exact gradient, to the feedback encoder
+    only, outside the bound): a small correction leaves the first pass a whole answer, which
+    the feedback refines. 0: no prior."""
     init_std_hypotheses: PosFloat = 1.0
     """Initial std of the hypotheses' scores (``rotation_hypotheses``): at 1, with the write
     head at zero, every sample picks a hypothesis uniformly at random."""
@@ -256,6 +260,7 @@ class Samples:
     mean: Tensor       # (B,K,D) each sample's mean of p(m | z), with grad (to score other m)
     colour_fit: Tensor | None = None  # (B,) the decoder's colours' fit to those read (read_colours)
     shape_prior: Tensor | None = None  # (B,) -log prior of the mean shape under its nearest template
+    correction_prior: Tensor | None = None  # (B,) -log prior of the feedback's correction
 
 
 class MeshModel(nn.Module):
@@ -352,10 +357,13 @@ class MeshModel(nn.Module):
         eps_z = torch.randn(b * k, self.cfg.T, self.cfg.z_dim, generator=generator, device=images.device)
         u, kl, lpz, lqz, u_head = self._unroll(feat.repeat_interleave(k, 0), eps_z)
         u = u.reshape(b, k, -1)
+        small = None
         if self.cfg.feedback:  # one correction per image, from its posterior-mean mesh
             delta = self.correction(images, self._unroll(feat, None)[0].detach())
             u = u + delta[:, None]
             u_head = u_head + delta.repeat_interleave(k, 0)
+            if self.cfg.feedback_std:
+                small = (delta ** 2).sum(1) / (2 * self.cfg.feedback_std ** 2)
         if noise is None:
             noise = torch.randn(b, k, self.decoder.dim, generator=generator, device=images.device)
         std = self.std()
@@ -371,7 +379,7 @@ class MeshModel(nn.Module):
             fit = colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
         prior = None if self.templates is None else self.template_prior(u[:, 0])
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
-                       lqz.reshape(b, k), feat.detach(), noise, actions, u, fit, prior)
+                       lqz.reshape(b, k), feat.detach(), noise, actions, u, fit, prior, small)
 
     def template_prior(self, u: Tensor) -> Tensor:
         """-log N(s; T_j, template_std^2) up to a constant, for the nearest template T_j of

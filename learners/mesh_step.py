@@ -34,7 +34,8 @@ def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None 
     the estimator requires them; ``oracle`` makes the soft ones when it requires those. The
     pathwise KL enters with weight ``kl_weight`` (objective "elbo"); with colours read from
     the image (``model.read_colours``), so does the decoder's fit to them (``s.colour_fit``),
-    and with ``model.shape_templates`` the shapes' prior (``s.shape_prior``)."""
+    with ``model.shape_templates`` the shapes' prior (``s.shape_prior``), and with
+    ``model.feedback_std`` the feedback correction's (``s.correction_prior``)."""
     soft = None
     if "soft_reward" in est.requires:
         if oracle is None:
@@ -50,7 +51,7 @@ def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None 
     batch = Batch(s.logp, reward, sample=s.m_rsample, features=s.features,
                   log_prior=s.log_pz - s.log_qz, noise=s.noise, soft_reward=soft)
     loss = est.surrogate(batch, s.kl, kl_weight)
-    for extra in (s.colour_fit, s.shape_prior):
+    for extra in (s.colour_fit, s.shape_prior, s.correction_prior):
         if extra is not None:
             loss = loss + extra.mean()
     return loss, batch.reward

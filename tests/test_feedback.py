@@ -112,3 +112,39 @@ def test_a_run_with_feedback_trains_scores_and_rescores_from_its_directory(tmp_p
     assert model.renderer is not None
     x = np.zeros((2, 32, 32, 3), np.uint8)
     assert np.isfinite(infer_actions(model, x)).all()
+    # benchmarks/feedback.py rescored: with its passes, the report's own held-out IoU
+    from benchmarks.feedback import pass_rows
+    from gen3d.data import mesh_images
+    from learners.mesh_train import local_renderer, render_fn
+
+    r = local_renderer(cfg)
+    try:
+        _, test = mesh_images.load(cfg.data, render_fn(r))
+        rows = pass_rows(model, r, test, [1, 0])
+    finally:
+        r.release()
+    assert rows[0]["iou"] == pytest.approx(report["scores"]["iou"], abs=1e-9)
+    assert 0 <= rows[1]["iou"] <= 1 and model.cfg.feedback == 1
+
+
+def test_the_correction_prior_is_exact_carried_by_the_loss_and_holds_only_the_feedback():
+    from gen3d.estimators import build
+    from learners.mesh_step import surrogate
+
+    model = _model(feedback_std=0.1)
+    model.attach_renderer(Recorder())
+    b = torch.linspace(-0.3, 0.1, model.decoder.dim)
+    with torch.no_grad():
+        model.fb_head.bias.copy_(b)
+    x = torch.rand(2, 3, 32, 32)
+    s = model.sample(x, 3, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(s.correction_prior, (b ** 2).sum().expand(2) / (2 * 0.01))
+    est, reward = build("rloo"), torch.randn(2, 3)
+    with_prior, _ = surrogate(est, s, x, reward)
+    prior = s.correction_prior
+    s.correction_prior = None
+    without, _ = surrogate(est, s, x, reward)
+    torch.testing.assert_close(with_prior - without, prior.mean())
+    prior.mean().backward()
+    torch.testing.assert_close(model.fb_head.bias.grad, b / 0.01)  # d/db of |b|^2 / (2 s^2)
+    assert model.write.weight.grad is None and model.encoder.net[0].weight.grad is None

@@ -1,0 +1,62 @@
+"""What the feedback passes of a finished ``model.feedback`` run do: its network's silhouette
+IoU on training and held-out images, with its correction passes and with none (the first
+pass alone), overall and per kind.
+
+    python benchmarks/feedback.py --run runs/<name> [--n 500] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
+from envs import spaces  # noqa: E402
+from gen3d.data import mesh_images  # noqa: E402
+from learners import mesh_eval  # noqa: E402
+from learners.mesh_train import local_renderer, render_fn  # noqa: E402
+
+
+def pass_rows(model, r, images, passes: list[int]) -> list[dict]:
+    """IoU rows of ``images`` (a ``MeshImages``) with each number of feedback passes."""
+    rows, kept = [], model.cfg.feedback
+    try:
+        for n in passes:
+            model.cfg.feedback = n
+            a = mesh_eval.infer_actions(model, images.images)
+            v = mesh_eval.iou(r.render_rays(**spaces.unpack(a), mask=True).mask, images.masks)
+            per = {k: float(v[images.kind == i].mean()) for i, k in enumerate(images.kinds)}
+            rows.append({"passes": n, "iou": float(v.mean()), **per})
+    finally:
+        model.cfg.feedback = kept
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a finished run's directory (runs/<name>)")
+    ap.add_argument("--n", type=int, default=500, help="images of each set")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    cfg, model = load_run(args.run)
+    if not cfg.model.feedback:
+        raise SystemExit(f"{args.run}: its model has no feedback passes (model.feedback: 0)")
+    r = local_renderer(cfg)
+    try:
+        train, test = mesh_images.load(cfg.data, render_fn(r))
+        out = {"machine": machine(), "run": args.run, "n": args.n}
+        for name, data in (("train", train), ("test", test)):
+            rows = pass_rows(model, r, data.subset(slice(0, args.n)), [cfg.model.feedback, 0])
+            print(f"{name} images:\n" + table(rows, ["passes", "iou", *data.kinds]))
+            out[name] = rows
+    finally:
+        r.release()
+    write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
