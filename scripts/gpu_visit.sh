@@ -24,7 +24,10 @@
 # so does a run whose Ray workers fail to start (within FALLBACK_S seconds), and the log says so.
 # Times: TRAIN_S (default 180) and BIG_S (default 60) seconds of training fit one 10-minute
 # command with the benchmarks (run it with timeout_s 590); the 20-minute run needs a
-# longer visit. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
+# longer visit. On an H200 (benchmarks/RESULTS.md, ninth session) set-up took about 30 s, the
+# main job's scoring about 50 s (data are made afresh on a fresh machine: 21k images), render
+# rows with --batches 1024 --rounds 5 about 60 s and the volume rows about 80 s; TRAIN_S=300
+# with BIG_S=0 ended in 507 s. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
 # what runs: a smoke test of this script on a CPU machine, for one, is
 #   OUT=/tmp/visit PY=.venv/bin/python TRAIN_S=5 BIG_S=0 RENDER_ARGS="--res 16 --batches 8 --seconds 0.2" \
 #   JOB_SETS="--set device=cpu --set pool.worker_gpus=0 --set ray.num_gpus=0 --set pool.workers=1 ..." \
