@@ -427,12 +427,16 @@ class MeshModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Actions of n meshes from the prior (z ~ N(0, I), mean m)."""
-        h = torch.zeros(n, self.cfg.hidden)
+        """Actions of n meshes from the prior (z ~ N(0, I), mean m), on the model's device;
+        z is drawn on ``generator``'s device. No feedback passes: there is no image."""
+        dev = self.write.weight.device
+        h = torch.zeros(n, self.cfg.hidden, device=dev)
         c = torch.zeros_like(h)
-        u = torch.zeros(n, self.decoder.dim)
+        u = torch.zeros(n, self.decoder.dim, device=dev)
         for _ in range(self.cfg.T):
-            h, c = self.lstm(torch.randn(n, self.cfg.z_dim, generator=generator), (h, c))
+            z = torch.randn(n, self.cfg.z_dim, generator=generator,
+                            device=generator.device if generator is not None else dev)
+            h, c = self.lstm(z.to(dev), (h, c))
             u = u + self.write(h)
         return self.decoder(u)
 

@@ -78,3 +78,18 @@ def test_only_is_available_faked_is_enough(monkeypatch, capsys):
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="device: 'cuda' asked for"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("kw", [{}, {"read_colours": True, "rotation": True, "rotation_hypotheses": 4}])
+def test_the_mesh_model_makes_every_tensor_on_its_own_device(kw):
+    # PyTorch's "meta" device stands in for a GPU: a tensor made on the CPU inside the model
+    # would meet the weights on another device and fail, as it would on CUDA
+    import torch
+
+    from gen3d.mesh_model import MeshModel, MeshModelConfig
+
+    m = MeshModel(MeshModelConfig(hidden=16, channels=8, shape_degree=2, **kw), 32).to("meta")
+    x = torch.rand(2, 3, 32, 32, device="meta")
+    assert m.sample(x, 3).actions.device.type == "meta"
+    assert m.infer(x).device.type == "meta"
+    assert m.generate(2).device.type == "meta"
