@@ -287,6 +287,23 @@ def test_adam_clip_bounds_each_gradient_element_by_its_running_rms():
     torch.testing.assert_close(p.grad, torch.tensor([3.0, -3.0, 1.0, -0.1]))
 
 
+def test_adam_clip_takes_each_groups_own_eps_and_leaves_params_without_state():
+    from learners.mesh_train import clip_to_adam_rms
+
+    a, b, c, d = (torch.nn.Parameter(torch.zeros(2)) for _ in range(4))
+    opt = torch.optim.Adam([{"params": [a, c], "eps": 0.0}, {"params": [b, d], "eps": 1.0}],
+                           lr=0.1, betas=(0.9, 0.999))
+    a.grad, b.grad = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    opt.step()  # a and b: bias-corrected RMS |g|; c and d never had a gradient (no state)
+    for p in (a, b, c):
+        p.grad = torch.tensor([5.0, -5.0])
+    clip_to_adam_rms(opt, 2.0)
+    torch.testing.assert_close(a.grad, torch.tensor([2.0, -4.0]))      # 2 |g|
+    torch.testing.assert_close(b.grad, torch.tensor([3.0, -5.0]))      # 2 |g| + eps
+    torch.testing.assert_close(c.grad, torch.tensor([5.0, -5.0]))      # no state: untouched
+    assert d.grad is None
+
+
 def test_every_shipped_config_validates():
     from pathlib import Path
 
