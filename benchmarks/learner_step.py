@@ -64,7 +64,8 @@ def learner(cfg, dev, batch: int, microbatches: int):
     step_fn = MeshStep(model, est, RewardSource(StandInPool()), microbatches, replay, tc.self_imitation)
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)
-    images = torch.rand(n, 3, cfg.data.size, cfg.data.size, generator=torch.Generator().manual_seed(0)).to(dev)
+    size = cfg.data.size
+    images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
 
     def one(step: int) -> None:
         idx = rng.integers(n, size=batch)
