@@ -2,6 +2,8 @@
 # One short visit to a GPU machine (issue 17): installs what the machine's image lacks, then
 # measures and records everything in one go, under $OUT (or runs/gpu_visit/):
 #   machine.json   torch build, the learner's device (device: auto), EGL devices
+#   learner.json   benchmarks/learner_step.py: the learner's step alone (no rendering) at
+#                  each batch size and micro-batch count, and a profiler table in the log
 #   render.json    benchmarks/render.py: atlas and worker rows (request in, rewards out with
 #                  GL-side rewards), 1 and several processes sharing the GPU
 #   primitives.json  the main job, configs/primitives_gpu.yaml, for TRAIN_S seconds: steps/s,
@@ -27,11 +29,13 @@
 # longer visit. On an H200 (benchmarks/RESULTS.md, ninth session) set-up took about 30 s, the
 # main job's scoring about 50 s (data are made afresh on a fresh machine: 21k images), render
 # rows with --batches 1024 --rounds 5 about 60 s and the volume rows about 80 s; TRAIN_S=300
-# with BIG_S=0 ended in 507 s. RENDER_ARGS, JOB_SETS (extra --set flags for both runs) and VOLUME_ARGS change
+# with BIG_S=0 ended in 507 s. RENDER_ARGS, JOB_SETS (extra --set flags for both runs),
+# VOLUME_ARGS and LEARNER_ARGS change
 # what runs: a smoke test of this script on a CPU machine, for one, is
 #   OUT=/tmp/visit PY=.venv/bin/python TRAIN_S=5 BIG_S=0 RENDER_ARGS="--res 16 --batches 8 --seconds 0.2" \
 #   JOB_SETS="--set device=cpu --set pool.worker_gpus=0 --set ray.num_gpus=0 --set pool.workers=1 ..." \
-#   VOLUME_ARGS="--device cpu --only speed --quick" bash scripts/gpu_visit.sh run
+#   VOLUME_ARGS="--device cpu --only speed --quick" LEARNER_ARGS="--device cpu --steps 3" \
+#   bash scripts/gpu_visit.sh run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +47,8 @@ EVAL_S=${EVAL_S:-180}        # past TRAIN_S: start, data, held-out scores and pi
 FALLBACK_S=${FALLBACK_S:-120}  # a main job failing sooner is rerun without Ray
 RENDER_S=${RENDER_S:-90}       # caps on the benchmarks after the main job
 VOLUME_S=${VOLUME_S:-120}
+LEARNER_S=${LEARNER_S:-90}
+LEARNER_ARGS=${LEARNER_ARGS:-"--device cuda --batches 128,512 --microbatches 1,4 --profile"}
 RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 20"}
 JOB_SETS=${JOB_SETS:-}
 VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile"}
@@ -127,6 +133,7 @@ run() {
   install
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   $PY scripts/machine_report.py --json "$OUT/machine.json"
+  timeout "$LEARNER_S" $PY benchmarks/learner_step.py $LEARNER_ARGS --json "$OUT/learner.json"
   main_job primitives "$TRAIN_S"
   [ "$BIG_S" -gt 0 ] && main_job primitives_big "$BIG_S" $BIG_SETS
   timeout "$RENDER_S" $PY benchmarks/render.py $RENDER_ARGS --json "$OUT/render.json"
