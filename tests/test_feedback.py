@@ -26,6 +26,16 @@ class Recorder:
         return torch.full((len(actions), 3, 32, 32), 0.25)
 
 
+def _shifting(**kw):
+    """A feedback model whose correction is a known constant b (head weights zero), and b."""
+    model = _model(**kw)
+    model.attach_renderer(Recorder())
+    b = torch.linspace(-0.3, 0.1, model.decoder.dim)
+    with torch.no_grad():
+        model.fb_head.bias.copy_(b)
+    return model, b
+
+
 def _plain_twin(model):
     """The same network without the feedback passes."""
     plain = _model(feedback=0)
@@ -56,11 +66,7 @@ def test_a_fresh_model_corrects_nothing():
 
 
 def test_samples_are_drawn_around_the_corrected_mean_and_the_score_reaches_the_correction():
-    model = _model()
-    model.attach_renderer(Recorder())
-    b = torch.linspace(-0.3, 0.1, model.decoder.dim)
-    with torch.no_grad():
-        model.fb_head.bias.copy_(b)
+    model, b = _shifting()
     x = torch.rand(2, 3, 32, 32)
     s = model.sample(x, 5, generator=torch.Generator().manual_seed(4))
     t = _plain_twin(model).sample(x, 5, generator=torch.Generator().manual_seed(4))
@@ -131,11 +137,7 @@ def test_the_correction_prior_is_exact_carried_by_the_loss_and_holds_only_the_fe
     from gen3d.estimators import build
     from learners.mesh_step import surrogate
 
-    model = _model(feedback_std=0.1)
-    model.attach_renderer(Recorder())
-    b = torch.linspace(-0.3, 0.1, model.decoder.dim)
-    with torch.no_grad():
-        model.fb_head.bias.copy_(b)
+    model, b = _shifting(feedback_std=0.1)
     x = torch.rand(2, 3, 32, 32)
     s = model.sample(x, 3, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(s.correction_prior, (b ** 2).sum().expand(2) / (2 * 0.01))
