@@ -176,10 +176,11 @@ class RunSkeleton:
 
 def summary_line(name: str, headline: dict[str, float], budget: dict[str, Any],
                  path: Path) -> str:
-    """``run <name>: held-out iou 0.905, psnr 23.1 | 6000 of 6000 steps in 914 s (950 s in
-    all) | report <path>``: training time, then the whole run's (set-up and scoring too)."""
+    """``run <name>: held-out iou 0.905, psnr 23.1 | 6000 of 6000 steps in 914 s (950 s
+    wall) | report <path>``: training time (a resumed run's included), then this process's
+    wall time (set-up and scoring too)."""
     scores = ", ".join(f"{k} {v:.4g}" for k, v in headline.items() if v is not None)
     why = " (stopped by the time limit)" if budget["stopped_by"] == "time_limit" else ""
-    whole = f" ({budget['wall_s']:.0f} s in all)" if "wall_s" in budget else ""
+    whole = f" ({budget['wall_s']:.0f} s wall)" if "wall_s" in budget else ""
     return (f"run {name}: held-out {scores} | {budget['steps']} of {budget['steps_planned']} "
             f"steps in {budget['train_s']:.0f} s{why}{whole} | report {path}")

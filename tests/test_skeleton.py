@@ -128,7 +128,7 @@ def test_a_run_logged_to_a_file_prints_progress_lines_and_one_summary_line(
     summary = [line for line in err if line.startswith("run tiny:")]
     assert len(summary) == 1
     m = re.fullmatch(r"run tiny: held-out iou (\S+), psnr (\S+), chamfer (\S+), rot_err_deg (\S+), "
-                     r"iou_unseen (\S+) \| 4 of 4 steps in \d+ s \(\d+ s in all\) \| "
+                     r"iou_unseen (\S+) \| 4 of 4 steps in \d+ s \(\d+ s wall\) \| "
                      r"report (\S+)", summary[0])
     assert m, summary[0]
     assert float(m[1]) == pytest.approx(report["scores"]["iou"], rel=1e-3)
