@@ -19,12 +19,22 @@ if TYPE_CHECKING:
     from learners.mesh_train import MeshTrainConfig
 
 
+CLOCK_SLACK = 0.05
+"""The share of the time limit a run may fall behind its pace before the clock, not the step
+count, drives its schedules."""
+
+
 def run_fraction(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
-    """How far the run is at ``step``, in [0, 1]: of its steps or of its time limit, whichever
-    is further on."""
+    """How far the run is at ``step``, in [0, 1]: of its steps, or of its time limit when the
+    clock is further on by more than ``CLOCK_SLACK`` of the limit (then scaled to reach 1 at
+    the limit). The slack keeps the clock out of a run that keeps the pace its limit needs:
+    its first steps' warm-up and set-up stalls would otherwise move its schedule by a load-
+    dependent amount, and the same seed would not give the same weights. A run the clock
+    would stop still ends on its smallest steps."""
     done = step / tc.steps
     if tc.time_limit_s:
-        done = max(done, elapsed_s / tc.time_limit_s)
+        clock = elapsed_s / tc.time_limit_s
+        done = max(done, (clock - CLOCK_SLACK) / (1 - CLOCK_SLACK))
     return min(1.0, done)
 
 

@@ -79,8 +79,9 @@ class MeshTrainConfig:
     """Clip the model's gradient norm to this (0: off)."""
     lr_final: NonNegFloat = 1.0
     """The learning rate falls linearly to this fraction of ``lr`` over ``steps`` or, with
-    ``time_limit_s``, over whichever of the two runs out first: a run stopped by the clock
-    still ends on its smallest steps."""
+    ``time_limit_s``, by the clock once the run falls behind the pace that limit needs
+    (``mesh_optim.run_fraction``): a run stopped by the clock still ends on its smallest
+    steps, and one that keeps its pace is scheduled by its steps alone (reproducible)."""
     rollback_nats: NonNegFloat = 0.0
     """If the smoothed training ELBO falls this far below its best, go back to the last good
     snapshot (taken every ``checkpoint_every`` steps) and halve the learning rate (0: off).

@@ -158,9 +158,27 @@ def test_the_learning_rate_decays_over_the_steps_or_the_clock_whichever_ends_fir
     assert lr_factor(tc, 0, 1e6) == 1.0 and lr_factor(tc, 1000, 0.0) == pytest.approx(0.2)
     assert lr_factor(tc, 500, 1e6) == pytest.approx(0.6)  # no limit: the clock does not count
     tc.time_limit_s = 100.0
-    assert lr_factor(tc, 250, 50.0) == pytest.approx(0.6)  # the clock is further on
-    assert lr_factor(tc, 750, 50.0) == pytest.approx(0.4)  # the steps are
+    # the clock counts past a slack of 5 s (5%), scaled to reach the end at the limit
+    assert lr_factor(tc, 250, 52.5) == pytest.approx(0.6)  # the clock is further on
+    assert lr_factor(tc, 750, 52.5) == pytest.approx(0.4)  # the steps are
     assert lr_factor(tc, 10, 400.0) == pytest.approx(0.2)  # never below lr_final
+    assert lr_factor(tc, 999, 100.0) == pytest.approx(0.2)  # stopped by the clock: annealed
+
+
+def test_a_run_that_keeps_its_pace_is_scheduled_by_its_steps_alone():
+    from learners.mesh_train import TrainConfig, lr_factor
+
+    tc = TrainConfig(steps=14000, lr_final=0.1, time_limit_s=1050.0)
+    # 20 steps/s (the limit needs 13.3) after set-up stalls of up to 50 s: the clock never
+    # counts, so the schedule is the steps-bounded run's, whatever the stalls were
+    for stall in (0.0, 3.0, 50.0):
+        for step in (1, 10, 500, 7000, 14000):
+            elapsed = stall + step / 20
+            assert lr_factor(tc, step, elapsed) == lr_factor(TrainConfig(steps=14000, lr_final=0.1),
+                                                              step, elapsed)
+    # 10 steps/s: the clock takes over, and the limit ends the run annealed
+    assert lr_factor(tc, 4000, 600.0) < lr_factor(tc, 4000, 0.0)
+    assert lr_factor(tc, 10500, 1050.0) == pytest.approx(0.1)
 
 
 def test_the_weight_average_is_the_exponential_average_of_the_weights_it_saw():
