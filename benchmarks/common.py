@@ -33,9 +33,11 @@ def machine(gl: dict | None = None) -> dict:
     return info
 
 
-def load_run(run: str, trained: bool = True):
+def load_run(run: str, trained: bool = True, attach: bool = True):
     """A finished mesh run's config and the network its report scored (the weight average when
-    it kept one; ``trained=False``: freshly initialised), on CPU with one torch thread."""
+    it kept one; ``trained=False``: freshly initialised), on CPU with one torch thread. A
+    network with feedback passes gets a renderer of its own unless ``attach`` is False (the
+    caller then attaches the one it makes: ``learners.mesh_eval.attach_renderer``)."""
     import torch
 
     from gen3d.mesh_model import MeshModel
@@ -53,7 +55,7 @@ def load_run(run: str, trained: bool = True):
     if trained:
         st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
         model.load_state_dict((st.get("average") or st)["model"])
-    if cfg.model.feedback:  # its correction passes look through the renderer that made the data
+    if cfg.model.feedback and attach:  # its passes look through the renderer that made the data
         from learners.mesh_eval import attach_renderer
         from learners.mesh_train import local_renderer
 

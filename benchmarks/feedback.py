@@ -41,11 +41,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=500, help="images of each set")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
-    cfg, model = load_run(args.run)
+    cfg, model = load_run(args.run, attach=False)
     if not cfg.model.feedback:
         raise SystemExit(f"{args.run}: its model has no feedback passes (model.feedback: 0)")
     r = local_renderer(cfg)
     try:
+        mesh_eval.attach_renderer(model, r)  # one renderer scores and feeds the passes
         train, test = mesh_images.load(cfg.data, render_fn(r))
         out = {"machine": machine(), "run": args.run, "n": args.n}
         for name, data in (("train", train), ("test", test)):

@@ -1,6 +1,7 @@
 """The learner's own step time, with rendering taken out: the main job's forward, backward,
-clipping and optimiser step, fed rewards by a stand-in pool that answers at once (a cheap
-function of the actions, computed on the host as the real pool's replies are). What the
+clipping and optimiser step (``MeshStep``, ``make_optimiser``, ``clipped_step``; no
+schedules), fed rewards by a stand-in pool that answers at once (a cheap function of the
+actions, computed on the host as the real pool's replies are). What the
 learner costs at each batch size and number of micro-batches on a device, so that a run whose
 learner is the bottleneck (it waits little for renders) can be sized: renders/s it can take
 = batch x samples / step time.
@@ -30,7 +31,7 @@ from gen3d import estimators  # noqa: E402
 from gen3d.mesh_model import MeshModel  # noqa: E402
 from learners.config import load  # noqa: E402
 from learners.device import resolve_device  # noqa: E402
-from learners.mesh_optim import clip_to_adam_rms, decay_groups  # noqa: E402
+from learners.mesh_optim import clipped_step, make_optimiser  # noqa: E402
 from learners.mesh_step import MeshStep, RewardSource  # noqa: E402
 from learners.self_imitation import SelfImitation  # noqa: E402
 
@@ -57,7 +58,7 @@ def learner(cfg, dev, batch: int, microbatches: int):
     tc = cfg.train
     model = MeshModel(cfg.model, cfg.data.size).to(dev)
     est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
-    opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, foreach=True)
+    opt = make_optimiser(model, tc)
     n = 1024  # replay slots: images are drawn from this many
     replay = (SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std)
               if tc.self_imitation > 0 else None)
@@ -71,9 +72,7 @@ def learner(cfg, dev, batch: int, microbatches: int):
         idx = rng.integers(n, size=batch)
         opt.zero_grad(set_to_none=True)
         step_fn(images[idx], idx, tc.samples, gen, step)
-        if tc.adam_clip > 0:
-            clip_to_adam_rms(opt, tc.adam_clip)
-        opt.step()
+        clipped_step(opt, model, tc)
 
     return one, model
 

@@ -81,10 +81,28 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     (the sampling std of p(m | z) starts at log 0.1) is a push towards a wider distribution,
     and for a model's own shapes (``MeshModel.templates``) a push towards the base sphere, not
     a smaller weight."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decays = [n.rsplit(".", 1)[-1].startswith("weight") for n, _ in named]
-    return [{"params": [p for (_, p), d in zip(named, decays) if d], "weight_decay": weight_decay},
-            {"params": [p for (_, p), d in zip(named, decays) if not d], "weight_decay": 0.0}]
+    groups = {True: [], False: []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[name.rsplit(".", 1)[-1].startswith("weight")].append(p)
+    return [{"params": groups[True], "weight_decay": weight_decay},
+            {"params": groups[False], "weight_decay": 0.0}]
+
+
+def make_optimiser(model: torch.nn.Module, tc: MeshTrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``decay_groups`` at ``train.lr``; foreach: one pass a stage over all tensors
+    (CUDA's default already; on CPU the same values, a little faster)."""
+    return torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, foreach=True)
+
+
+def clipped_step(opt: torch.optim.Optimizer, model: torch.nn.Module, tc: MeshTrainConfig) -> None:
+    """The optimiser's step after the config's clipping: the gradient norm (``grad_clip``),
+    then each element against Adam's running RMS (``adam_clip``)."""
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    if tc.adam_clip > 0:
+        clip_to_adam_rms(opt, tc.adam_clip)
+    opt.step()
 
 
 @torch.no_grad()
@@ -102,8 +120,8 @@ def clip_to_adam_rms(opt: torch.optim.Optimizer, k: float) -> None:
             bias.append(1 - beta2 ** float(st["step"]))
         if not grads:
             continue
-        # one pass over all of a group's tensors a stage, in place: 7x faster than a tensor
-        # at a time on 2 CPU cores (a sixth of the main job's step), the same values
+        # one in-place pass over all of a group's tensors a stage: 7x faster on the VM than a
+        # tensor at a time, which took a sixth of the main job's step; the same values
         rms = torch._foreach_div(sq, bias)
         torch._foreach_sqrt_(rms)
         torch._foreach_mul_(rms, k)

@@ -30,9 +30,9 @@ from learners.config import ConfigError
 from learners.mesh_refine import RefineConfig
 from learners.mesh_optim import (
     WeightAverage,
-    clip_to_adam_rms,
-    decay_groups,
+    clipped_step,
     lr_factor,
+    make_optimiser,
     size_lazy_parameters,
     std_factor,
 )
@@ -280,17 +280,16 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         # data: generated once from the seed and cached (the truth is kept for scoring only)
         train, test = mesh_images.load(cfg.data, render_fn(local))
         model = MeshModel(cfg.model, cfg.data.size).to(dev)
-        # foreach: one pass a stage over all tensors (CUDA's default; the same values on CPU)
-        opt = torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, foreach=True)
+        opt = make_optimiser(model, tc)
         size_lazy_parameters(est, model, tc.samples, dev)
         est_params = list(est.parameters())
         est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
         replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
                   if tc.self_imitation > 0 else None)
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
-        for m in (model, average.model if average else None):
-            if m is not None:  # feedback passes render through the learner's own renderer
-                mesh_eval.attach_renderer(m, local, dev)
+        # feedback passes render through the learner's own renderer
+        for m in [model] + ([average.model] if average else []):
+            mesh_eval.attach_renderer(m, local, dev)
         gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         rollback = Rollback(tc.rollback_nats, tc.checkpoint_every) if tc.rollback_nats > 0 else None
@@ -351,11 +350,7 @@ def train_step(job: Job) -> tuple[StepResult, float]:
         job.est_opt.zero_grad(set_to_none=True)
     keep = step % tc.log_every == 0 and min(tc.microbatches, tc.batch) > 1
     res = job.step_fn(x, idx, tc.samples, job.gen, step, kl_weight, keep_grads=keep)
-    if tc.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(job.model.parameters(), tc.grad_clip)
-    if tc.adam_clip > 0:
-        clip_to_adam_rms(job.opt, tc.adam_clip)
-    job.opt.step()
+    clipped_step(job.opt, job.model, tc)
     if job.est_opt is not None:
         job.est_opt.step()
     if job.average is not None:

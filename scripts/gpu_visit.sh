@@ -9,28 +9,29 @@
 #   primitives.json  the main job, configs/primitives_gpu.yaml, for TRAIN_S seconds: steps/s,
 #                  renders/s consumed by the learner, learner wait fraction, held-out scores
 #   primitives_big.json  the same with BIG_SETS (raised batch and samples), when BIG_S > 0
-#   volumes.json   benchmarks/volumes.py --device cuda --only speed --compile
+#   volumes.json   benchmarks/volumes.py --device cuda --only speed --compile --writes separable
 #   visit.log      everything printed
 #
 #   bash scripts/gpu_visit.sh prepare   # here, with pip and a network: GL libraries and wheels
 #   bash scripts/gpu_visit.sh run       # there, from the repository root (carry .gl and .whl)
 #
 # The GPU image (see the device notes) has python3 3.12 with torch, numpy, pyyaml, tensorboard,
-# pillow and tqdm, but not moderngl, glcontext, gymnasium or PyOpenGL: `prepare` downloads
-# those as wheels into .whl/ and the EGL loader packages into .gl/ (both git-ignored). Ray's
-# wheel (2.60.0, cp312: 79 MB) is larger than what a visit can carry (64 MiB), so WITH_RAY=1
-# prepare installs it with the other wheels into one tree for Python 3.12, drops what a render
-# fleet never loads (Ray's Java jar and the dashboard's web client: 40 MB), and packs the tree
-# as .whl/site312.tar.xz (32 MB), which `run` unpacks. Without Ray the main job renders with
+# pillow and tqdm, but not moderngl, glcontext, gymnasium, PyOpenGL or Ray. Ray's wheel (2.60.0,
+# cp312: 79 MB) is larger than what a visit can carry (64 MiB), so `prepare` installs it with
+# the other wheels into one tree for Python 3.12, drops what a render fleet never loads (Ray's
+# Java jar and the dashboard's web client: 40 MB) and packs the tree as .whl/site312.tar.xz
+# (32 MB), which `run` unpacks; WITH_RAY=0 prepare fetches the other wheels alone. The EGL
+# loader packages go to .gl/ (both folders git-ignored). Without Ray the main job renders with
 # pool.backend=local (one in-process worker on the GPU, no overlap of rendering and learning);
 # so does a run whose Ray workers fail to start (within FALLBACK_S seconds), and the log says so.
-# Times: TRAIN_S (default 180) and BIG_S (default 60) seconds of training fit one 10-minute
-# command with the benchmarks (run it with timeout_s 590); the issue's 20-minute run needs a
+# Times: each part has a cap, and the defaults' caps add up to under 10 minutes (run it with
+# timeout_s 590): about 15 s to unpack, LEARNER_S 60, TRAIN_S 180 of training plus at most
+# EVAL_S 120 of set-up and scoring, RENDER_S 90, VOLUME_S 100. BIG_S (default 0) adds a second
+# main job of that many seconds; shorten the others then. The issue's 20-minute run needs a
 # longer visit. On an H200 (benchmarks/RESULTS.md, ninth session) set-up took about 30 s, the
 # main job's scoring about 50 s (data are made afresh on a fresh machine: 21k images), render
-# rows with --batches 1024 --rounds 5 about 60 s and the volume rows about 80 s; TRAIN_S=300
-# with BIG_S=0 ended in 507 s. RENDER_ARGS, JOB_SETS (extra --set flags for both runs),
-# VOLUME_ARGS and LEARNER_ARGS change
+# rows with the default RENDER_ARGS about 60 s and the volume rows about 80 s. RENDER_ARGS,
+# JOB_SETS (extra --set flags for the main jobs), VOLUME_ARGS and LEARNER_ARGS change
 # what runs: a smoke test of this script on a CPU machine, for one, is
 #   OUT=/tmp/visit PY=.venv/bin/python TRAIN_S=5 BIG_S=0 RENDER_ARGS="--res 16 --batches 8 --seconds 0.2" \
 #   JOB_SETS="--set device=cpu --set pool.worker_gpus=0 --set ray.num_gpus=0 --set pool.workers=1 ..." \
@@ -42,16 +43,16 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT=${OUT:-runs/gpu_visit}
 TRAIN_S=${TRAIN_S:-180}
-BIG_S=${BIG_S:-60}
-EVAL_S=${EVAL_S:-180}        # past TRAIN_S: start, data, held-out scores and pictures
+BIG_S=${BIG_S:-0}
+EVAL_S=${EVAL_S:-120}        # past TRAIN_S: start, data, held-out scores and pictures (80 s seen)
 FALLBACK_S=${FALLBACK_S:-120}  # a main job failing sooner is rerun without Ray
 RENDER_S=${RENDER_S:-90}       # caps on the benchmarks after the main job
-VOLUME_S=${VOLUME_S:-120}
-LEARNER_S=${LEARNER_S:-90}
+VOLUME_S=${VOLUME_S:-100}
+LEARNER_S=${LEARNER_S:-60}
 LEARNER_ARGS=${LEARNER_ARGS:-"--device cuda --batches 128,512 --microbatches 1,4 --profile"}
-RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 256,1024 --procs 1,4,8 --seconds 1 --rounds 20"}
+RENDER_ARGS=${RENDER_ARGS:-"--res 64 --batches 1024 --procs 1,4,8 --seconds 1 --rounds 5"}  # 60 s on an H200
 JOB_SETS=${JOB_SETS:-}
-VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile"}
+VOLUME_ARGS=${VOLUME_ARGS:-"--device cuda --only speed --compile --writes separable"}  # 80 s
 BIG_SETS=${BIG_SETS:-"--set train.batch=256 --set train.samples=32 --set pool.chunk=1024"}
 WHEELS="moderngl==5.13.0 glcontext==3.1.0 gymnasium==1.4.0 farama-notifications==0.0.4 PyOpenGL==3.1.10"
 RAY_WHEELS="ray==2.60.0 jsonschema jsonschema-specifications referencing rpds-py"
@@ -63,7 +64,8 @@ prepare() {
   local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   apt-get $o update -qq && (cd .gl && apt-get $o download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   local plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-  if [ "${WITH_RAY:-0}" = 1 ]; then pack_site "$plat"; du -sh .gl .whl; return; fi
+  if [ "${WITH_RAY:-1}" = 1 ]; then pack_site "$plat"; du -sh .gl .whl; return; fi
+  rm -f .whl/site312.tar.xz  # a packed tree from an earlier prepare would be unpacked instead
   for w in $WHEELS; do
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       $plat --platform any -d .whl "$w" || { echo "prepare: could not fetch $w" >&2; return 1; }

@@ -294,7 +294,7 @@ def test_data_on_rays_is_exactly_a_ray_mesh_the_model_can_render_back(tmp_path):
 
 
 def test_adam_clip_bounds_each_gradient_element_by_its_running_rms():
-    from learners.mesh_train import clip_to_adam_rms
+    from learners.mesh_optim import clip_to_adam_rms
 
     p = torch.nn.Parameter(torch.zeros(4))
     opt = torch.optim.Adam([p], lr=0.1, betas=(0.9, 0.999), eps=0.0)
@@ -306,7 +306,7 @@ def test_adam_clip_bounds_each_gradient_element_by_its_running_rms():
 
 
 def test_adam_clip_takes_each_groups_own_eps_and_leaves_params_without_state():
-    from learners.mesh_train import clip_to_adam_rms
+    from learners.mesh_optim import clip_to_adam_rms
 
     a, b, c, d = (torch.nn.Parameter(torch.zeros(2)) for _ in range(4))
     opt = torch.optim.Adam([{"params": [a, c], "eps": 0.0}, {"params": [b, d], "eps": 1.0}],
@@ -334,7 +334,7 @@ def test_every_shipped_config_validates():
 
 def test_weight_decay_shrinks_weights_but_leaves_the_sampling_std_and_biases():
     from gen3d.mesh_model import MeshModel, MeshModelConfig
-    from learners.mesh_train import decay_groups
+    from learners.mesh_optim import decay_groups
 
     model = MeshModel(MeshModelConfig(hidden=16, channels=4, rotation=True, shape_templates=3), 32)
     with torch.no_grad():
