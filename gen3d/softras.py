@@ -177,7 +177,10 @@ class SoftRasteriser:
         lo, hi = tri.detach().amin(2), tri.detach().amax(2)
         pf, col, row = self._pairs(lo, hi, grow[..., None] * self.margin, keep)
         pix = ((pf // f.shape[0]) * h + (h - 1 - row)) * w + col
-        # per-face rows gathered once per pair (1-D rows vectorise well)
+        # per-face rows gathered once per pair (1-D rows vectorise well); a face left out
+        # may have no area or depth, and its 1/0 would turn the zero gradient it gets into NaN
+        area = torch.where(keep, area, torch.ones_like(area))
+        tri_d = torch.where(keep[..., None], tri_d, torch.ones_like(tri_d))
         rows = torch.cat([tri.reshape(nf, 6).T, (1.0 / area).reshape(1, nf),
                           (1.0 / tri_d).reshape(nf, 3).T, corner.reshape(nf, 9).T,
                           outline.reshape(nf, 3).T.to(tri)])

@@ -48,6 +48,12 @@ def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
 
 
+def soft_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
+    """The soft-mean term's fraction at ``step``: linear from 1 to 0 at ``soft_mean_until``
+    of the run, then 0."""
+    return max(0.0, 1 - run_fraction(tc, step, elapsed_s) / tc.soft_mean_until)
+
+
 class WeightAverage:
     """An exponential moving average of a model's weights; its decay ramps up from 0.1 as
     (1 + n) / (10 + n) so that the first updates do not keep the initial weights."""
@@ -95,14 +101,20 @@ def make_optimiser(model: torch.nn.Module, tc: MeshTrainConfig) -> torch.optim.A
     return torch.optim.AdamW(decay_groups(model, tc.weight_decay), lr=tc.lr, foreach=True)
 
 
-def clipped_step(opt: torch.optim.Optimizer, model: torch.nn.Module, tc: MeshTrainConfig) -> None:
+def clipped_step(opt: torch.optim.Optimizer, model: torch.nn.Module, tc: MeshTrainConfig) -> bool:
     """The optimiser's step after the config's clipping: the gradient norm (``grad_clip``),
-    then each element against Adam's running RMS (``adam_clip``)."""
+    then each element against Adam's running RMS (``adam_clip``). A gradient with a NaN
+    anywhere is not stepped on (returns False; the caller counts it): through Adam's moments
+    one NaN element would make every weight NaN. Infinite elements are left to the clips."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and bool(torch.stack(torch._foreach_norm(grads)).isnan().any()):
+        return False
     if tc.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     if tc.adam_clip > 0:
         clip_to_adam_rms(opt, tc.adam_clip)
     opt.step()
+    return True
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from gen3d.estimators import Batch, Estimator
 from gen3d.mesh_model import MeshModel, Samples
 from learners.pathwise import Oracle, make_oracle
 from learners.self_imitation import SelfImitation
+from learners.soft_mean import SoftMean
 from workers import cluster
 from workers.pool import make_pool
 from workers.worker import EnvSpec
@@ -134,13 +135,15 @@ class _Sent:
 
 class MeshStep:
     """Forward and backward of one step over ``microbatches`` parts (the optimiser is the
-    caller's). ``replay`` adds self-imitation with weight ``replay_weight``; ``checkpoint`` is
-    named in the error a non-finite loss raises."""
+    caller's). ``replay`` adds self-imitation with weight ``replay_weight``, ``soft`` the
+    soft-mean term at its current ``weight`` (none at 0); ``checkpoint`` is named in the error
+    a non-finite loss raises."""
 
     def __init__(self, model: MeshModel, est: Estimator, source: RewardSource,
                  microbatches: int = 1, replay: SelfImitation | None = None,
-                 replay_weight: float = 0.0, checkpoint: Any = None):
+                 replay_weight: float = 0.0, checkpoint: Any = None, soft: SoftMean | None = None):
         self.model, self.est, self.source = model, est, source
+        self.soft = soft
         self.microbatches, self.replay, self.replay_weight = microbatches, replay, replay_weight
         self.checkpoint = checkpoint
 
@@ -176,6 +179,8 @@ class MeshStep:
         loss, r = surrogate(self.est, m.samples, x, gl, self.source.oracle, kl_weight)
         if self.replay is not None:
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
+        if self.soft is not None and self.soft.weight > 0:
+            loss = loss + self.soft.loss(m.samples, x, r)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"step {step}: the loss is {loss.item()} (NaN/inf from the model); the last "

@@ -23,7 +23,18 @@ from envs.renderer import MeshRenderer
 from gen3d import estimators
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
-from gen3d.fields import AtLeast, Below, DeviceStr, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
+from gen3d.fields import (
+    Above,
+    AtLeast,
+    AtMost,
+    Below,
+    DeviceStr,
+    NonEmptyStr,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+)
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
 from learners.config import ConfigError
@@ -34,11 +45,14 @@ from learners.mesh_optim import (
     lr_factor,
     make_optimiser,
     size_lazy_parameters,
+    soft_factor,
     std_factor,
 )
 from learners.mesh_report import final_report, heldout_step
 from learners.mesh_step import MeshStep, RewardSource, StepResult
+from learners.pathwise import make_oracle
 from learners.self_imitation import SelfImitation
+from learners.soft_mean import SoftMean
 from learners.skeleton import RunSkeleton, seed_everything
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig
@@ -107,6 +121,14 @@ class MeshTrainConfig:
     """Whether the replay term trains the sampling std of p(m | z) too. It pulls that std
     towards the distance of the replayed bests from the current mean, which grows as the
     network moves on from where they were sampled; off, the on-policy estimator alone sets it."""
+    soft_mean: NonNegFloat = 0.0
+    """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
+    log-likelihood of each image's mean mesh, differentiated through the soft render
+    (``learners.soft_mean``); one soft render per image and step."""
+    soft_mean_until: Annotated[float, Above(0), AtMost(1)] = 1.0
+    """The term's weight falls linearly from ``soft_mean`` to 0 over this fraction of the run
+    (the learning rate's clock), and no soft render is made after it: the soft render is not
+    GL's, so its bias is left to the early steps, where its low variance speeds learning."""
     std_final: PosFloat = 1.0
     """The sampling std of p(m | z) is multiplied by a factor that falls linearly from 1 to
     this over the run (the learning rate's clock; 1: off). Late in a run each image's mean is
@@ -241,6 +263,8 @@ class Job:
     curve: list[dict] = field(default_factory=list)
     speed: Speed = field(default_factory=lambda: Speed())
     rollback: Rollback | None = None
+    skipped: int = 0
+    skipped_in_row: int = 0
 
     @property
     def scored_model(self) -> MeshModel:
@@ -248,7 +272,7 @@ class Job:
         return self.average.model if self.average is not None else self.model
 
     def save(self) -> None:
-        self.sk.save(self.step, lr_scale=self.lr_scale, curve=self.curve)
+        self.sk.save(self.step, lr_scale=self.lr_scale, curve=self.curve, skipped=self.skipped)
 
     def close(self) -> None:
         self.source.close()
@@ -300,11 +324,12 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
     except BaseException:
         local.release()
         raise
+    soft = SoftMean(make_oracle(cfg, model, est=est), tc.soft_mean) if tc.soft_mean > 0 else None
     step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
-                       sk.log.checkpoint_path)
+                       sk.log.checkpoint_path, soft)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
-               rollback=rollback, curve=list(st.get("curve", [])))
+               rollback=rollback, curve=list(st.get("curve", [])), skipped=st.get("skipped", 0))
 
 
 # ---------------------------------------------------------------------- loop
@@ -342,6 +367,8 @@ def train_step(job: Job) -> tuple[StepResult, float]:
     for g in job.opt.param_groups:
         g["lr"] = tc.lr * job.lr_scale * lr_factor(tc, step, elapsed)
     job.model.std_scale.fill_(std_factor(tc, step, elapsed))
+    if job.step_fn.soft is not None:
+        job.step_fn.soft.weight = tc.soft_mean * soft_factor(tc, step, elapsed)
     kl_weight = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
     idx = job.rng.integers(len(job.train), size=tc.batch)
     x = images_to_tensor(job.train.images[idx], dev)
@@ -350,12 +377,31 @@ def train_step(job: Job) -> tuple[StepResult, float]:
         job.est_opt.zero_grad(set_to_none=True)
     keep = step % tc.log_every == 0 and min(tc.microbatches, tc.batch) > 1
     res = job.step_fn(x, idx, tc.samples, job.gen, step, kl_weight, keep_grads=keep)
-    clipped_step(job.opt, job.model, tc)
+    if clipped_step(job.opt, job.model, tc):
+        job.skipped_in_row = 0
+    else:
+        skip_step(job)
     if job.est_opt is not None:
         job.est_opt.step()
     if job.average is not None:
         job.average.update(job.model)
     return res, kl_weight
+
+
+MAX_SKIPPED_IN_ROW = 20
+"""Steps with a NaN gradient a run skips in a row before it stops: a few are a rare numerical
+accident; a row of them is a model that no longer computes."""
+
+
+def skip_step(job: Job) -> None:
+    """Count a step whose gradient held a NaN (``clipped_step`` did not step); stop the run,
+    with its last checkpoint intact, when too many come in a row."""
+    job.skipped += 1
+    job.skipped_in_row += 1
+    if job.skipped_in_row >= MAX_SKIPPED_IN_ROW:
+        raise FloatingPointError(
+            f"step {job.step}: {job.skipped_in_row} steps in a row had NaN gradients; the last "
+            f"checkpoint ({job.sk.log.checkpoint_path}) is intact; lower train.lr")
 
 
 def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict[str, Any]:
@@ -367,6 +413,7 @@ def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict
             "train/lr": job.opt.param_groups[0]["lr"], "train/reward_mean": float(r.mean()),
             "train/reward_var": float(r.var(1).mean()), "train/kl_nats": float(kl.mean()),
             "train/model_std": float(job.model.std().detach().mean()),
+            "train/skipped_steps": job.skipped,
             "speed/renders_per_s": tc.batch * tc.samples / dt, "speed/step_s": dt,
             "speed/wait_s": res.wait_s, "speed/wait_frac": res.wait_s / dt}
     if res.grads:  # per-micro-batch gradients, differences taken in sequence
@@ -377,6 +424,8 @@ def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict
         vals["grad/norm"] = float(g[-1].norm())
     vals.update({f"estimator/{k}": v for k, v in job.est.stats().items()})
     vals.update({f"pool/{k}": v for k, v in job.source.stats.items()})
+    if job.step_fn.soft is not None:
+        vals["train/soft_mean_weight"] = job.step_fn.soft.weight
     if job.replay is not None:
         seen = torch.isfinite(job.replay.r)
         best = float(job.replay.r[seen].mean()) if seen.any() else None
@@ -453,6 +502,7 @@ def score(job: Job) -> dict:
     report["speed"] = job.speed.summary(tc.batch * tc.samples, job.source.stats)
     report["elbo_history"] = job.history
     report["iou_vs_time"] = job.curve
+    report["skipped_steps"] = job.skipped
     return report
 
 

@@ -322,6 +322,40 @@ def test_adam_clip_takes_each_groups_own_eps_and_leaves_params_without_state():
     assert d.grad is None
 
 
+def test_a_nan_gradient_is_not_stepped_on_and_a_row_of_them_stops_the_run():
+    """One NaN element would make every weight NaN through Adam's moments: the step is skipped
+    (weights and Adam's state as they were) and counted; a finite gradient steps as before;
+    MAX_SKIPPED_IN_ROW in a row is a clear error."""
+    from types import SimpleNamespace
+
+    from learners.mesh_optim import clipped_step
+    from learners.mesh_train import MAX_SKIPPED_IN_ROW, MeshTrainConfig, skip_step
+
+    model = torch.nn.Linear(3, 2)
+    tc = MeshTrainConfig(adam_clip=3.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    assert clipped_step(opt, model, tc)
+    before = [p.detach().clone() for p in model.parameters()]
+    moments = [opt.state[p]["exp_avg"].clone() for p in model.parameters()]
+    model.bias.grad = torch.tensor([1.0, float("nan")])
+    assert not clipped_step(opt, model, tc)
+    for p, b, m in zip(model.parameters(), before, moments):
+        assert torch.equal(p, b) and torch.equal(opt.state[p]["exp_avg"], m)
+    model.bias.grad = torch.tensor([1.0, float("inf")])  # inf is the Adam clip's to bound
+    assert clipped_step(opt, model, tc)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    job = SimpleNamespace(step=7, skipped=0, skipped_in_row=0,
+                          sk=SimpleNamespace(log=SimpleNamespace(checkpoint_path="ck.pt")))
+    for _ in range(MAX_SKIPPED_IN_ROW - 1):
+        skip_step(job)
+    assert job.skipped == MAX_SKIPPED_IN_ROW - 1
+    with pytest.raises(FloatingPointError, match="in a row had NaN gradients.*ck.pt.*intact"):
+        skip_step(job)
+
+
 def test_every_shipped_config_validates():
     from pathlib import Path
 

@@ -91,6 +91,22 @@ def test_hidden_vertices_get_no_colour_gradient_and_visible_ones_a_positive_one(
     assert (g[facing > 0.3] > 0).all()
 
 
+@pytest.mark.parametrize("mode", ["edges", "faces"])
+def test_a_face_with_no_area_leaves_every_gradient_finite(mode):
+    """Three rays of one face at length 0 put its corners on one point: the face is left out,
+    and its 1/area must not turn the zero gradient it gets into NaN (a training run died of
+    it: one NaN gradient makes every weight NaN)."""
+    sr = SoftRasteriser(32, 32, Lights().arrays(), sigma=0.5, mode=mode)
+    face = list(geo.ico_faces()[0])
+    lengths = torch.full((1, geo.N_RAYS), 0.7)
+    lengths[0, face] = 0.0
+    lengths.requires_grad_()
+    out = sr.render_rays(lengths)
+    (out.rgb.sum() + out.alpha.sum()).backward()
+    assert torch.isfinite(lengths.grad).all()
+    assert lengths.grad.abs().sum() > 0
+
+
 def test_descending_the_pixel_loss_recovers_a_pose_and_size_rendered_by_gl(renderer):
     truth = {"r": 0.55, "t": (0.25, -0.15, 0.0)}
     target = renderer.render_rays(np.full((1, geo.N_RAYS), truth["r"], np.float32),
