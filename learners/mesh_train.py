@@ -52,8 +52,8 @@ from learners.mesh_report import final_report, heldout_step
 from learners.mesh_step import MeshStep, RewardSource, StepResult
 from learners.pathwise import make_oracle
 from learners.self_imitation import SelfImitation
-from learners.soft_mean import SoftMean
 from learners.skeleton import RunSkeleton, seed_everything
+from learners.soft_mean import SoftMean
 from workers.cluster import RayConfig
 from workers.pool import PoolConfig
 

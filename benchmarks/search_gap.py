@@ -1,0 +1,72 @@
+"""Where a finished mesh run's IoU is lost: its network's silhouette IoU on training and on
+held-out images (the generalisation gap), and that of the best sample self-imitation kept for
+each training image (what the run's own search found), overall and per kind.
+
+    python benchmarks/search_gap.py --run runs/<name> [--n 500] [--json PATH]
+
+If the bests are barely above the network on the same images, the network has learned what its
+search found, and the search (samples of p(m | z) around the network's own answer) is what
+holds it; per-image refinement (``learners/mesh_refine.py``) shows how much better meshes are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
+from envs import spaces  # noqa: E402
+from gen3d.data import mesh_images  # noqa: E402
+from learners import mesh_eval  # noqa: E402
+from learners.mesh_train import local_renderer, render_fn  # noqa: E402
+
+
+def iou_row(name: str, r, actions: np.ndarray, data) -> dict:
+    """Mean silhouette IoU of ``actions`` against ``data`` (a ``MeshImages``), and per kind."""
+    v = mesh_eval.iou(r.render_rays(**spaces.unpack(actions), mask=True).mask, data.masks)
+    return {"meshes": name, "iou": float(v.mean()),
+            **{k: float(v[data.kind == i].mean()) for i, k in enumerate(data.kinds)
+               if (data.kind == i).any()}}
+
+
+def gap_rows(run: str, n: int) -> list[dict]:
+    cfg, model = load_run(run)
+    st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
+    r = local_renderer(cfg)
+    try:
+        train, test = mesh_images.load(cfg.data, render_fn(r))
+        train, test = train.subset(slice(0, n)), test.subset(slice(0, n))
+        rows = [iou_row(f"network, {name}", r, mesh_eval.infer_actions(model, d.images), d)
+                for name, d in (("training images", train), ("held-out images", test))]
+        replay = st.get("replay")
+        if replay is not None:
+            seen = torch.isfinite(replay["r"][:n]).numpy()
+            best = model.decoder(replay["m"][:n]).detach().numpy()
+            rows.append(iou_row("self-imitation's bests, training images seen", r, best[seen],
+                                train.subset(np.flatnonzero(seen))))
+    finally:
+        r.release()
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a finished run's directory (runs/<name>)")
+    ap.add_argument("--n", type=int, default=500, help="images of each set (the first n)")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    rows = gap_rows(args.run, args.n)
+    kinds = [k for k in rows[0] if k not in ("meshes", "iou")]
+    print(table(rows, ["meshes", "iou", *kinds]))
+    write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
