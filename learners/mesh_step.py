@@ -86,11 +86,14 @@ class RewardSource:
 
     def submit(self, s: Samples, idx: np.ndarray) -> Any:
         """Send the samples of images ``idx`` (b,) to render; returns the ticket."""
+        return self.submit_actions(s.actions, idx)
+
+    def submit_actions(self, actions: Tensor, idx: np.ndarray) -> Any:
+        """Send actions (b, N, A) of images ``idx`` (b,) to render; returns the ticket."""
         if self.pool is None:
             return None
-        k = s.actions.shape[1]
-        flat = s.actions.reshape(-1, s.actions.shape[-1]).cpu().numpy()
-        return self.pool.submit(flat, target_idx=np.repeat(idx, k))
+        flat = actions.reshape(-1, actions.shape[-1]).cpu().numpy()
+        return self.pool.submit(flat, target_idx=np.repeat(idx, actions.shape[1]))
 
     def collect(self, ticket: Any, like: Tensor) -> tuple[Tensor | None, float]:
         """The (b, K) black-box rewards of ``ticket`` (shaped and placed like ``like``) and the
@@ -131,6 +134,8 @@ class _Sent:
     part: np.ndarray
     samples: Samples
     ticket: Any
+    proposals: Tensor | None = None  # self-imitation's search steps (b, J, D), when it searches
+    proposal_ticket: Any = None
 
 
 class MeshStep:
@@ -171,13 +176,23 @@ class MeshStep:
             raise FloatingPointError(
                 f"step {step}: the model produced NaN/inf mesh parameters; the last checkpoint "
                 f"({self.checkpoint}) is intact; lower train.lr")
-        return _Sent(part, s, self.source.submit(s, idx))
+        sent = _Sent(part, s, self.source.submit(s, idx))
+        if self.replay is not None and self.replay.search and self.source.pool is not None:
+            sent.proposals = self.replay.proposals(idx, gen)
+            with torch.no_grad():
+                actions = self.model.decoder(sent.proposals)
+            sent.proposal_ticket = self.source.submit_actions(actions, idx)
+        return sent
 
     def _backward(self, m: _Sent, x: Tensor, idx: np.ndarray, b: int, step: int,
                   kl_weight: float) -> tuple[Tensor, float]:
         gl, wait = self.source.collect(m.ticket, m.samples.logp)
         loss, r = surrogate(self.est, m.samples, x, gl, self.source.oracle, kl_weight)
         if self.replay is not None:
+            if m.proposals is not None:
+                pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
+                wait += w
+                self.replay.offer(idx, m.proposals, pr)
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
         if self.soft is not None and self.soft.weight > 0:
             loss = loss + self.soft.loss(m.samples, x, r)

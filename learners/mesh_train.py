@@ -121,6 +121,12 @@ class MeshTrainConfig:
     """Whether the replay term trains the sampling std of p(m | z) too. It pulls that std
     towards the distance of the replayed bests from the current mean, which grows as the
     network moves on from where they were sampled; off, the on-policy estimator alone sets it."""
+    self_imitation_search: NonNegInt = 0
+    """With self-imitation: each visit also renders this many Gaussian steps from the image's
+    best and keeps the best of them when it beats it (0: off), so the bests search on their own
+    (a (1 + lambda) evolution strategy per image) and the network imitates what they find."""
+    self_imitation_search_std: PosFloat = 0.01
+    """Std of those steps, in the mesh parameters' units."""
     soft_mean: NonNegFloat = 0.0
     """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
     log-likelihood of each image's mean mesh, differentiated through the soft render
@@ -308,7 +314,8 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         size_lazy_parameters(est, model, tc.samples, dev)
         est_params = list(est.parameters())
         est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
-        replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std)
+        replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std,
+                                tc.self_imitation_search, tc.self_imitation_search_std)
                   if tc.self_imitation > 0 else None)
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
         # feedback passes render through the learner's own renderer

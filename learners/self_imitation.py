@@ -16,21 +16,40 @@ from gen3d.mesh_model import MeshModel
 
 
 class SelfImitation:
-    """The best mesh parameters sampled so far for each training image, and their reward."""
+    """The best mesh parameters sampled so far for each training image, and their reward.
+    With ``search`` > 0 the bests also search on their own: at each visit ``search`` Gaussian
+    steps of std ``search_std`` from each image's best are rendered (``proposals``) and kept
+    when better (``offer``), a (1 + lambda) evolution strategy per image that the network then
+    imitates."""
 
-    def __init__(self, n: int, dim: int, dev, train_std: bool = True):
+    def __init__(self, n: int, dim: int, dev, train_std: bool = True, search: int = 0,
+                 search_std: float = 0.01):
         self.m = torch.zeros(n, dim, device=dev)
         self.r = torch.full((n,), -float("inf"), device=dev)
         self.train_std = train_std
+        self.search, self.search_std = search, search_std
+
+    def proposals(self, idx: np.ndarray, generator: torch.Generator | None = None) -> Tensor:
+        """(b, search, D) steps from the bests of images ``idx`` (b,)."""
+        i = torch.as_tensor(idx, device=self.m.device)
+        noise = torch.randn(len(idx), self.search, self.m.shape[1], generator=generator,
+                            device=self.m.device)
+        return self.m[i][:, None] + self.search_std * noise
+
+    def offer(self, idx: np.ndarray, m: Tensor, reward: Tensor) -> None:
+        """Keep, per image of ``idx`` (b,), the most likely of parameters ``m`` (b, N, D) with
+        rewards ``reward`` (b, N) where it beats the image's best."""
+        i = torch.as_tensor(idx, device=reward.device)
+        top, arg = reward.max(1)
+        for j in (top > self.r[i]).nonzero().flatten().tolist():  # one at a time: an image
+            if top[j] > self.r[i[j]]:                             # may be drawn twice
+                self.m[i[j]], self.r[i[j]] = m[j, arg[j]], top[j]
 
     def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray) -> Tensor:
         """Update the bests with this micro-batch's samples, then the replay term: minus the
         mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k)."""
         i = torch.as_tensor(idx, device=reward.device)
-        top, arg = reward.max(1)
-        for j in (top > self.r[i]).nonzero().flatten().tolist():  # one at a time: an image
-            if top[j] > self.r[i[j]]:                             # may be drawn twice
-                self.m[i[j]], self.r[i[j]] = s.m[j, arg[j]], top[j]
+        self.offer(idx, s.m, reward)
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
         std = None if self.train_std else model.std().detach()
         return -(adv * model.log_prob(self.m[i][:, None], s.mean, std)).mean()

@@ -1,0 +1,78 @@
+"""Self-imitation's own search (``train.self_imitation_search``): each visit renders Gaussian
+steps from an image's best and keeps the best of them when it beats it."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from tests.test_mesh_step import small_model_and_oracle
+
+
+def test_proposals_are_gaussian_steps_of_the_stated_std_from_each_images_best():
+    from learners.self_imitation import SelfImitation
+
+    replay = SelfImitation(4, 3, "cpu", search=20000, search_std=0.05)
+    replay.m[2] = torch.tensor([1.0, -2.0, 0.5])
+    p = replay.proposals(np.array([2, 0]), torch.Generator().manual_seed(0))
+    assert p.shape == (2, 20000, 3)
+    torch.testing.assert_close(p.mean(1), replay.m[[2, 0]], atol=0.003, rtol=0)
+    torch.testing.assert_close(p.std(1), torch.full((2, 3), 0.05), atol=0.002, rtol=0)
+
+
+def test_an_offer_replaces_a_best_only_when_it_is_better():
+    from learners.self_imitation import SelfImitation
+
+    replay = SelfImitation(3, 2, "cpu", search=2)
+    m = torch.tensor([[[1.0, 1.0], [2.0, 2.0]], [[3.0, 3.0], [4.0, 4.0]]])
+    replay.offer(np.array([0, 1]), m, torch.tensor([[-5.0, -1.0], [-7.0, -8.0]]))
+    torch.testing.assert_close(replay.r[:2], torch.tensor([-1.0, -7.0]))
+    torch.testing.assert_close(replay.m[:2], torch.tensor([[2.0, 2.0], [3.0, 3.0]]))
+    replay.offer(np.array([0, 1]), m + 10, torch.tensor([[-3.0, -2.0], [-6.0, -9.0]]))
+    torch.testing.assert_close(replay.r[:2], torch.tensor([-1.0, -6.0]))   # 0 kept, 1 beaten
+    torch.testing.assert_close(replay.m[1], torch.tensor([13.0, 13.0]))
+    assert torch.isinf(replay.r[2])
+
+
+def test_the_step_renders_the_search_and_its_bests_climb_a_known_reward():
+    """Rewards known without rendering (minus the squared distance of the action to a target
+    action): with the network held fixed, the bests' rewards never fall, rise beyond what the
+    network's own samples reach, and every step renders K samples and J steps per image."""
+    from gen3d.estimators import build
+    from learners.mesh_step import MeshStep, RewardSource
+    from learners.self_imitation import SelfImitation
+
+    _, model, _ = small_model_and_oracle("rloo")
+    target = model.decoder(torch.full((1, model.decoder.dim), 0.3))[0].detach().numpy()
+
+    class Pool:
+        sent = 0
+
+        def submit(self, flat, target_idx):
+            Pool.sent += len(flat)
+            return -((flat - target) ** 2).sum(1)
+
+        def collect(self, ticket):
+            return SimpleNamespace(rewards=ticket, wait_s=0.0)
+
+    x, idx = torch.rand(2, 3, 32, 32), np.array([0, 1])
+    gen = torch.Generator().manual_seed(0)
+
+    def bests_after(search):
+        replay = SelfImitation(2, model.decoder.dim, "cpu", search=search, search_std=0.05)
+        step = MeshStep(model, build("rloo"), RewardSource(Pool()), 2, replay, 0.25)
+        seen = []
+        for k in range(30):
+            step(x, idx, 4, gen, k)
+            seen.append(replay.r.clone())
+        model.zero_grad()
+        return torch.stack(seen)
+
+    Pool.sent = 0
+    alone = bests_after(0)
+    assert Pool.sent == 30 * 2 * 4
+    Pool.sent = 0
+    searched = bests_after(8)
+    assert Pool.sent == 30 * 2 * (4 + 8)
+    assert (searched[1:] >= searched[:-1]).all()
+    assert (searched[-1] > alone[-1] + 1.0).all(), (searched[-1], alone[-1])
