@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -33,6 +34,32 @@ def machine(gl: dict | None = None) -> dict:
     return info
 
 
+def checkpoint(run: str) -> dict:
+    """A run's ``checkpoint.pt``, read once however many of its parts a script asks for (again
+    when the file has changed since)."""
+    path = Path(run) / "checkpoint.pt"
+    return _read_checkpoint(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_checkpoint(path: Path, mtime_ns: int) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=False)
+
+
+def iou_row(renderer, actions, data, **labels) -> dict:
+    """``labels`` with the mean silhouette IoU of ``actions`` (N, A) against ``data`` (a
+    ``MeshImages``, rendered by ``renderer``), overall and per kind present."""
+    from envs import spaces
+    from learners import mesh_eval
+
+    v = mesh_eval.iou(renderer.render_rays(**spaces.unpack(actions), mask=True).mask, data.masks)
+    return {**labels, "iou": float(v.mean()),
+            **{k: float(v[data.kind == i].mean()) for i, k in enumerate(data.kinds)
+               if (data.kind == i).any()}}
+
+
 def load_run(run: str, trained: bool = True, attach: bool = True):
     """A finished mesh run's config and the network its report scored (the weight average when
     it kept one; ``trained=False``: freshly initialised), on CPU with one torch thread. A
@@ -53,7 +80,7 @@ def load_run(run: str, trained: bool = True, attach: bool = True):
     _, cfg = config_io.load(Path(run) / "config.json")
     model = MeshModel(cfg.model, cfg.data.size)
     if trained:
-        st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
+        st = checkpoint(run)
         model.load_state_dict((st.get("average") or st)["model"])
     if cfg.model.feedback and attach:  # its passes look through the renderer that made the data
         from learners.mesh_eval import attach_renderer

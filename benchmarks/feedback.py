@@ -13,8 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
-from envs import spaces  # noqa: E402
+from benchmarks.common import iou_row, load_run, machine, table, write_json  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer, render_fn  # noqa: E402
@@ -26,10 +25,7 @@ def pass_rows(model, r, images, passes: list[int]) -> list[dict]:
     try:
         for n in passes:
             model.cfg.feedback = n
-            a = mesh_eval.infer_actions(model, images.images)
-            v = mesh_eval.iou(r.render_rays(**spaces.unpack(a), mask=True).mask, images.masks)
-            per = {k: float(v[images.kind == i].mean()) for i, k in enumerate(images.kinds)}
-            rows.append({"passes": n, "iou": float(v.mean()), **per})
+            rows.append(iou_row(r, mesh_eval.infer_actions(model, images.images), images, passes=n))
     finally:
         model.cfg.feedback = kept
     return rows

@@ -20,36 +20,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
-from envs import spaces  # noqa: E402
+from benchmarks.common import checkpoint, iou_row, load_run, machine, table, write_json  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer, render_fn  # noqa: E402
 
 
-def iou_row(name: str, r, actions: np.ndarray, data) -> dict:
-    """Mean silhouette IoU of ``actions`` against ``data`` (a ``MeshImages``), and per kind."""
-    v = mesh_eval.iou(r.render_rays(**spaces.unpack(actions), mask=True).mask, data.masks)
-    return {"meshes": name, "iou": float(v.mean()),
-            **{k: float(v[data.kind == i].mean()) for i, k in enumerate(data.kinds)
-               if (data.kind == i).any()}}
-
-
 def gap_rows(run: str, n: int) -> list[dict]:
     cfg, model = load_run(run)
-    st = torch.load(Path(run) / "checkpoint.pt", weights_only=False)
     r = local_renderer(cfg)
     try:
         train, test = mesh_images.load(cfg.data, render_fn(r))
         train, test = train.subset(slice(0, n)), test.subset(slice(0, n))
-        rows = [iou_row(f"network, {name}", r, mesh_eval.infer_actions(model, d.images), d)
+        rows = [iou_row(r, mesh_eval.infer_actions(model, d.images), d, meshes=f"network, {name}")
                 for name, d in (("training images", train), ("held-out images", test))]
-        replay = st.get("replay")
+        replay = checkpoint(run).get("replay")
         if replay is not None:
             seen = torch.isfinite(replay["r"][:n]).numpy()
             best = model.decoder(replay["m"][:n]).detach().numpy()
-            rows.append(iou_row("self-imitation's bests, training images seen", r, best[seen],
-                                train.subset(np.flatnonzero(seen))))
+            rows.append(iou_row(r, best[seen], train.subset(np.flatnonzero(seen)),
+                                meshes="self-imitation's bests, training images seen"))
     finally:
         r.release()
     return rows

@@ -177,7 +177,7 @@ class MeshStep:
                 f"step {step}: the model produced NaN/inf mesh parameters; the last checkpoint "
                 f"({self.checkpoint}) is intact; lower train.lr")
         sent = _Sent(part, s, self.source.submit(s, idx))
-        if self.replay is not None and self.replay.search and self.source.pool is not None:
+        if self.replay is not None and self.replay.search:
             sent.proposals = self.replay.proposals(idx, gen)
             with torch.no_grad():
                 actions = self.model.decoder(sent.proposals)

@@ -157,6 +157,17 @@ class MeshTrainConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    def __post_init__(self):
+        if self.self_imitation_search and not self.self_imitation:
+            raise ValueError(f"self_imitation_search: {self.self_imitation_search} moves "
+                             "self-imitation's bests, which are off: set train.self_imitation > 0")
+
+    @property
+    def renders_per_step(self) -> int:
+        """GL renders a step asks for: K samples per image, and the bests' search steps."""
+        search = self.self_imitation_search if self.self_imitation else 0
+        return self.batch * (self.samples + search)
+
 
 
 TrainConfig = MeshTrainConfig  # the shorter name, for existing imports
@@ -292,6 +303,9 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
     try:
         est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
         est.check_samples(cfg.train.samples)
+        if cfg.train.self_imitation_search and "reward" not in est.requires:
+            raise ValueError(f"train.self_imitation_search: its steps are rendered in the GL "
+                             f"pool, which estimator {est.name!r} does not use; set it to 0")
     except ValueError as e:  # a bad option or too few samples: a config error, in one line
         raise ConfigError(str(e)) from e
     return est
@@ -421,7 +435,7 @@ def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict
             "train/reward_var": float(r.var(1).mean()), "train/kl_nats": float(kl.mean()),
             "train/model_std": float(job.model.std().detach().mean()),
             "train/skipped_steps": job.skipped,
-            "speed/renders_per_s": tc.batch * tc.samples / dt, "speed/step_s": dt,
+            "speed/renders_per_s": tc.renders_per_step / dt, "speed/step_s": dt,
             "speed/wait_s": res.wait_s, "speed/wait_frac": res.wait_s / dt}
     if res.grads:  # per-micro-batch gradients, differences taken in sequence
         g = res.grads
@@ -506,7 +520,7 @@ def score(job: Job) -> dict:
     report = final_report(job.cfg, job.sk.log, job.scored_model, job.local, job.train, job.test,
                           job.sk.device, job.step, job.sk.elapsed, job.source.pool,
                           raw=job.model if job.average is not None else None)
-    report["speed"] = job.speed.summary(tc.batch * tc.samples, job.source.stats)
+    report["speed"] = job.speed.summary(tc.renders_per_step, job.source.stats)
     report["elbo_history"] = job.history
     report["iou_vs_time"] = job.curve
     report["skipped_steps"] = job.skipped

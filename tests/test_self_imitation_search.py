@@ -76,3 +76,21 @@ def test_the_step_renders_the_search_and_its_bests_climb_a_known_reward():
     assert Pool.sent == 30 * 2 * (4 + 8)
     assert (searched[1:] >= searched[:-1]).all()
     assert (searched[-1] > alone[-1] + 1.0).all(), (searched[-1], alone[-1])
+
+
+def test_a_search_that_could_not_run_is_a_config_error_and_a_step_counts_its_renders(tmp_path):
+    import pytest
+
+    from learners.config import ConfigError
+    from learners.mesh_train import MeshTrainConfig, make_estimator
+    from tests.test_mesh_train import tiny
+
+    with pytest.raises(ValueError, match="self_imitation_search: 8 .*self_imitation > 0"):
+        MeshTrainConfig(self_imitation_search=8)
+    tc = MeshTrainConfig(batch=16, samples=16, self_imitation=0.25, self_imitation_search=8)
+    assert tc.renders_per_step == 16 * (16 + 8)
+    assert MeshTrainConfig(batch=16, samples=16).renders_per_step == 256
+    cfg = tiny(tmp_path, self_imitation=0.25, self_imitation_search=4)
+    cfg.estimator.name = "pathwise"
+    with pytest.raises(ConfigError, match="self_imitation_search.*'pathwise'.*set it to 0"):
+        make_estimator(cfg)
