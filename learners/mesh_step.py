@@ -178,7 +178,7 @@ class MeshStep:
                 f"({self.checkpoint}) is intact; lower train.lr")
         sent = _Sent(part, s, self.source.submit(s, idx))
         if self.replay is not None and self.replay.search:
-            sent.proposals = self.replay.proposals(idx, gen)
+            sent.proposals = self.replay.proposals(idx, gen, x)
             with torch.no_grad():
                 actions = self.model.decoder(sent.proposals)
             sent.proposal_ticket = self.source.submit_actions(actions, idx)
@@ -192,7 +192,7 @@ class MeshStep:
             if m.proposals is not None:
                 pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
                 wait += w
-                self.replay.offer(idx, m.proposals, pr)
+                self.replay.offer_proposals(idx, m.proposals, pr)
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
         if self.soft is not None and self.soft.weight > 0:
             loss = loss + self.soft.loss(m.samples, x, r)

@@ -94,11 +94,16 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     assert pool["completed"] == pool["requested"] == 12 * (4 + 1) * (3 + 1)
 
 
-@pytest.mark.parametrize("self_imitation,ema,rollback", [(0.0, 0.0, 0.0), (0.25, 0.9, 1e-3)])
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation, ema, rollback):
+@pytest.mark.parametrize("opts", [
+    {},
+    {"self_imitation": 0.25, "ema": 0.9, "rollback_nats": 1e-3},
+    {"self_imitation": 0.25, "self_imitation_search": 3, "self_imitation_search_lr": 0.01},
+])
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, opts):
     from learners.mesh_train import run
 
-    opts = {"self_imitation": self_imitation, "ema": ema, "rollback_nats": rollback}
+    self_imitation, ema = opts.get("self_imitation", 0.0), opts.get("ema", 0.0)
+    rollback = opts.get("rollback_nats", 0.0)
     a = tiny(tmp_path / "a", **opts)
     report = run(a)
     b = tiny(tmp_path / "b", **opts)
@@ -114,6 +119,10 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, self_imitation
     if self_imitation:  # the replayed bests travel with the checkpoint
         assert torch.isfinite(wa["replay"]["r"]).any()
         torch.testing.assert_close(wb["replay"]["r"], wa["replay"]["r"], rtol=0, atol=0)
+    if opts.get("self_imitation_search_lr"):  # and the search means with their Adam state
+        for k, v in wa["replay"]["search"].items():
+            torch.testing.assert_close(wb["replay"]["search"][k], v, rtol=0, atol=0, msg=k)
+        assert (wa["replay"]["search"]["t"] > 0).any()
     assert wb["lr_scale"] == wa["lr_scale"]
     if rollback:  # the rollback's snapshot and smoothed ELBO travel too
         ra, rb = wa["rollback"], wb["rollback"]
