@@ -45,16 +45,6 @@ class RefineConfig:
             raise ValueError("refine: std and lr must be > 0")
 
 
-def antithetic_grad(r_plus: Tensor, r_minus: Tensor, eps: Tensor, std: float) -> Tensor:
-    """The evolution-strategies estimate (N, D) of each image's reward gradient from the
-    rewards (N, h) of its steps ``std * eps`` (N, h, D) and of their mirror images, each image's
-    differences scaled to a mean magnitude of 1: rewards of different images differ by orders
-    of magnitude."""
-    diff = r_plus - r_minus
-    diff = diff / diff.abs().mean(1, keepdim=True).clamp_min(1e-8)
-    return (diff[..., None] * eps).mean(1) / std
-
-
 def refine(m0: Tensor, decode: Callable[[Tensor], Tensor], evaluate: Evaluate,
            cfg: RefineConfig, target_idx: np.ndarray | None = None,
            generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
@@ -82,7 +72,10 @@ def refine(m0: Tensor, decode: Callable[[Tensor], Tensor], evaluate: Evaluate,
         log["reward_mean"].append(float(r[:, 0].mean()))
         if step == cfg.steps:  # the last evaluation only scores the last update
             break
-        mu.grad = -antithetic_grad(r[:, 1:1 + half], r[:, 1 + half:], eps, cfg.std)
+        diff = r[:, 1:1 + half] - r[:, 1 + half:]
+        # per-image scale: rewards of different images differ by orders of magnitude
+        diff = diff / diff.abs().mean(1, keepdim=True).clamp_min(1e-8)
+        mu.grad = -(diff[..., None] * eps).mean(1) / cfg.std
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (1 - 0.9 * step / max(cfg.steps, 1))
         opt.step()

@@ -192,7 +192,7 @@ class MeshStep:
             if m.proposals is not None:
                 pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
                 wait += w
-                self.replay.offer_proposals(idx, m.proposals, pr)
+                self.replay.offer(idx, m.proposals, pr)
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
         if self.soft is not None and self.soft.weight > 0:
             loss = loss + self.soft.loss(m.samples, x, r)

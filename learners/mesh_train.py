@@ -132,12 +132,6 @@ class MeshTrainConfig:
     log-likelihood (one soft render and backward per image and visit), at RMS sizes
     ``self_imitation_search_std`` * 2^(j - J/2) for j < J: GL's rewards pick the step
     (``learners.best_search.SoftLineSearch``)."""
-    self_imitation_search_lr: NonNegFloat = 0.0
-    """0: the search steps are Gaussian steps from each best (above). > 0: they refine each
-    image in the background instead (``learners.best_search``): a search mean rendered with
-    ``self_imitation_search`` - 1 antithetic steps around it (odd ``self_imitation_search``),
-    moved by an Adam step of this size per visit, which falls with the learning rate
-    (``lr_final``); per-image refinement's search, spread over the run's visits."""
     soft_mean: NonNegFloat = 0.0
     """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
     log-likelihood of each image's mean mesh, differentiated through the soft render
@@ -172,15 +166,9 @@ class MeshTrainConfig:
         if self.self_imitation_search and not self.self_imitation:
             raise ValueError(f"self_imitation_search: {self.self_imitation_search} moves "
                              "self-imitation's bests, which are off: set train.self_imitation > 0")
-        if self.self_imitation_search_soft and (self.self_imitation_search_lr > 0
-                                                or not self.self_imitation_search):
-            raise ValueError("self_imitation_search_soft: the soft line search needs "
-                             "self_imitation_search > 0 steps and no self_imitation_search_lr")
-        if self.self_imitation_search_lr > 0 and (self.self_imitation_search < 3
-                                                  or self.self_imitation_search % 2 == 0):
-            raise ValueError(f"self_imitation_search: {self.self_imitation_search} with "
-                             f"self_imitation_search_lr > 0 renders the search mean and pairs "
-                             f"of mirrored steps: make it odd and >= 3 (e.g. 9)")
+        if self.self_imitation_search_soft and not self.self_imitation_search:
+            raise ValueError("self_imitation_search_soft: the soft line search renders "
+                             "self_imitation_search steps, which is 0: set it (e.g. 8)")
 
     @property
     def renders_per_step(self) -> int:
@@ -350,7 +338,6 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
         replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std,
                                 tc.self_imitation_search, tc.self_imitation_search_std,
-                                tc.self_imitation_search_lr,
                                 make_oracle(cfg, model, est=est)
                                 if tc.self_imitation_search_soft else None)
                   if tc.self_imitation > 0 else None)
@@ -411,8 +398,6 @@ def train_step(job: Job) -> tuple[StepResult, float]:
     for g in job.opt.param_groups:
         g["lr"] = tc.lr * job.lr_scale * lr_factor(tc, step, elapsed)
     job.model.std_scale.fill_(std_factor(tc, step, elapsed))
-    if job.replay is not None and job.replay.refiner is not None:  # refinement's decay
-        job.replay.refiner.lr = tc.self_imitation_search_lr * lr_factor(tc, step, elapsed)
     if job.step_fn.soft is not None:
         job.step_fn.soft.weight = tc.soft_mean * soft_factor(tc, step, elapsed)
     kl_weight = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0

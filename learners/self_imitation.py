@@ -13,47 +13,35 @@ import torch
 from torch import Tensor
 
 from gen3d.mesh_model import MeshModel
-from learners.best_search import AntitheticSearch, SoftLineSearch
+from learners.best_search import SoftLineSearch
 
 
 class SelfImitation:
     """The best mesh parameters sampled so far for each training image, and their reward.
     With ``search`` > 0 the bests also search on their own, ``search`` renders per image and
-    visit (``proposals``, kept when better by ``offer``): with ``search_lr`` 0, Gaussian steps
-    of std ``search_std`` from each image's best (a (1 + lambda) evolution strategy per image);
-    with ``search_lr`` > 0, ``learners.best_search``'s antithetic steps with Adam (the mean
-    and ``search`` - 1 steps); with an ``oracle``, steps along its soft gradient at each best
+    visit (``proposals``, kept when better by ``offer``): Gaussian steps of std ``search_std``
+    from each image's best (a (1 + lambda) evolution strategy per image), or, given the soft
+    rasteriser's ``oracle``, steps along its gradient at each best
     (``learners.best_search.SoftLineSearch``). The network then imitates what they find."""
 
     def __init__(self, n: int, dim: int, dev, train_std: bool = True, search: int = 0,
-                 search_std: float = 0.01, search_lr: float = 0.0, oracle=None):
+                 search_std: float = 0.01, oracle=None):
         self.m = torch.zeros(n, dim, device=dev)
         self.r = torch.full((n,), -float("inf"), device=dev)
         self.train_std = train_std
         self.search, self.search_std = search, search_std
-        self.refiner = (AntitheticSearch(n, dim, dev, search - 1, search_std, search_lr)
-                        if search and search_lr > 0 else None)
         self.line = SoftLineSearch(oracle, search, search_std) if search and oracle else None
 
     def proposals(self, idx: np.ndarray, generator: torch.Generator | None = None,
                   images: Tensor | None = None) -> Tensor:
         """(b, search, D) parameters to render for images ``idx`` (b,) (``images`` (b,3,H,W)
         for the soft line search)."""
-        if self.refiner is not None:
-            return self.refiner.proposals(idx, generator)
         i = torch.as_tensor(idx, device=self.m.device)
         if self.line is not None:
             return self.line.proposals(self.m[i], images)
         noise = torch.randn(len(idx), self.search, self.m.shape[1], generator=generator,
                             device=self.m.device)
         return self.m[i][:, None] + self.search_std * noise
-
-    def offer_proposals(self, idx: np.ndarray, props: Tensor, reward: Tensor) -> None:
-        """Offer the rendered ``proposals`` (b, search, D) with rewards (b, search); the
-        antithetic search also steps its means."""
-        self.offer(idx, props, reward)
-        if self.refiner is not None:
-            self.refiner.update(idx, props, reward)
 
     def offer(self, idx: np.ndarray, m: Tensor, reward: Tensor) -> None:
         """Keep, per image of ``idx`` (b,), the most likely of parameters ``m`` (b, N, D) with
@@ -69,23 +57,13 @@ class SelfImitation:
         mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k)."""
         i = torch.as_tensor(idx, device=reward.device)
         self.offer(idx, s.m, reward)
-        if self.refiner is not None:
-            self.refiner.restart(idx, s.m, reward)
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
         std = None if self.train_std else model.std().detach()
         return -(adv * model.log_prob(self.m[i][:, None], s.mean, std)).mean()
 
     def state_dict(self) -> dict:
-        st = {"m": self.m, "r": self.r}
-        if self.refiner is not None:
-            st["search"] = self.refiner.state_dict()
-        return st
+        return {"m": self.m, "r": self.r}
 
     def load_state_dict(self, st: dict) -> None:
         self.m.copy_(st["m"])
         self.r.copy_(st["r"])
-        if self.refiner is not None:
-            if "search" not in st:
-                raise ValueError("the checkpoint's self-imitation has no antithetic search "
-                                 "state: resume with train.self_imitation_search_lr 0")
-            self.refiner.load_state_dict(st["search"])

@@ -96,117 +96,6 @@ def test_a_search_that_could_not_run_is_a_config_error_and_a_step_counts_its_ren
         make_estimator(cfg)
 
 
-def test_the_antithetic_searchs_first_step_is_adams_sign_step_up_a_linear_reward():
-    """On a linear reward a . m, enough mirrored pairs estimate the gradient's direction
-    exactly, and Adam's first step moves every coordinate by lr times its sign; the mean's
-    own render is recorded as its reward."""
-    from learners.best_search import AntitheticSearch
-
-    a = torch.tensor([3.0, -0.5, 0.1, -2.0])
-    search = AntitheticSearch(2, 4, "cpu", j=4000, std=0.05, lr=0.02)
-    search.mu[1] = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    idx = np.array([1])
-    p = search.proposals(idx, torch.Generator().manual_seed(0))
-    assert p.shape == (1, 4001, 4)
-    torch.testing.assert_close(p[:, 0], search.mu[[1]])
-    torch.testing.assert_close(p[:, 1:2001] + p[:, 2001:], 2 * p[:, :1].expand(1, 2000, 4))
-    before = search.mu[1].clone()
-    search.update(idx, p, p @ a)
-    torch.testing.assert_close(search.mu[1] - before, 0.02 * a.sign(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(search.r_mu[1], before @ a)
-    assert (search.mu[0] == 0).all() and search.t[0] == 0
-
-
-def test_a_better_network_sample_restarts_the_search_from_it():
-    from learners.best_search import AntitheticSearch
-
-    search = AntitheticSearch(2, 2, "cpu", j=2, std=0.1, lr=0.1)
-    search.r_mu[:] = torch.tensor([-1.0, -1.0])
-    search.m1[:], search.t[:] = 5.0, 3.0
-    m = torch.tensor([[[1.0, 1.0], [2.0, 2.0]], [[3.0, 3.0], [4.0, 4.0]]])
-    search.restart(np.array([0, 1]), m, torch.tensor([[-3.0, -0.5], [-2.0, -4.0]]))
-    torch.testing.assert_close(search.mu[0], torch.tensor([2.0, 2.0]))   # -0.5 beats -1
-    assert search.r_mu[0] == -0.5 and search.t[0] == 0 and (search.m1[0] == 0).all()
-    assert (search.mu[1] == 0).all() and search.t[1] == 3                  # -2 does not
-
-
-def search_on_a_quadratic(lr: float, visits: int = 150, d: int = 20, seed: int = 0
-                          ) -> tuple[float, float]:
-    """Distance to the optimum of -|m - m*|^2 from 0 of the search mean and of the best, after
-    ``visits`` of 1 + 8 renders, the step size decaying to a tenth as a run's does."""
-    from learners.self_imitation import SelfImitation
-
-    gen = torch.Generator().manual_seed(seed)
-    star = torch.randn(d, generator=gen) * 0.3
-    replay = SelfImitation(1, d, "cpu", search=9, search_std=0.02, search_lr=lr)
-    idx = np.array([0])
-    for k in range(visits):
-        if replay.refiner is not None:
-            replay.refiner.lr = lr * (1 - 0.9 * k / visits)
-        p = replay.proposals(idx, gen)
-        replay.offer_proposals(idx, p, -((p - star) ** 2).sum(-1))
-    mu = replay.refiner.mu[0] if replay.refiner is not None else replay.m[0]
-    return float((mu - star).norm()), float((replay.m[0] - star).norm())
-
-
-def test_the_antithetic_search_converges_closer_than_gaussian_steps_of_its_std():
-    """About 1.3 from the optimum in 20 dimensions, 150 visits of 1 + 8 renders: the antithetic
-    search with Adam ends within 2.5% of its start, its best render within 2.5x of where its
-    mean is, and 2.5x closer than the (1 + 8) Gaussian steps of the same std."""
-    for seed in (0, 1):
-        start = search_on_a_quadratic(0.0, visits=0, seed=seed)[1]
-        mu, best = search_on_a_quadratic(0.02, seed=seed)
-        assert best < 0.025 * start and best < 2.5 * mu, (best, mu, start)
-        assert search_on_a_quadratic(0.0, seed=seed)[1] > 2.5 * best
-
-
-def test_the_step_renders_the_antithetic_search_and_its_bests_never_fall():
-    from gen3d.estimators import build
-    from learners.mesh_step import MeshStep, RewardSource
-    from learners.self_imitation import SelfImitation
-
-    _, model, _ = small_model_and_oracle("rloo")
-    target = model.decoder(torch.full((1, model.decoder.dim), 0.3))[0].detach().numpy()
-
-    class Pool:
-        sent = 0
-
-        def submit(self, flat, target_idx):
-            Pool.sent += len(flat)
-            return -((flat - target) ** 2).sum(1)
-
-        def collect(self, ticket):
-            return SimpleNamespace(rewards=ticket, wait_s=0.0)
-
-    x, idx, gen = torch.rand(2, 3, 32, 32), np.array([0, 1]), torch.Generator().manual_seed(0)
-    replay = SelfImitation(2, model.decoder.dim, "cpu", search=9, search_std=0.05,
-                           search_lr=0.05)
-    step = MeshStep(model, build("rloo"), RewardSource(Pool()), 2, replay, 0.25)
-    seen = []
-    for k in range(20):
-        step(x, idx, 4, gen, k)
-        seen.append(replay.r.clone())
-    model.zero_grad()
-    seen = torch.stack(seen)
-    assert Pool.sent == 20 * 2 * (4 + 9)
-    assert (seen[1:] >= seen[:-1]).all() and (seen[-1] > seen[0]).all()
-    assert (replay.refiner.t > 0).all() and (replay.refiner.r_mu <= replay.r).all()
-
-
-def test_an_antithetic_search_needs_an_odd_count_of_renders():
-    import pytest
-
-    from learners.mesh_train import MeshTrainConfig
-
-    for j in (8, 1, 0):
-        with pytest.raises(ValueError, match=f"self_imitation_search: {j} .*odd and >= 3"):
-            MeshTrainConfig(self_imitation=0.25, self_imitation_search=j,
-                            self_imitation_search_lr=0.01)
-    tc = MeshTrainConfig(batch=4, samples=4, self_imitation=0.25, self_imitation_search=9,
-                         self_imitation_search_lr=0.01)
-    assert tc.renders_per_step == 4 * (4 + 9)
-
-
 def test_soft_line_steps_are_collinear_up_the_soft_gradient_at_the_stated_sizes():
     """J = 6 steps from a best: each is (size_j / RMS) times the exact gradient of the soft
     log-likelihood there, sizes std * 2^(j - 3)."""
@@ -258,18 +147,16 @@ def test_the_soft_line_search_finds_the_sphere_gl_drew(renderer):
     for _ in range(15):
         p = replay.proposals(idx, None, image)
         r = gaussian_loglik(np.repeat(target.rgb, 8, 0), draw(p[0]).rgb, 0.1)
-        replay.offer_proposals(idx, p, torch.as_tensor(r, dtype=torch.float32)[None])
+        replay.offer(idx, p, torch.as_tensor(r, dtype=torch.float32)[None])
         seen.append(float(replay.r[0]))
     assert all(b >= a for a, b in zip(seen, seen[1:]))
     assert seen[-1] > seen[0] and iou(replay.m) > 0.97, iou(replay.m)
 
 
-def test_a_soft_line_search_needs_steps_and_no_antithetic_step_size():
+def test_a_soft_line_search_needs_steps():
     import pytest
 
     from learners.mesh_train import MeshTrainConfig
 
-    for extra in ({"self_imitation_search": 0}, {"self_imitation_search": 9,
-                                                 "self_imitation_search_lr": 0.01}):
-        with pytest.raises(ValueError, match="self_imitation_search_soft: .*no self_imitation_"):
-            MeshTrainConfig(self_imitation=0.25, self_imitation_search_soft=True, **extra)
+    with pytest.raises(ValueError, match="self_imitation_search_soft: .*which is 0: set it"):
+        MeshTrainConfig(self_imitation=0.25, self_imitation_search_soft=True)
