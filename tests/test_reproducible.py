@@ -26,8 +26,10 @@ class SleepyWorker(RenderWorker):
 
 
 def busy_config(tmp_path, backend: str):
-    """Long enough to replay bests, roll back once, warm the KL up and decay both schedules."""
-    cfg = tiny(tmp_path, steps=10, microbatches=2, self_imitation=0.25, ema=0.9, lr_final=0.3,
+    """Long enough to replay and search bests, roll back once, warm the KL up and decay both
+    schedules."""
+    cfg = tiny(tmp_path, steps=10, microbatches=2, self_imitation=0.25, self_imitation_search=3,
+               self_imitation_search_soft=True, ema=0.9, lr_final=0.3,
                std_final=0.5, kl_warmup_steps=4, rollback_nats=1e-3, checkpoint_every=2,
                weight_decay=0.01, adam_clip=3.0, log_every=5, image_every=100)
     cfg.pool.backend, cfg.pool.chunk = backend, 3
@@ -81,6 +83,6 @@ def test_runs_are_bit_identical_with_the_local_pool_and_with_ray_replies_in_any_
             reports[name] = run(busy_config(tmp_path / name, "ray"))
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert reports["ray_a"]["speed"]["pool"]["completed"] == 10 * 4 * 4
+    assert reports["ray_a"]["speed"]["pool"]["completed"] == 10 * 4 * (4 + 3)  # samples, search
     assert_same_run(tmp_path, "local_a", "local_b", reports)
     assert_same_run(tmp_path, "ray_a", "ray_b", reports)
