@@ -1,10 +1,10 @@
 """The learner's own step time, with rendering taken out: the main job's forward, backward,
-clipping and optimiser step (``MeshStep``, ``make_optimiser``, ``clipped_step``; no
-schedules), fed rewards by a stand-in pool that answers at once (a cheap function of the
-actions, computed on the host as the real pool's replies are). What the
-learner costs at each batch size and number of micro-batches on a device, so that a run whose
-learner is the bottleneck (it waits little for renders) can be sized: renders/s it can take
-= batch x samples / step time.
+clipping and optimiser step (``MeshStep``, ``make_optimiser``, ``clipped_step``, self-imitation
+with the config's search, its soft renders included; no schedules), fed rewards by a stand-in
+pool that answers at once (a cheap function of the actions, computed on the host as the real
+pool's replies are). What the learner costs at each batch size and number of micro-batches
+on a device, so that a run whose learner is the bottleneck (it waits little for renders) can
+be sized: renders/s it can take = batch x samples / step time.
 
     python benchmarks/learner_step.py [--config configs/primitives_gpu.yaml] [--device cuda] \
         [--batches 128,256] [--microbatches 1,2,4] [--steps 40] [--profile] [--json PATH]
@@ -33,7 +33,7 @@ from learners.config import load  # noqa: E402
 from learners.device import resolve_device  # noqa: E402
 from learners.mesh_optim import clipped_step, make_optimiser  # noqa: E402
 from learners.mesh_step import MeshStep, RewardSource  # noqa: E402
-from learners.self_imitation import SelfImitation  # noqa: E402
+from learners.mesh_train import make_replay  # noqa: E402
 
 
 class StandInPool:
@@ -60,8 +60,7 @@ def learner(cfg, dev, batch: int, microbatches: int):
     est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs).to(dev)
     opt = make_optimiser(model, tc)
     n = 1024  # replay slots: images are drawn from this many
-    replay = (SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std)
-              if tc.self_imitation > 0 else None)
+    replay = make_replay(cfg, model, est, n, dev)
     step_fn = MeshStep(model, est, RewardSource(StandInPool()), microbatches, replay, tc.self_imitation)
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)

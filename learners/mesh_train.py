@@ -319,6 +319,17 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
     return est
 
 
+def make_replay(cfg: MeshRunConfig, model: MeshModel, est: estimators.Estimator, n: int,
+                dev) -> SelfImitation | None:
+    """Self-imitation of ``cfg`` for ``n`` training images, with its search (None when off)."""
+    tc = cfg.train
+    if tc.self_imitation <= 0:
+        return None
+    oracle = make_oracle(cfg, model, est=est) if tc.self_imitation_search_soft else None
+    return SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std,
+                         tc.self_imitation_search, tc.self_imitation_search_std, oracle)
+
+
 def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:
     """Data, model, optimisers and generators (restored on a resume), then the reward
     sources the estimator requires."""
@@ -336,11 +347,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         size_lazy_parameters(est, model, tc.samples, dev)
         est_params = list(est.parameters())
         est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
-        replay = (SelfImitation(len(train), model.decoder.dim, dev, tc.self_imitation_std,
-                                tc.self_imitation_search, tc.self_imitation_search_std,
-                                make_oracle(cfg, model, est=est)
-                                if tc.self_imitation_search_soft else None)
-                  if tc.self_imitation > 0 else None)
+        replay = make_replay(cfg, model, est, len(train), dev)
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
         # feedback passes render through the learner's own renderer
         for m in [model] + ([average.model] if average else []):
