@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -58,6 +59,17 @@ def iou_row(renderer, actions, data, **labels) -> dict:
     return {**labels, "iou": float(v.mean()),
             **{k: float(v[data.kind == i].mean()) for i, k in enumerate(data.kinds)
                if (data.kind == i).any()}}
+
+
+def run_parser(doc: str, n: int, n_help: str,
+               run_help: str = "a finished run's directory (runs/<name>)") -> argparse.ArgumentParser:
+    """The arguments of a benchmark that reads a finished run: ``--run``, ``--n`` (default
+    ``n``) and ``--json``; the script adds its own."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help=run_help)
+    ap.add_argument("--n", type=int, default=n, help=n_help)
+    ap.add_argument("--json", help="write the results here")
+    return ap
 
 
 def load_run(run: str, trained: bool = True, attach: bool = True):

@@ -7,13 +7,12 @@ pass alone), overall and per kind.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import iou_row, load_run, machine, table, write_json  # noqa: E402
+from benchmarks.common import iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer, render_fn  # noqa: E402
@@ -32,11 +31,7 @@ def pass_rows(model, r, images, passes: list[int]) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a finished run's directory (runs/<name>)")
-    ap.add_argument("--n", type=int, default=500, help="images of each set")
-    ap.add_argument("--json", help="write the rows here")
-    args = ap.parse_args()
+    args = run_parser(__doc__, 500, "images of each set").parse_args()
     cfg, model = load_run(args.run, attach=False)
     if not cfg.model.feedback:
         raise SystemExit(f"{args.run}: its model has no feedback passes (model.feedback: 0)")

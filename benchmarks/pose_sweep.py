@@ -9,7 +9,6 @@ kept; its median error modulo symmetry, per kind, beside the network's own rotat
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
+from benchmarks.common import load_run, machine, run_parser, table, write_json  # noqa: E402
 from envs import spaces  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d import symmetry  # noqa: E402
@@ -41,11 +40,9 @@ def best_rotations(r, parts: dict, candidates: np.ndarray, sigma: float) -> np.n
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True, help="a finished run's directory with model.rotation on")
-    ap.add_argument("--n", type=int, default=200, help="the first N held-out images")
+    ap = run_parser(__doc__, 200, "the first N held-out images",
+                    "a finished run's directory with model.rotation on")
     ap.add_argument("--rotations", type=int, default=1000, help="random rotations searched per image")
-    ap.add_argument("--json")
     args = ap.parse_args(argv)
     cfg, model = load_run(args.run)
     if not cfg.model.rotation:

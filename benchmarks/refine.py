@@ -10,14 +10,13 @@ A setting is steps:samples:std:lr (``learners.mesh_refine.RefineConfig``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
+from benchmarks.common import load_run, machine, run_parser, table, write_json  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from gen3d.mesh_model import MeshModel  # noqa: E402
@@ -39,14 +38,11 @@ def refine_and_score(cfg, model: MeshModel, data, r) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True, help="a finished run's directory (config.json, checkpoint.pt)")
+    ap = run_parser(__doc__, 100, "the first N images of the split")
     ap.add_argument("--split", choices=["train", "test"], default="train",
                     help="images to refine (tune settings on train)")
-    ap.add_argument("--n", type=int, default=100, help="the first N images of the split")
     ap.add_argument("--settings", default="150:16:0.01:0.01", help="steps:samples:std:lr, comma-separated")
     ap.add_argument("--untrained", action="store_true", help="start from an untrained network")
-    ap.add_argument("--json")
     args = ap.parse_args(argv)
     cfg, model = load_run(args.run, trained=not args.untrained)
     r = local_renderer(cfg)

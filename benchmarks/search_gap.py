@@ -11,7 +11,6 @@ holds it; per-image refinement (``learners/mesh_refine.py``) shows how much bett
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import checkpoint, iou_row, load_run, machine, table, write_json  # noqa: E402
+from benchmarks.common import checkpoint, iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer, render_fn  # noqa: E402
@@ -46,11 +45,7 @@ def gap_rows(run: str, n: int) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a finished run's directory (runs/<name>)")
-    ap.add_argument("--n", type=int, default=500, help="images of each set (the first n)")
-    ap.add_argument("--json", help="write the rows here")
-    args = ap.parse_args()
+    args = run_parser(__doc__, 500, "images of each set (the first n)").parse_args()
     rows = gap_rows(args.run, args.n)
     kinds = [k for k in rows[0] if k not in ("meshes", "iou")]
     print(table(rows, ["meshes", "iou", *kinds]))

@@ -12,7 +12,6 @@ mean sample's reward falls below the reward of the mean.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_run, machine, table, write_json  # noqa: E402
+from benchmarks.common import load_run, machine, run_parser, table, write_json  # noqa: E402
 from envs import spaces  # noqa: E402
 from envs.mesh_env import render_actions  # noqa: E402
 from gen3d import estimators  # noqa: E402
@@ -31,14 +30,11 @@ from learners.mesh_train import local_renderer  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True, help="a finished run's directory (config.json, checkpoint.pt)")
+    ap = run_parser(__doc__, 32, "the first N training images")
     ap.add_argument("--scales", default="2,1,0.5,0.25", help="std scales, comma-separated")
-    ap.add_argument("--n", type=int, default=32, help="the first N training images")
     ap.add_argument("--k", type=int, default=16, help="samples per estimate")
     ap.add_argument("--k-ref", type=int, default=256, help="samples of the reference estimate")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json")
     args = ap.parse_args(argv)
     cfg, model = load_run(args.run)
     est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)

@@ -172,9 +172,9 @@ class MeshTrainConfig:
 
     @property
     def renders_per_step(self) -> int:
-        """GL renders a step asks for: K samples per image, and the bests' search steps."""
-        search = self.self_imitation_search if self.self_imitation else 0
-        return self.batch * (self.samples + search)
+        """GL renders a step asks for: K samples per image, and the bests' search steps (a
+        search without self-imitation is refused above)."""
+        return self.batch * (self.samples + self.self_imitation_search)
 
 
 
