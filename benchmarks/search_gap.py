@@ -1,6 +1,7 @@
 """Where a finished mesh run's IoU is lost: its network's silhouette IoU on training and on
-held-out images (the generalisation gap), and that of the best sample self-imitation kept for
-each training image (what the run's own search found), overall and per kind.
+held-out images (the generalisation gap), that of the best sample self-imitation kept for
+each training image (what the run's own search found), and that of the network's answer with
+the bests' shape put in (all of it, or its harmonics above degree 3), overall and per kind.
 
     python benchmarks/search_gap.py --run runs/<name> [--n 500] [--json PATH]
 
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import checkpoint, iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
+from gen3d.mesh_model import images_to_tensor  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_train import local_renderer, render_fn  # noqa: E402
 
@@ -35,13 +37,34 @@ def gap_rows(run: str, n: int) -> list[dict]:
                 for name, d in (("training images", train), ("held-out images", test))]
         replay = checkpoint(run).get("replay")
         if replay is not None:
-            seen = torch.isfinite(replay["r"][:n]).numpy()
-            best = model.decoder(replay["m"][:n]).detach().numpy()
-            rows.append(iou_row(r, best[seen], train.subset(np.flatnonzero(seen)),
+            seen = np.flatnonzero(torch.isfinite(replay["r"][:n]).numpy())
+            best = replay["m"][:n][seen]
+            data = train.subset(seen)
+            rows.append(iou_row(r, model.decoder(best).detach().numpy(), data,
                                 meshes="self-imitation's bests, training images seen"))
+            rows += [iou_row(r, model.to_actions(m, images_to_tensor(data.images)).numpy(), data,
+                             meshes=f"network with the bests' {what}, the same images")
+                     for what, m in swapped(model, data, best)]
     finally:
         r.release()
     return rows
+
+
+def swapped(model, data, best: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The network's answers to ``data`` with one part taken from the bests (N, D): the shape,
+    and (harmonic shapes above degree 3) its harmonics above degree 3 alone: where the IoU
+    between network and bests lies."""
+    sl = model.decoder.slices["shape"]
+    net = mesh_eval.infer_params(model, data.images)
+    parts = [("shape", sl)]
+    if model.cfg.shape == "sh" and model.cfg.shape_symmetry == "none" and model.cfg.shape_degree > 3:
+        parts.append(("shape harmonics above degree 3", slice(sl.start + 16, sl.stop)))
+    out = []
+    for what, part in parts:
+        m = net.clone()
+        m[:, part] = best[:, part]
+        out.append((what, m))
+    return out
 
 
 def main() -> int:

@@ -44,6 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
+from gen3d.camera_mirrors import NAMES as MIRRORS
+from gen3d.camera_mirrors import CameraMirrors, mirror_images
 from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.image_colours import ImageColours, colour_fit
 from gen3d.pose_hypotheses import RotationHypotheses
@@ -115,6 +117,11 @@ class MeshModelConfig:
     """Reconstructions take the colours of the vertices facing the camera from the image
     (albedo read where each projects), and the decoder's colours are fit to them in training
     (see the module's docstring)."""
+    infer_mirrors: bool = False
+    """The inferred mesh (``infer``) is the mean of the network's answers to the image and to
+    its three camera mirrors (``gen3d.camera_mirrors``), each mapped back to the image's frame:
+    four looks, four encoder passes, no render. Training samples are not affected; a network
+    trained with ``train.mirror_images`` has seen the mirrored images."""
     colour_prior_std: PosFloat = 0.1
     """Scale s of that fit (``read_colours``): squared error over 2 s^2 per seen vertex and
     channel."""
@@ -154,6 +161,9 @@ class MeshModelConfig:
         if self.rotation_hypotheses and not self.rotation:
             raise ValueError(f"rotation_hypotheses: {self.rotation_hypotheses} needs rotation: "
                              "true (the hypotheses are rotations)")
+        if self.infer_mirrors and self.rotation_hypotheses:
+            raise ValueError("infer_mirrors: rotation_hypotheses have no mirror map "
+                             "(gen3d.camera_mirrors); set one of them off")
         if self.palette_size < 1 or self.palette_sharpness <= 0:
             raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
                              f"{self.palette_size} and {self.palette_sharpness}")
@@ -278,6 +288,7 @@ class MeshModel(nn.Module):
         self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         self.reader = ImageColours(image_size) if cfg.read_colours else None
+        self.mirrors = CameraMirrors(self.decoder) if cfg.infer_mirrors else None
         n_shape = self.decoder.slices["shape"].stop - self.decoder.slices["shape"].start
         self.templates = (nn.Parameter(0.05 * torch.randn(cfg.shape_templates, n_shape))
                           if cfg.shape_templates else None)
@@ -419,11 +430,26 @@ class MeshModel(nn.Module):
         u, *_ = self._unroll(self.encoder(images), None)
         return u + self.correction(images, u) if self.cfg.feedback else u
 
+    def answer(self, images: Tensor) -> Tensor:
+        """The inferred mesh parameters m (B, D): ``mean_params``, or with ``infer_mirrors``
+        the mean of the four ``looks``."""
+        return self.mean_params(images) if self.mirrors is None else self.looks(images).mean(0)
+
+    def looks(self, images: Tensor) -> Tensor:
+        """(4, B, D): ``mean_params`` of the image in each camera mirror
+        (``gen3d.camera_mirrors.NAMES``), each mapped back to the image's frame."""
+        mirrors = self.mirrors or CameraMirrors(self.decoder)
+        out = []
+        for k in range(len(MIRRORS)):
+            g = torch.full((len(images),), k, device=images.device)
+            out.append(mirrors.apply(self.mean_params(mirror_images(images, g)), g))
+        return torch.stack(out)
+
     @torch.no_grad()
     def infer(self, images: Tensor) -> Tensor:
-        """The most likely mesh of each image (posterior mean z, mean m; with ``read_colours``
-        the colours q(c | x, m) reads): actions (B, A)."""
-        return self.to_actions(self.mean_params(images), images)
+        """The most likely mesh of each image (``answer``: posterior mean z, mean m; with
+        ``read_colours`` the colours q(c | x, m) reads): actions (B, A)."""
+        return self.to_actions(self.answer(images), images)
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -53,9 +53,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
-def check_matches(state: dict[str, Any], config: dict, keys: tuple[str, ...], path: str | Path) -> None:
+def check_matches(state: dict[str, Any], config: dict, keys: tuple[str, ...], path: str | Path,
+                  free: tuple[str, ...] = ()) -> None:
     """Refuse to resume when the config's ``keys`` (e.g. "model": what fixes the weights'
-    shapes) differ from those the checkpoint was made with, naming each differing key."""
+    shapes) differ from those the checkpoint was made with, naming each differing key; keys
+    under them in ``free`` (e.g. "model.infer_mirrors": how the answer is read) may differ."""
     saved = state.get("config")
     if not isinstance(saved, dict):  # made before checkpoints kept their config
         return
@@ -63,7 +65,8 @@ def check_matches(state: dict[str, Any], config: dict, keys: tuple[str, ...], pa
     for key in keys:
         a, b = _flat(_get(saved, key), key), _flat(_get(config, key), key)
         diffs += [f"{k}: checkpoint {a.get(k, '(none)')}, config {b.get(k, '(none)')}"
-                  for k in sorted(set(a) | set(b)) if a.get(k, _NONE) != b.get(k, _NONE)]
+                  for k in sorted(set(a) | set(b))
+                  if a.get(k, _NONE) != b.get(k, _NONE) and k not in free]
     if diffs:
         raise CheckpointError(f"checkpoint {str(path)!r} was made with another model ("
                               f"{'; '.join(diffs)}); resume with the checkpoint's values, or "

@@ -60,10 +60,10 @@ def attach_renderer(model: MeshModel, renderer: MeshRenderer, device="cpu") -> N
 
 
 def infer_params(model: MeshModel, images: np.ndarray, device="cpu", batch: int = 256) -> torch.Tensor:
-    """Mesh parameters m (N, D) at the posterior mean of each image (uint8 (N,H,W,3))."""
+    """The inferred mesh parameters m (N, D) of each image (uint8 (N,H,W,3)): ``MeshModel.answer``."""
     model.eval()
     with torch.no_grad():
-        out = [model.mean_params(images_to_tensor(images[i:i + batch], device))
+        out = [model.answer(images_to_tensor(images[i:i + batch], device))
                for i in range(0, len(images), batch)]
     model.train()
     return torch.cat(out)

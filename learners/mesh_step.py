@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gen3d.camera_mirrors import CameraMirrors, mirror_images
 from gen3d.estimators import Batch, Estimator
 from gen3d.mesh_model import MeshModel, Samples
 from learners.pathwise import Oracle, make_oracle
@@ -134,6 +135,7 @@ class _Sent:
     part: np.ndarray
     samples: Samples
     ticket: Any
+    mirror: Tensor | None = None  # (b,) the mirror each image was shown in (train.mirror_images)
     proposals: Tensor | None = None  # self-imitation's search steps (b, J, D), when it searches
     proposal_ticket: Any = None
 
@@ -142,13 +144,15 @@ class MeshStep:
     """Forward and backward of one step over ``microbatches`` parts (the optimiser is the
     caller's). ``replay`` adds self-imitation with weight ``replay_weight``, ``soft`` the
     soft-mean term at its current ``weight`` (none at 0); ``checkpoint`` is named in the error
-    a non-finite loss raises."""
+    a non-finite loss raises. With ``mirrors`` each image is shown in a random camera mirror
+    and the samples are mapped back before they are rendered and offered to the replay."""
 
     def __init__(self, model: MeshModel, est: Estimator, source: RewardSource,
                  microbatches: int = 1, replay: SelfImitation | None = None,
-                 replay_weight: float = 0.0, checkpoint: Any = None, soft: SoftMean | None = None):
+                 replay_weight: float = 0.0, checkpoint: Any = None, soft: SoftMean | None = None,
+                 mirrors: CameraMirrors | None = None):
         self.model, self.est, self.source = model, est, source
-        self.soft = soft
+        self.soft, self.mirrors = soft, mirrors
         self.microbatches, self.replay, self.replay_weight = microbatches, replay, replay_weight
         self.checkpoint = checkpoint
 
@@ -171,12 +175,19 @@ class MeshStep:
               step: int) -> _Sent:
         noise = self.est.noise((len(part), k, self.model.decoder.dim), generator=gen,
                                device=x.device)
-        s = self.model.sample(x, k, noise=noise, generator=gen)
+        g = self.mirrors.draw(len(part), gen, x.device) if self.mirrors is not None else None
+        s = self.model.sample(x if g is None else mirror_images(x, g), k, noise=noise,
+                              generator=gen)
         if not torch.isfinite(s.actions).all():
             raise FloatingPointError(
                 f"step {step}: the model produced NaN/inf mesh parameters; the last checkpoint "
                 f"({self.checkpoint}) is intact; lower train.lr")
-        sent = _Sent(part, s, self.source.submit(s, idx))
+        if g is None:
+            sent = _Sent(part, s, self.source.submit(s, idx))
+        else:  # rendered against the image itself: its own frame's actions
+            with torch.no_grad():
+                actions = self.model.decoder(self.mirrors.apply(s.m, g))
+            sent = _Sent(part, s, self.source.submit_actions(actions, idx), g)
         if self.replay is not None and self.replay.search:
             sent.proposals = self.replay.proposals(idx, gen, x)
             with torch.no_grad():
@@ -193,7 +204,9 @@ class MeshStep:
                 pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
                 wait += w
                 self.replay.offer(idx, m.proposals, pr)
-            loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx)
+            frame = None if m.mirror is None else (self.mirrors, m.mirror)
+            loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx,
+                                                                frame)
         if self.soft is not None and self.soft.weight > 0:
             loss = loss + self.soft.loss(m.samples, x, r)
         if not torch.isfinite(loss):

@@ -21,6 +21,7 @@ import torch
 
 from envs.renderer import MeshRenderer
 from gen3d import estimators
+from gen3d.camera_mirrors import CameraMirrors
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.fields import (
@@ -132,6 +133,13 @@ class MeshTrainConfig:
     log-likelihood (one soft render and backward per image and visit), at RMS sizes
     ``self_imitation_search_std`` * 2^(j - J/2) for j < J: GL's rewards pick the step
     (``learners.best_search.SoftLineSearch``)."""
+    mirror_images: bool = False
+    """Show each training image as it is, mirrored left-right, up-down, or turned half about
+    the camera's axis, at random (``gen3d.camera_mirrors``: symmetries under which the mesh
+    parameters map exactly): the network answers in the mirror's frame and its answer is
+    mapped back before it is rendered against the image, so rewards and self-imitation's bests
+    are those of the image itself; the network sees 4 times the training images. GL rewards
+    only (the soft renders take the image's own frame)."""
     soft_mean: NonNegFloat = 0.0
     """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
     log-likelihood of each image's mean mesh, differentiated through the soft render
@@ -166,6 +174,9 @@ class MeshTrainConfig:
         if self.self_imitation_search and not self.self_imitation:
             raise ValueError(f"self_imitation_search: {self.self_imitation_search} moves "
                              "self-imitation's bests, which are off: set train.self_imitation > 0")
+        if self.mirror_images and self.soft_mean:
+            raise ValueError("mirror_images: the soft-mean term renders in the image's own "
+                             "frame; set train.soft_mean: 0 or train.mirror_images: false")
         if self.self_imitation_search_soft and not self.self_imitation_search:
             raise ValueError("self_imitation_search_soft: the soft line search renders "
                              "self_imitation_search steps, which is 0: set it (e.g. 8)")
@@ -228,6 +239,14 @@ class MeshRunConfig:
 
     resume_keys: ClassVar[tuple[str, ...]] = ("model", "data.size")
     """What a checkpoint must share with the config to resume: the encoder's size is the image's."""
+    resume_free: ClassVar[tuple[str, ...]] = ("model.infer_mirrors",)
+    """Keys under those that may differ: how the network's answer is read, not its weights (a
+    finished run resumed at its last step with it changed is scored again)."""
+
+    def __post_init__(self):
+        if self.train.mirror_images and self.model.rotation_hypotheses:
+            raise ValueError("train.mirror_images: model.rotation_hypotheses have no mirror "
+                             "map (gen3d.camera_mirrors); set one of them off")
 
 
 def local_renderer(cfg: MeshRunConfig, max_batch: int = 256) -> MeshRenderer:
@@ -311,6 +330,9 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
     try:
         est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
         est.check_samples(cfg.train.samples)
+        if cfg.train.mirror_images and "soft_reward" in est.requires:
+            raise ValueError(f"train.mirror_images: estimator {est.name!r} takes soft rewards, "
+                             "rendered in the image's own frame; set train.mirror_images: false")
         if cfg.train.self_imitation_search and "reward" not in est.requires:
             raise ValueError(f"train.self_imitation_search: its steps are rendered in the GL "
                              f"pool, which estimator {est.name!r} does not use; set it to 0")
@@ -363,8 +385,9 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         local.release()
         raise
     soft = SoftMean(make_oracle(cfg, model, est=est), tc.soft_mean) if tc.soft_mean > 0 else None
+    mirrors = CameraMirrors(model.decoder) if tc.mirror_images else None
     step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
-                       sk.log.checkpoint_path, soft)
+                       sk.log.checkpoint_path, soft, mirrors)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
                rollback=rollback, curve=list(st.get("curve", [])), skipped=st.get("skipped", 0))

@@ -78,7 +78,8 @@ def preflight(cfg: Any, resume: bool) -> None:
     if resume:
         path = run_dir / "checkpoint.pt"
         state = checkpoint.load(path)
-        checkpoint.check_matches(state, to_dict(cfg), getattr(cfg, "resume_keys", ("model",)), path)
+        checkpoint.check_matches(state, to_dict(cfg), getattr(cfg, "resume_keys", ("model",)), path,
+                                 getattr(cfg, "resume_free", ()))
 
 
 class RunLock:

@@ -51,16 +51,16 @@ def _duration(s: float) -> str:
 class RunLog:
     """Owns ``<out_dir>/<name>/`` for the run (``learners.rundir``: a second live run with the
     same name is refused). With ``resume`` it reads the checkpoint first and checks that the
-    config's ``match`` keys are the ones the checkpoint was made with: a checkpoint that cannot
-    resume the run is named in one line before ``config.json`` or a TensorBoard file is
-    written. ``load()`` then returns that state."""
+    config's ``match`` keys (but those in ``free``) are the ones the checkpoint was made with:
+    a checkpoint that cannot resume the run is named in one line before ``config.json`` or a
+    TensorBoard file is written. ``load()`` then returns that state."""
 
     line_every_s: float = 30.0
     """Seconds between progress lines when stderr is not a terminal."""
 
     def __init__(self, out_dir: str | Path, name: str, total_steps: int, start_step: int = 0,
                  config: dict | None = None, progress: bool = True, resume: bool = False,
-                 match: tuple[str, ...] = ("model",)):
+                 match: tuple[str, ...] = ("model",), free: tuple[str, ...] = ()):
         self.dir = Path(out_dir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.dir)
@@ -70,7 +70,8 @@ class RunLog:
             if resume:
                 self.state = checkpoint.load(self.checkpoint_path)
                 if config is not None:
-                    checkpoint.check_matches(self.state, config, match, self.checkpoint_path)
+                    checkpoint.check_matches(self.state, config, match, self.checkpoint_path,
+                                             free)
                 start_step = start_step or int(self.state["step"])
             self._open(total_steps, start_step, config, progress)
         except BaseException:

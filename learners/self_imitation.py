@@ -52,14 +52,23 @@ class SelfImitation:
             if top[j] > self.r[i[j]]:                             # may be drawn twice
                 self.m[i[j]], self.r[i[j]] = m[j, arg[j]], top[j]
 
-    def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray) -> Tensor:
+    def loss(self, model: MeshModel, s, reward: Tensor, idx: np.ndarray,
+             frame: tuple | None = None) -> Tensor:
         """Update the bests with this micro-batch's samples, then the replay term: minus the
-        mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k)."""
+        mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k).
+        ``frame`` (mirrors, g): the samples were drawn for images in camera mirrors g (b,)
+        (``gen3d.camera_mirrors``); the bests are kept in the images' own frame."""
         i = torch.as_tensor(idx, device=reward.device)
-        self.offer(idx, s.m, reward)
+        if frame is None:
+            self.offer(idx, s.m, reward)
+            best = self.m[i]
+        else:  # each map is its own inverse: to the image's frame and back
+            mirrors, g = frame
+            self.offer(idx, mirrors.apply(s.m, g), reward)
+            best = mirrors.apply(self.m[i], g)
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
         std = None if self.train_std else model.std().detach()
-        return -(adv * model.log_prob(self.m[i][:, None], s.mean, std)).mean()
+        return -(adv * model.log_prob(best[:, None], s.mean, std)).mean()
 
     def state_dict(self) -> dict:
         return {"m": self.m, "r": self.r}

@@ -73,7 +73,8 @@ class RunSkeleton:
         # config's model, before anything is written there
         self.log = RunLog(cfg.out_dir, cfg.name, steps, config=as_config_file(cfg),
                           progress=progress, resume=resume,
-                          match=getattr(cfg, "resume_keys", ("model",)))
+                          match=getattr(cfg, "resume_keys", ("model",)),
+                          free=getattr(cfg, "resume_free", ()))
         self.state: dict[str, Any] | None = self.log.state
         self.start = int(self.state["step"]) if self.state else 0
         self._train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0

@@ -167,6 +167,29 @@ def test_mesh_resume_names_the_model_and_image_size_it_was_made_with(tmp_path):
         run(cfg, resume=True)
 
 
+def test_a_finished_run_resumed_with_mirrored_answers_is_scored_again_untrained(tmp_path):
+    """``model.infer_mirrors`` reads the answer, not the weights: a resume may change it, and
+    a run resumed at its last step trains nothing and scores the four looks' mean."""
+    from benchmarks.mirror_looks import look_rows
+    from learners.mesh_train import run
+    from tests.test_mesh_train import tiny
+
+    cfg = tiny(tmp_path, steps=2)
+    cfg.pool.backend = "local"
+    run(cfg)
+    ck = tmp_path / "runs/tiny/checkpoint.pt"
+    before = torch.load(ck, weights_only=False)["model"]
+    cfg.model.infer_mirrors = True
+    report = run(cfg, resume=True)
+    after = torch.load(ck, weights_only=False)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    want = look_rows(str(tmp_path / "runs/tiny"), cfg.data.n_test)[-1]["iou"]
+    assert report["scores"]["iou"] == pytest.approx(want, rel=1e-6)
+    cfg.model.z_dim = 4  # what the weights are made of still may not differ
+    with pytest.raises(CheckpointError, match=r"model\.z_dim"):
+        run(cfg, resume=True)
+
+
 def test_check_matches_compares_nested_keys_and_skips_old_checkpoints():
     saved = {"model": {"hidden": 300, "projection": {"conv2d": [32, 32]}}, "data": {"size": 64}}
     now = {"model": {"hidden": 300, "projection": {"conv2d": (32, 16)}}, "data": {"size": 32}}
@@ -177,6 +200,8 @@ def test_check_matches_compares_nested_keys_and_skips_old_checkpoints():
     assert "data.size: checkpoint 64, config 32" in msg and "model.hidden" not in msg
     checkpoint.check_matches({"config": saved}, saved | {"train": {}}, ("model",), "ck.pt")
     checkpoint.check_matches({}, now, ("model",), "ck.pt")  # made before configs were saved
+    checkpoint.check_matches({"config": saved}, {**saved, "model": {**saved["model"], "new": 1}},
+                             ("model",), "ck.pt", free=("model.new",))
 
 
 def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, capsys, monkeypatch):

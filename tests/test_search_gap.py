@@ -19,7 +19,8 @@ def test_it_scores_the_network_and_only_the_bests_the_run_has_seen(tmp_path):
     assert 0 < seen < cfg.data.n_train  # 4 steps of 4 images: not every image was drawn
     rows = gap_rows(str(tmp_path / "runs/tiny"), cfg.data.n_train)
     assert [r["meshes"] for r in rows] == ["network, training images", "network, held-out images",
-                                            "self-imitation's bests, training images seen"]
+                                            "self-imitation's bests, training images seen",
+                                            "network with the bests' shape, the same images"]
     assert all(0 <= r["iou"] <= 1 for r in rows)
     # the bests are the base sphere's neighbours after 4 steps: a mesh, not an empty image
     assert rows[2]["iou"] > 0.2

@@ -1,0 +1,57 @@
+"""A finished mesh run's network, looking at each held-out image through the camera's mirrors
+(``gen3d.camera_mirrors``): the silhouette IoU of its answer to the image itself, to each
+mirror image (mapped back), and of the mean of the four (``model.infer_mirrors``), overall and
+per kind.
+
+    python benchmarks/mirror_looks.py --run runs/<name> [--n 500] [--json PATH]
+
+A network trained without ``train.mirror_images`` has never seen a mirrored image, whose
+shading (the lights are not mirrored) no training image has; one trained with it answers a
+mirror about as well as the image. The mean of the four looks is the answer the run scores
+when ``model.infer_mirrors`` is on, whatever the run's config says.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
+from gen3d import camera_mirrors as cm  # noqa: E402
+from gen3d.data import mesh_images  # noqa: E402
+from gen3d.mesh_model import images_to_tensor  # noqa: E402
+from learners.mesh_train import local_renderer, render_fn  # noqa: E402
+
+
+def look_rows(run: str, n: int) -> list[dict]:
+    cfg, model = load_run(run)
+    r = local_renderer(cfg)
+    try:
+        _, test = mesh_images.load(cfg.data, render_fn(r))
+        test = test.subset(slice(0, n))
+        x = images_to_tensor(test.images)
+        with torch.no_grad():
+            looks = model.looks(x)
+            answers = [*looks, looks.mean(0)]
+        return [iou_row(r, model.to_actions(m, x).numpy(), test, look=name)
+                for name, m in zip([*cm.NAMES, "mean of the four"], answers)]
+    finally:
+        r.release()
+
+
+def main() -> int:
+    args = run_parser(__doc__, 500, "held-out images (the first n)").parse_args()
+    rows = look_rows(args.run, args.n)
+    cols = [k for k in rows[0] if k != "look"]  # 4 decimals: the looks differ in the third
+    print(table([{"look": r["look"], **{c: f"{r[c]:.4f}" for c in cols}} for r in rows],
+                ["look", *cols]))
+    write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
