@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -100,6 +101,25 @@ def load_run(run: str, trained: bool = True, attach: bool = True):
 
         attach_renderer(model, local_renderer(cfg))
     return cfg, model
+
+
+@contextlib.contextmanager
+def run_images(run: str, n: int):
+    """A finished mesh run's config, scored network, a renderer of its images (the network's
+    feedback passes look through it too) and the first ``n`` of its training and held-out
+    images: (cfg, model, renderer, train, test); the renderer is released on exit."""
+    from gen3d.data import mesh_images
+    from learners.mesh_eval import attach_renderer
+    from learners.mesh_train import local_renderer, render_fn
+
+    cfg, model = load_run(run, attach=False)
+    r = local_renderer(cfg)
+    try:
+        attach_renderer(model, r)
+        train, test = mesh_images.load(cfg.data, render_fn(r))
+        yield cfg, model, r, train.subset(slice(0, n)), test.subset(slice(0, n))
+    finally:
+        r.release()
 
 
 def write_json(path: str | None, data: dict) -> None:

@@ -20,27 +20,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
+from benchmarks.common import iou_row, machine, run_images, run_parser, table, write_json  # noqa: E402
 from gen3d import camera_mirrors as cm  # noqa: E402
-from gen3d.data import mesh_images  # noqa: E402
 from gen3d.mesh_model import images_to_tensor  # noqa: E402
-from learners.mesh_train import local_renderer, render_fn  # noqa: E402
 
 
 def look_rows(run: str, n: int) -> list[dict]:
-    cfg, model = load_run(run)
-    r = local_renderer(cfg)
-    try:
-        _, test = mesh_images.load(cfg.data, render_fn(r))
-        test = test.subset(slice(0, n))
+    with run_images(run, n) as (_, model, r, _, test):
         x = images_to_tensor(test.images)
         with torch.no_grad():
             looks = model.looks(x)
             answers = [*looks, looks.mean(0)]
         return [iou_row(r, model.to_actions(m, x).numpy(), test, look=name)
                 for name, m in zip([*cm.NAMES, "mean of the four"], answers)]
-    finally:
-        r.release()
 
 
 def main() -> int:

@@ -20,19 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import checkpoint, iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
-from gen3d.data import mesh_images  # noqa: E402
+from benchmarks.common import checkpoint, iou_row, machine, run_images, run_parser, table, write_json  # noqa: E402
 from gen3d.mesh_model import images_to_tensor  # noqa: E402
 from learners import mesh_eval  # noqa: E402
-from learners.mesh_train import local_renderer, render_fn  # noqa: E402
 
 
 def gap_rows(run: str, n: int) -> list[dict]:
-    cfg, model = load_run(run)
-    r = local_renderer(cfg)
-    try:
-        train, test = mesh_images.load(cfg.data, render_fn(r))
-        train, test = train.subset(slice(0, n)), test.subset(slice(0, n))
+    with run_images(run, n) as (_, model, r, train, test):
         rows = [iou_row(r, mesh_eval.infer_actions(model, d.images), d, meshes=f"network, {name}")
                 for name, d in (("training images", train), ("held-out images", test))]
         replay = checkpoint(run).get("replay")
@@ -45,8 +39,6 @@ def gap_rows(run: str, n: int) -> list[dict]:
             rows += [iou_row(r, model.to_actions(m, images_to_tensor(data.images)).numpy(), data,
                              meshes=f"network with the bests' {what}, the same images")
                      for what, m in swapped(model, data, best)]
-    finally:
-        r.release()
     return rows
 
 
