@@ -25,32 +25,43 @@ from gen3d.mesh_model import images_to_tensor  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 
 
+LOW_DEGREE = 3
+"""The shape's harmonics up to this degree are its coarse form; those above, corners and apexes."""
+
+
 def gap_rows(run: str, n: int) -> list[dict]:
     with run_images(run, n) as (_, model, r, train, test):
-        rows = [iou_row(r, mesh_eval.infer_actions(model, d.images), d, meshes=f"network, {name}")
-                for name, d in (("training images", train), ("held-out images", test))]
+        rows, net = [], {}
+        for name, d in (("training images", train), ("held-out images", test)):
+            net[name] = mesh_eval.infer_params(model, d.images)
+            rows.append(iou_row(r, answer_actions(model, net[name], d), d, meshes=f"network, {name}"))
         replay = checkpoint(run).get("replay")
         if replay is not None:
             seen = np.flatnonzero(torch.isfinite(replay["r"][:n]).numpy())
-            best = replay["m"][:n][seen]
-            data = train.subset(seen)
+            best, data = replay["m"][:n][seen], train.subset(seen)
             rows.append(iou_row(r, model.decoder(best).detach().numpy(), data,
                                 meshes="self-imitation's bests, training images seen"))
-            rows += [iou_row(r, model.to_actions(m, images_to_tensor(data.images)).numpy(), data,
+            rows += [iou_row(r, answer_actions(model, m, data), data,
                              meshes=f"network with the bests' {what}, the same images")
-                     for what, m in swapped(model, data, best)]
+                     for what, m in swapped(model, net["training images"][seen], best)]
     return rows
 
 
-def swapped(model, data, best: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """The network's answers to ``data`` with one part taken from the bests (N, D): the shape,
-    and (harmonic shapes above degree 3) its harmonics above degree 3 alone: where the IoU
-    between network and bests lies."""
+def answer_actions(model, m: torch.Tensor, data) -> np.ndarray:
+    """Renderer actions of parameters m (N, D) for ``data``'s images (colours read from them)."""
+    return model.to_actions(m, images_to_tensor(data.images)).numpy()
+
+
+def swapped(model, net: torch.Tensor, best: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The network's answers ``net`` (N, D) with one part taken from the bests (N, D): the
+    shape, and (harmonic shapes above ``LOW_DEGREE``) its harmonics above that degree alone:
+    where the IoU between network and bests lies."""
     sl = model.decoder.slices["shape"]
-    net = mesh_eval.infer_params(model, data.images)
     parts = [("shape", sl)]
-    if model.cfg.shape == "sh" and model.cfg.shape_symmetry == "none" and model.cfg.shape_degree > 3:
-        parts.append(("shape harmonics above degree 3", slice(sl.start + 16, sl.stop)))
+    cfg = model.cfg
+    if cfg.shape == "sh" and cfg.shape_symmetry == "none" and cfg.shape_degree > LOW_DEGREE:
+        high = slice(sl.start + (LOW_DEGREE + 1) ** 2, sl.stop)  # (l + 1)^2 harmonics up to l
+        parts.append((f"shape harmonics above degree {LOW_DEGREE}", high))
     out = []
     for what, part in parts:
         m = net.clone()

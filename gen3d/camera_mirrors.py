@@ -68,8 +68,8 @@ def parameter_maps(decoder) -> Tensor:
     map is its own inverse). Raises ValueError for parameters that have no such map."""
     cfg, sl, dim = decoder.cfg, decoder.slices, decoder.dim
     if cfg.rotation_hypotheses:
-        raise ValueError("train.mirror_images: model.rotation_hypotheses have no mirror map; "
-                         "set model.rotation_hypotheses: 0 or train.mirror_images: false")
+        raise ValueError("model.rotation_hypotheses have no mirror map: set them to 0, or "
+                         "train.mirror_images and model.infer_mirrors to false")
     maps = torch.zeros(len(NAMES), dim, dim, dtype=torch.float64)
     for g, diag in enumerate(WORLD.double().numpy()):
         a = np.zeros((dim, dim))
@@ -123,5 +123,6 @@ class CameraMirrors:
     def apply(self, m: Tensor, g: Tensor) -> Tensor:
         """Parameters m (B, ..., D) of image b mapped by mirror g[b] (from the image's frame
         to its mirror's, or back: each map is its own inverse)."""
-        a = self.maps.to(m.device)[g]  # (B, D, D)
-        return torch.einsum("bij,b...j->b...i", a, m)
+        if self.maps.device != m.device:  # once, not every step
+            self.maps = self.maps.to(m.device)
+        return torch.einsum("bij,b...j->b...i", self.maps[g], m)
