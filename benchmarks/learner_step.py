@@ -1,7 +1,7 @@
 """The learner's own step time, with rendering taken out: the main job's forward, backward,
 clipping and optimiser step (``MeshStep``, ``make_optimiser``, ``clipped_step``, self-imitation
-with the config's search, its soft renders included; the camera's mirrors when the config
-shows them; no schedules), fed rewards by a stand-in
+with the config's search, its soft renders included; the camera's mirrors and colour orders
+when the config shows them; no schedules), fed rewards by a stand-in
 pool that answers at once (a cheap function of the actions, computed on the host as the real
 pool's replies are). What the learner costs at each batch size and number of micro-batches
 on a device, so that a run whose learner is the bottleneck (it waits little for renders) can
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, table, write_json  # noqa: E402
 from gen3d import estimators  # noqa: E402
-from gen3d.camera_mirrors import CameraMirrors  # noqa: E402
+from gen3d.image_symmetries import group  # noqa: E402
 from gen3d.mesh_model import MeshModel  # noqa: E402
 from learners.config import load  # noqa: E402
 from learners.device import resolve_device  # noqa: E402
@@ -63,9 +63,9 @@ def learner(cfg, dev, batch: int, microbatches: int):
     opt = make_optimiser(model, tc)
     n = 1024  # replay slots: images are drawn from this many
     replay = make_replay(cfg, model, est, n, dev)
-    mirrors = CameraMirrors(model.decoder) if tc.mirror_images else None
+    sym = group(model.decoder, tc.mirror_images, tc.colour_orders)
     step_fn = MeshStep(model, est, RewardSource(StandInPool()), microbatches, replay,
-                       tc.self_imitation, mirrors=mirrors)
+                       tc.self_imitation, symmetries=sym)
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)
     size = cfg.data.size

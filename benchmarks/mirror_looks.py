@@ -1,14 +1,15 @@
 """A finished mesh run's network, looking at each held-out image through the camera's mirrors
-(``gen3d.camera_mirrors``): the silhouette IoU of its answer to the image itself, to each
-mirror image (mapped back), and of the mean of the four (``model.infer_mirrors``), overall and
-per kind.
+and, with ``model.infer_colour_orders``, its colour orders (``gen3d.image_symmetries``): the
+silhouette IoU of its answer to the image itself, to each look (mapped back), and of the mean
+of the looks (the run's answer with ``model.infer_mirrors``), overall and per kind.
 
     python benchmarks/mirror_looks.py --run runs/<name> [--n 500] [--json PATH]
 
 A network trained without ``train.mirror_images`` has never seen a mirrored image, whose
 shading (the lights are not mirrored) no training image has; one trained with it answers a
-mirror about as well as the image. The mean of the four looks is the answer the run scores
-when ``model.infer_mirrors`` is on, whatever the run's config says.
+mirror about as well as the image. The looks are those of the run's ``infer_mirrors`` and
+``infer_colour_orders`` (the four mirrors when both are off, to show what they would give);
+with either on, their mean is the answer the run scores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import iou_row, machine, run_images, run_parser, table, write_json  # noqa: E402
-from gen3d import camera_mirrors as cm  # noqa: E402
+from gen3d.image_symmetries import ImageSymmetries  # noqa: E402
 from gen3d.mesh_model import images_to_tensor  # noqa: E402
 
 
@@ -31,8 +32,9 @@ def look_rows(run: str, n: int) -> list[dict]:
         with torch.no_grad():
             looks = model.looks(x)
             answers = [*looks, looks.mean(0)]
+        names = (model.symmetries or ImageSymmetries(model.decoder)).names
         return [iou_row(r, model.to_actions(m, x).numpy(), test, look=name)
-                for name, m in zip([*cm.NAMES, "mean of the four"], answers)]
+                for name, m in zip([*names, f"mean of the {len(names)}"], answers)]
 
 
 def main() -> int:

@@ -9,10 +9,8 @@ A quarter turn does not map the rays onto themselves (a mesh turned by it loses 
 so it is not one of them. The lights are not mirrored: a mirrored image's shading is not one
 the renderer makes, while its silhouette and colours are exact.
 
-A run may show each training image in a mirror drawn at random (``train.mirror_images``): the
-network answers in the mirror's frame, and its answer is mapped back before it is rendered
-against the original image, so the rewards stay exact; the data's symmetry is 4 times the
-training images for the network to learn from.
+``gen3d.image_symmetries`` puts them to use, with the colour orders: in training and in the
+answer.
 """
 
 from __future__ import annotations
@@ -108,21 +106,3 @@ def _colour_map(decoder, perm: np.ndarray) -> np.ndarray:
     p = cfg.palette_size  # the palette's colours stay, its assignment logits mirror
     return np.block([[np.eye(3 * p), np.zeros((3 * p, p * len(y)))],
                      [np.zeros((p * len(y), 3 * p)), np.kron(np.eye(p), y)]])
-
-
-class CameraMirrors:
-    """Draws a mirror per training image and maps images and parameters between frames."""
-
-    def __init__(self, decoder):
-        self.maps = parameter_maps(decoder)
-
-    def draw(self, n: int, generator: torch.Generator | None, device) -> Tensor:
-        """Mirror indices (n,), uniform over ``NAMES``."""
-        return torch.randint(len(NAMES), (n,), generator=generator, device=device)
-
-    def apply(self, m: Tensor, g: Tensor) -> Tensor:
-        """Parameters m (B, ..., D) of image b mapped by mirror g[b] (from the image's frame
-        to its mirror's, or back: each map is its own inverse)."""
-        if self.maps.device != m.device:  # once, not every step
-            self.maps = self.maps.to(m.device)
-        return torch.einsum("bij,b...j->b...i", self.maps[g], m)

@@ -44,10 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
-from gen3d.camera_mirrors import NAMES as MIRRORS
-from gen3d.camera_mirrors import CameraMirrors, mirror_images
 from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.image_colours import ImageColours, colour_fit
+from gen3d.image_symmetries import ImageSymmetries, group
 from gen3d.pose_hypotheses import RotationHypotheses
 
 LOG_2PI = math.log(2 * math.pi)
@@ -122,6 +121,11 @@ class MeshModelConfig:
     its three camera mirrors (``gen3d.camera_mirrors``), each mapped back to the image's frame:
     four looks, four encoder passes, no render. Training samples are not affected; a network
     trained with ``train.mirror_images`` has seen the mirrored images."""
+    infer_colour_orders: bool = False
+    """The same over the image's six orders of its colour channels (``gen3d.image_symmetries``:
+    the lights are grey, so a swap of the channels is a swap of the albedos' channels), each
+    answer's colours put back in order: with ``infer_mirrors``, 24 looks. A network trained with
+    ``train.colour_orders`` has seen the swapped images."""
     colour_prior_std: PosFloat = 0.1
     """Scale s of that fit (``read_colours``): squared error over 2 s^2 per seen vertex and
     channel."""
@@ -288,7 +292,7 @@ class MeshModel(nn.Module):
         self.lstm = nn.LSTMCell(cfg.z_dim, cfg.hidden)
         self.write = nn.Linear(cfg.hidden, self.decoder.dim)
         self.reader = ImageColours(image_size) if cfg.read_colours else None
-        self.mirrors = CameraMirrors(self.decoder) if cfg.infer_mirrors else None
+        self.symmetries = group(self.decoder, cfg.infer_mirrors, cfg.infer_colour_orders)
         n_shape = self.decoder.slices["shape"].stop - self.decoder.slices["shape"].start
         self.templates = (nn.Parameter(0.05 * torch.randn(cfg.shape_templates, n_shape))
                           if cfg.shape_templates else None)
@@ -432,17 +436,18 @@ class MeshModel(nn.Module):
 
     def answer(self, images: Tensor) -> Tensor:
         """The inferred mesh parameters m (B, D): ``mean_params``, or with ``infer_mirrors``
-        the mean of the four ``looks``."""
-        return self.mean_params(images) if self.mirrors is None else self.looks(images).mean(0)
+        or ``infer_colour_orders`` the mean of the ``looks``."""
+        return self.mean_params(images) if self.symmetries is None else self.looks(images).mean(0)
 
     def looks(self, images: Tensor) -> Tensor:
-        """(4, B, D): ``mean_params`` of the image in each camera mirror
-        (``gen3d.camera_mirrors.NAMES``), each mapped back to the image's frame."""
-        mirrors = self.mirrors or CameraMirrors(self.decoder)
+        """(G, B, D): ``mean_params`` of the image under each element of the model's
+        symmetries (``infer_mirrors``, ``infer_colour_orders``; the camera's four mirrors when
+        both are off), each mapped back to the image's frame."""
+        sym = self.symmetries or ImageSymmetries(self.decoder)
         out = []
-        for k in range(len(MIRRORS)):
+        for k in range(len(sym)):
             g = torch.full((len(images),), k, device=images.device)
-            out.append(mirrors.apply(self.mean_params(mirror_images(images, g)), g))
+            out.append(sym.back(self.mean_params(sym.images(images, g)), g))
         return torch.stack(out)
 
     @torch.no_grad()

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gen3d.camera_mirrors import CameraMirrors, mirror_images
 from gen3d.estimators import Batch, Estimator
+from gen3d.image_symmetries import ImageSymmetries
 from gen3d.mesh_model import MeshModel, Samples
 from learners.pathwise import Oracle, make_oracle
 from learners.self_imitation import SelfImitation
@@ -135,7 +135,7 @@ class _Sent:
     part: np.ndarray
     samples: Samples
     ticket: Any
-    mirror: Tensor | None = None  # (b,) the mirror each image was shown in (train.mirror_images)
+    element: Tensor | None = None  # (b,) the symmetry each image was shown under
     proposals: Tensor | None = None  # self-imitation's search steps (b, J, D), when it searches
     proposal_ticket: Any = None
 
@@ -144,15 +144,16 @@ class MeshStep:
     """Forward and backward of one step over ``microbatches`` parts (the optimiser is the
     caller's). ``replay`` adds self-imitation with weight ``replay_weight``, ``soft`` the
     soft-mean term at its current ``weight`` (none at 0); ``checkpoint`` is named in the error
-    a non-finite loss raises. With ``mirrors`` each image is shown in a random camera mirror
-    and the samples are mapped back before they are rendered and offered to the replay."""
+    a non-finite loss raises. With ``symmetries`` each image is shown under a random element
+    (a camera mirror, a colour order) and the samples are mapped back before they are rendered
+    and offered to the replay."""
 
     def __init__(self, model: MeshModel, est: Estimator, source: RewardSource,
                  microbatches: int = 1, replay: SelfImitation | None = None,
                  replay_weight: float = 0.0, checkpoint: Any = None, soft: SoftMean | None = None,
-                 mirrors: CameraMirrors | None = None):
+                 symmetries: ImageSymmetries | None = None):
         self.model, self.est, self.source = model, est, source
-        self.soft, self.mirrors = soft, mirrors
+        self.soft, self.symmetries = soft, symmetries
         self.microbatches, self.replay, self.replay_weight = microbatches, replay, replay_weight
         self.checkpoint = checkpoint
 
@@ -175,8 +176,9 @@ class MeshStep:
               step: int) -> _Sent:
         noise = self.est.noise((len(part), k, self.model.decoder.dim), generator=gen,
                                device=x.device)
-        g = self.mirrors.draw(len(part), gen, x.device) if self.mirrors is not None else None
-        s = self.model.sample(x if g is None else mirror_images(x, g), k, noise=noise,
+        sym = self.symmetries
+        g = sym.draw(len(part), gen, x.device) if sym is not None else None
+        s = self.model.sample(x if g is None else sym.images(x, g), k, noise=noise,
                               generator=gen)
         if not torch.isfinite(s.actions).all():
             raise FloatingPointError(
@@ -186,7 +188,7 @@ class MeshStep:
             sent = _Sent(part, s, self.source.submit(s, idx))
         else:  # rendered against the image itself: its own frame's actions
             with torch.no_grad():
-                actions = self.model.decoder(self.mirrors.apply(s.m, g))
+                actions = self.model.decoder(sym.back(s.m, g))
             sent = _Sent(part, s, self.source.submit_actions(actions, idx), g)
         if self.replay is not None and self.replay.search:
             sent.proposals = self.replay.proposals(idx, gen, x)
@@ -204,7 +206,7 @@ class MeshStep:
                 pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
                 wait += w
                 self.replay.offer(idx, m.proposals, pr)
-            frame = None if m.mirror is None else (self.mirrors, m.mirror)
+            frame = None if m.element is None else (self.symmetries, m.element)
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx,
                                                                 frame)
         if self.soft is not None and self.soft.weight > 0:

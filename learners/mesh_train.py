@@ -21,7 +21,6 @@ import torch
 
 from envs.renderer import MeshRenderer
 from gen3d import estimators
-from gen3d.camera_mirrors import CameraMirrors
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
 from gen3d.fields import (
@@ -36,6 +35,7 @@ from gen3d.fields import (
     PosFloat,
     PosInt,
 )
+from gen3d.image_symmetries import group
 from gen3d.mesh_model import MeshModel, MeshModelConfig, images_to_tensor
 from learners import mesh_eval
 from learners.config import ConfigError
@@ -140,6 +140,11 @@ class MeshTrainConfig:
     mapped back before it is rendered against the image, so rewards and self-imitation's bests
     are those of the image itself; the network sees 4 times the training images. GL rewards
     only (the soft renders take the image's own frame)."""
+    colour_orders: bool = False
+    """Show each training image with its colour channels in one of their six orders, at random
+    (``gen3d.image_symmetries``: under grey lights a swap of the channels is a swap of the
+    albedos'), mapped back as ``mirror_images`` does; with it too, 24 frames in all. GL rewards
+    only."""
     soft_mean: NonNegFloat = 0.0
     """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
     log-likelihood of each image's mean mesh, differentiated through the soft render
@@ -174,9 +179,10 @@ class MeshTrainConfig:
         if self.self_imitation_search and not self.self_imitation:
             raise ValueError(f"self_imitation_search: {self.self_imitation_search} moves "
                              "self-imitation's bests, which are off: set train.self_imitation > 0")
-        if self.mirror_images and self.soft_mean:
-            raise ValueError("mirror_images: the soft-mean term renders in the image's own "
-                             "frame; set train.soft_mean: 0 or train.mirror_images: false")
+        for name in ("mirror_images", "colour_orders"):
+            if getattr(self, name) and self.soft_mean:
+                raise ValueError(f"{name}: the soft-mean term renders in the image's own "
+                                 f"frame; set train.soft_mean: 0 or train.{name}: false")
         if self.self_imitation_search_soft and not self.self_imitation_search:
             raise ValueError("self_imitation_search_soft: the soft line search renders "
                              "self_imitation_search steps, which is 0: set it (e.g. 8)")
@@ -239,7 +245,7 @@ class MeshRunConfig:
 
     resume_keys: ClassVar[tuple[str, ...]] = ("model", "data.size")
     """What a checkpoint must share with the config to resume: the encoder's size is the image's."""
-    resume_free: ClassVar[tuple[str, ...]] = ("model.infer_mirrors",)
+    resume_free: ClassVar[tuple[str, ...]] = ("model.infer_mirrors", "model.infer_colour_orders")
     """Keys under those that may differ: how the network's answer is read, not its weights (a
     finished run resumed at its last step with it changed is scored again)."""
 
@@ -330,9 +336,10 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
     try:
         est = estimators.build(cfg.estimator.name, **cfg.estimator.kwargs)
         est.check_samples(cfg.train.samples)
-        if cfg.train.mirror_images and "soft_reward" in est.requires:
-            raise ValueError(f"train.mirror_images: estimator {est.name!r} takes soft rewards, "
-                             "rendered in the image's own frame; set train.mirror_images: false")
+        for name in ("mirror_images", "colour_orders"):
+            if getattr(cfg.train, name) and "soft_reward" in est.requires:
+                raise ValueError(f"train.{name}: estimator {est.name!r} takes soft rewards, "
+                                 f"rendered in the image's own frame; set train.{name}: false")
         if cfg.train.self_imitation_search and "reward" not in est.requires:
             raise ValueError(f"train.self_imitation_search: its steps are rendered in the GL "
                              f"pool, which estimator {est.name!r} does not use; set it to 0")
@@ -385,9 +392,9 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         local.release()
         raise
     soft = SoftMean(make_oracle(cfg, model, est=est), tc.soft_mean) if tc.soft_mean > 0 else None
-    mirrors = CameraMirrors(model.decoder) if tc.mirror_images else None
+    sym = group(model.decoder, tc.mirror_images, tc.colour_orders)
     step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
-                       sk.log.checkpoint_path, soft, mirrors)
+                       sk.log.checkpoint_path, soft, sym)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
                rollback=rollback, curve=list(st.get("curve", [])), skipped=st.get("skipped", 0))

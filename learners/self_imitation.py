@@ -56,16 +56,17 @@ class SelfImitation:
              frame: tuple | None = None) -> Tensor:
         """Update the bests with this micro-batch's samples, then the replay term: minus the
         mean over images and samples of (best reward - mean reward)_+ * log p(best m | z_k).
-        ``frame`` (mirrors, g): the samples were drawn for images in camera mirrors g (b,)
-        (``gen3d.camera_mirrors``); the bests are kept in the images' own frame."""
+        ``frame`` (symmetries, g): the samples were drawn for images under elements g (b,) of
+        ``gen3d.image_symmetries.ImageSymmetries``; the bests are kept in the images' own
+        frame."""
         i = torch.as_tensor(idx, device=reward.device)
         if frame is None:
             self.offer(idx, s.m, reward)
             best = self.m[i]
-        else:  # each map is its own inverse: to the image's frame and back
-            mirrors, g = frame
-            self.offer(idx, mirrors.apply(s.m, g), reward)
-            best = mirrors.apply(self.m[i], g)
+        else:
+            sym, g = frame
+            self.offer(idx, sym.back(s.m, g), reward)
+            best = sym.to_frame(self.m[i], g)
         adv = (self.r[i] - reward.mean(1)).clamp_min(0)[:, None]  # (b, 1)
         std = None if self.train_std else model.std().detach()
         return -(adv * model.log_prob(best[:, None], s.mean, std)).mean()

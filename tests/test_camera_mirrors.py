@@ -8,6 +8,7 @@ import torch
 
 from envs import spaces
 from gen3d import camera_mirrors as cm
+from gen3d.image_symmetries import ImageSymmetries
 from gen3d.geometry import Lights
 from gen3d.mesh_model import MeshDecoder, MeshModelConfig
 
@@ -76,9 +77,9 @@ def test_mirrored_images_and_parameters_are_indexed_per_image():
     torch.testing.assert_close(out[0, 0], torch.tensor([[1.0, 0], [3, 2]]))  # left-right
     torch.testing.assert_close(out[1, 0], torch.tensor([[7.0, 6], [5, 4]]))  # half turn
     dec = MeshDecoder(MeshModelConfig())
-    mirrors = cm.CameraMirrors(dec)
+    mirrors = ImageSymmetries(dec)
     m = torch.randn(2, 3, dec.dim)
-    got = mirrors.apply(m, torch.tensor([0, 2]))
+    got = mirrors.to_frame(m, torch.tensor([0, 2]))
     torch.testing.assert_close(got[0], m[0])
     torch.testing.assert_close(got[1], m[1] @ mirrors.maps[2].T)
 
@@ -122,7 +123,8 @@ class UnlitPool:
         return self.ns(rewards=ticket, wait_s=0.0)
 
 
-def test_a_mirrored_samples_reward_is_its_own_render_against_the_mirrored_image(unlit):
+@pytest.mark.parametrize("colour_orders", [False, True], ids=["mirrors", "and colour orders"])
+def test_a_mirrored_samples_reward_is_its_own_render_against_the_mirrored_image(unlit, colour_orders):
     """Each image is shown in a mirror drawn at random; each sample's reward from the pool
     (which renders against the image itself) equals the likelihood of the mirrored image
     under the sample's own render, computed with no map at all. Rewarded unmapped, it would
@@ -135,8 +137,11 @@ def test_a_mirrored_samples_reward_is_its_own_render_against_the_mirrored_image(
     seen = []
     sample = model.sample
     model.sample = lambda images, k, **kw: seen.append((images, sample(images, k, **kw))) or seen[-1][1]
+    sym = ImageSymmetries(model.decoder, True, colour_orders)
+    if colour_orders:  # the two cyclic orders, which are not their own inverses, and mirrors
+        sym.draw = lambda n, generator, device: torch.tensor([13, 18][:n])
     step = MeshStep(model, build("rloo"), RewardSource(UnlitPool(unlit, model.decoder, targets)), 2,
-                    mirrors=cm.CameraMirrors(model.decoder))
+                    symmetries=sym)
     x = torch.from_numpy(targets).permute(0, 3, 1, 2).float() / 255
     res = step(x, np.arange(4), 3, torch.Generator().manual_seed(2), 0)
     want, unmapped, shown = [], [], []
@@ -155,7 +160,8 @@ def test_a_mirrored_samples_reward_is_its_own_render_against_the_mirrored_image(
     assert (np.abs(got - unmapped)[mirrored.numpy()] > 1000).all()
 
 
-def test_the_replays_bests_are_kept_in_the_images_own_frame():
+@pytest.mark.parametrize("colour_orders", [False, True], ids=["mirrors", "and colour orders"])
+def test_the_replays_bests_are_kept_in_the_images_own_frame(colour_orders):
     """Rewards known without rendering (minus the squared distance of the rendered action to
     a target action per image): after steps with images shown in random mirrors, each image's
     best decodes, in the image's own frame, to an action whose reward is the one kept."""
@@ -183,7 +189,7 @@ def test_the_replays_bests_are_kept_in_the_images_own_frame():
 
     replay = SelfImitation(3, model.decoder.dim, "cpu")
     step = MeshStep(model, build("rloo"), RewardSource(Pool()), 1, replay, 0.25,
-                    mirrors=cm.CameraMirrors(model.decoder))
+                    symmetries=ImageSymmetries(model.decoder, True, colour_orders))
     gen = torch.Generator().manual_seed(0)
     for k in range(6):
         step(torch.rand(3, 3, 32, 32), np.arange(3), 4, gen, k)
@@ -191,38 +197,45 @@ def test_the_replays_bests_are_kept_in_the_images_own_frame():
     np.testing.assert_allclose(kept, replay.r.numpy(), rtol=1e-5)
 
 
-def test_mirrors_with_soft_renders_or_hypotheses_are_config_errors(tmp_path):
+@pytest.mark.parametrize("switch", ["mirror_images", "colour_orders"])
+def test_mirrors_or_colour_orders_with_soft_renders_are_config_errors(tmp_path, switch):
     from learners.config import ConfigError, from_dict
     from learners.mesh_train import MeshRunConfig, MeshTrainConfig, make_estimator
     from tests.test_mesh_train import tiny
 
-    with pytest.raises(ValueError, match="mirror_images: the soft-mean term"):
-        MeshTrainConfig(mirror_images=True, soft_mean=1.0)
-    cfg = tiny(tmp_path, mirror_images=True)
+    with pytest.raises(ValueError, match=f"{switch}: the soft-mean term"):
+        MeshTrainConfig(**{switch: True}, soft_mean=1.0)
+    cfg = tiny(tmp_path, **{switch: True})
     cfg.estimator.name = "pathwise"
-    with pytest.raises(ConfigError, match="mirror_images: estimator 'pathwise' takes soft"):
+    with pytest.raises(ConfigError, match=f"{switch}: estimator 'pathwise' takes soft"):
         make_estimator(cfg)
-    with pytest.raises(ConfigError, match="rotation_hypotheses have no mirror map"):
-        from_dict(MeshRunConfig, {"train": {"mirror_images": True},
-                                  "model": {"rotation": True, "rotation_hypotheses": 4}})
+    hypotheses = {"model": {"rotation": True, "rotation_hypotheses": 4}}
+    if switch == "mirror_images":
+        with pytest.raises(ConfigError, match="rotation_hypotheses have no mirror map"):
+            from_dict(MeshRunConfig, {"train": {switch: True}, **hypotheses})
+    else:  # the colour orders leave the pose alone, so the hypotheses keep
+        from_dict(MeshRunConfig, {"train": {switch: True}, **hypotheses})
 
 
-def test_the_replay_pulls_each_sample_towards_the_best_seen_in_the_images_mirror():
+@pytest.mark.parametrize("colour_orders,shown", [(False, [1, 3]), (True, [17, 10])],
+                         ids=["mirrors", "a mirror after a cyclic colour order"])
+def test_the_replay_pulls_each_sample_towards_the_best_seen_in_the_images_mirror(colour_orders, shown):
     """The replay term's exact gradient in each sample's mean: adv * (P_g best - mean) / std^2
-    over the b*K samples, the best mapped into the mirror g its image was shown in."""
+    over the b*K samples, the best mapped into the frame g its image was shown in (a cyclic
+    order of the channels is not its own inverse: the map into the frame, not out of it)."""
     from types import SimpleNamespace
 
     from learners.self_imitation import SelfImitation
     from tests.test_mesh_step import small_model_and_oracle
 
     _, model, _ = small_model_and_oracle("rloo")
-    d, mirrors = model.decoder.dim, cm.CameraMirrors(model.decoder)
+    d, mirrors = model.decoder.dim, ImageSymmetries(model.decoder, True, colour_orders)
     replay = SelfImitation(2, d, "cpu", train_std=False)
     replay.m.copy_(torch.randn(2, d))
     replay.r.copy_(torch.tensor([5.0, 7.0]))
     mean = torch.randn(2, 3, d, requires_grad=True)
     s = SimpleNamespace(m=torch.randn(2, 3, d), mean=mean)
-    reward, g = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]]), torch.tensor([1, 3])
+    reward, g = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]]), torch.tensor(shown)
     replay.loss(model, s, reward, np.array([0, 1]), (mirrors, g)).backward()
     std = model.std().detach()
     adv = torch.tensor([3.0, 6.0])  # best minus the mean reward
@@ -242,7 +255,7 @@ def test_the_answer_averaged_over_mirrors_is_exactly_mirror_equivariant():
     with torch.no_grad():
         model.write.weight.normal_(0, 0.3)
     x = torch.rand(3, 3, 32, 32)
-    maps = model.mirrors.maps
+    maps = model.symmetries.maps
     for k in range(1, 4):
         g = torch.full((3,), k)
         torch.testing.assert_close(model.answer(cm.mirror_images(x, g)),

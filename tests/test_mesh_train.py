@@ -98,7 +98,7 @@ def test_a_finished_run_is_rescored_with_refinement_from_its_own_config_file(tmp
     {},
     {"self_imitation": 0.25, "ema": 0.9, "rollback_nats": 1e-3},
     {"self_imitation": 0.25, "self_imitation_search": 3, "self_imitation_search_soft": True,
-     "mirror_images": True},
+     "mirror_images": True, "colour_orders": True},
 ])
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, opts):
     from learners.mesh_train import run

@@ -20,7 +20,7 @@ def test_its_rows_are_the_networks_plain_answer_and_the_answer_the_run_scores_wi
     path = str(tmp_path / "runs/tiny")
     rows = look_rows(path, cfg.data.n_test)
     assert [r["look"] for r in rows] == ["identity", "mirror_x", "mirror_y", "half_turn",
-                                         "mean of the four"]
+                                         "mean of the 4"]
     _, plain = load_run(path)
     cfg.model.infer_mirrors = True
     mirrored = MeshModel(cfg.model, cfg.data.size)

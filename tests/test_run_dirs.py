@@ -169,7 +169,8 @@ def test_mesh_resume_names_the_model_and_image_size_it_was_made_with(tmp_path):
 
 def test_a_finished_run_resumed_with_mirrored_answers_is_scored_again_untrained(tmp_path):
     """``model.infer_mirrors`` reads the answer, not the weights: a resume may change it, and
-    a run resumed at its last step trains nothing and scores the four looks' mean."""
+    a run resumed at its last step trains nothing and scores the four looks' mean; with
+    ``model.infer_colour_orders`` too, the 24 looks' mean."""
     from benchmarks.mirror_looks import look_rows
     from learners.mesh_train import run
     from tests.test_mesh_train import tiny
@@ -185,6 +186,10 @@ def test_a_finished_run_resumed_with_mirrored_answers_is_scored_again_untrained(
     assert all(torch.equal(before[k], after[k]) for k in before)
     want = look_rows(str(tmp_path / "runs/tiny"), cfg.data.n_test)[-1]["iou"]
     assert report["scores"]["iou"] == pytest.approx(want, rel=1e-6)
+    cfg.model.infer_colour_orders = True
+    report = run(cfg, resume=True)
+    rows = look_rows(str(tmp_path / "runs/tiny"), cfg.data.n_test)
+    assert len(rows) == 25 and report["scores"]["iou"] == pytest.approx(rows[-1]["iou"], rel=1e-6)
     cfg.model.z_dim = 4  # what the weights are made of still may not differ
     with pytest.raises(CheckpointError, match=r"model\.z_dim"):
         run(cfg, resume=True)
