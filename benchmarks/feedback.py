@@ -12,10 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import iou_row, load_run, machine, run_parser, table, write_json  # noqa: E402
-from gen3d.data import mesh_images  # noqa: E402
+from benchmarks.common import iou_row, machine, run_images, run_parser, table, write_json  # noqa: E402
 from learners import mesh_eval  # noqa: E402
-from learners.mesh_train import local_renderer, render_fn  # noqa: E402
 
 
 def pass_rows(model, r, images, passes: list[int]) -> list[dict]:
@@ -32,20 +30,14 @@ def pass_rows(model, r, images, passes: list[int]) -> list[dict]:
 
 def main() -> int:
     args = run_parser(__doc__, 500, "images of each set").parse_args()
-    cfg, model = load_run(args.run, attach=False)
-    if not cfg.model.feedback:
-        raise SystemExit(f"{args.run}: its model has no feedback passes (model.feedback: 0)")
-    r = local_renderer(cfg)
-    try:
-        mesh_eval.attach_renderer(model, r)  # one renderer scores and feeds the passes
-        train, test = mesh_images.load(cfg.data, render_fn(r))
-        out = {"machine": machine(), "run": args.run, "n": args.n}
+    out = {"machine": machine(), "run": args.run, "n": args.n}
+    with run_images(args.run, args.n) as (cfg, model, r, train, test):  # r feeds the passes too
+        if not cfg.model.feedback:
+            raise SystemExit(f"{args.run}: its model has no feedback passes (model.feedback: 0)")
         for name, data in (("train", train), ("test", test)):
-            rows = pass_rows(model, r, data.subset(slice(0, args.n)), [cfg.model.feedback, 0])
+            rows = pass_rows(model, r, data, [cfg.model.feedback, 0])
             print(f"{name} images:\n" + table(rows, ["passes", "iou", *data.kinds]))
             out[name] = rows
-    finally:
-        r.release()
     write_json(args.json, out)
     return 0
 
