@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from gen3d import camera_mirrors as cm
-from gen3d import geometry as geo
 
 COLOUR_ORDERS = tuple(itertools.permutations(range(3)))
 """The six orders of the (r, g, b) channels: image channel c of order o is channel o[c]."""
@@ -46,16 +45,13 @@ def colour_order_maps(decoder) -> Tensor:
     maps = torch.zeros(len(COLOUR_ORDERS), dim, dim, dtype=torch.float64)
     for k, order in enumerate(COLOUR_ORDERS):
         c = np.eye(3)[list(order)]  # row c picks channel order[c]
-        if cfg.colour == "uniform":
-            block = c
-        elif cfg.colour == "raw":  # (162, 3) ray-major
-            block = np.kron(np.eye(geo.N_RAYS), c)
-        elif cfg.colour == "sh":  # (3, K) channel-major
+        if cfg.colour == "sh":  # (3, K) channel-major
             block = np.kron(c, np.eye(n // 3))
-        else:  # palette: (p, 3) colours, then the assignment logits, which stay
-            p = cfg.palette_size
+        elif cfg.colour == "palette":  # (p, 3) colours, then the assignment logits, which stay
             block = np.eye(n)
-            block[:3 * p, :3 * p] = np.kron(np.eye(p), c)
+            block[:3 * cfg.palette_size, :3 * cfg.palette_size] = np.kron(np.eye(cfg.palette_size), c)
+        else:  # (V, 3) channel-last: raw (a colour per ray) or uniform (one)
+            block = np.kron(np.eye(n // 3), c)
         a = np.eye(dim)
         a[sl["colour"], sl["colour"]] = block
         maps[k] = torch.from_numpy(a)
@@ -64,24 +60,26 @@ def colour_order_maps(decoder) -> Tensor:
 
 class ImageSymmetries:
     """A group of exact symmetries (the camera's mirrors, the colour orders, or both): element
-    g is mirror ``g % 4`` after colour order ``g // 4`` (each part the identity when off)."""
+    g is mirror ``mirror[g]`` after colour order ``order[g]`` (with both, g = mirror + 4 order;
+    a part that is off is the identity)."""
 
     def __init__(self, decoder, mirrors: bool = True, colour_orders: bool = False):
         if not (mirrors or colour_orders):
             raise ValueError("ImageSymmetries: take the mirrors, the colour orders or both")
         m = cm.parameter_maps(decoder).double() if mirrors else torch.eye(decoder.dim)[None].double()
         c = colour_order_maps(decoder) if colour_orders else torch.eye(decoder.dim)[None].double()
-        self.parts = [(i, j) for j in range(len(c)) for i in range(len(m))]
+        parts = [(i, j) for j in range(len(c)) for i in range(len(m))]
         self.names = [" + ".join([cm.NAMES[i]] * mirrors + [_order_name(j)] * colour_orders)
-                      for i, j in self.parts]
+                      for i, j in parts]
+        self.mirror, self.order = (torch.tensor(p) for p in zip(*parts))  # of each element
+        self.ordered = colour_orders
         # mirrors and channel orders commute; a mirror is its own inverse, an order's inverse
         # is its transpose; as products with permutations these are exact in float32
-        self.maps = torch.stack([m[i] @ c[j] for i, j in self.parts]).float()
-        self.inverse = torch.stack([c[j].T @ m[i] for i, j in self.parts]).float()
-        self.mirrored, self.ordered = mirrors, colour_orders
+        self.maps = torch.stack([m[i] @ c[j] for i, j in parts]).float()
+        self.inverse = torch.stack([c[j].T @ m[i] for i, j in parts]).float()
 
     def __len__(self) -> int:
-        return len(self.parts)
+        return len(self.names)
 
     def draw(self, n: int, generator: torch.Generator | None, device) -> Tensor:
         """Element indices (n,), uniform over the group."""
@@ -89,9 +87,9 @@ class ImageSymmetries:
 
     def images(self, x: Tensor, g: Tensor) -> Tensor:
         """Images x (B, 3, H, W), image b under element g[b]."""
-        if self.ordered:
-            x = order_images(x, torch.div(g, 4 if self.mirrored else 1, rounding_mode="floor"))
-        return cm.mirror_images(x, g % 4) if self.mirrored else x
+        if self.ordered:  # not otherwise: the copy would change the images' memory layout,
+            x = order_images(x, self.order.to(g.device)[g])  # and with it the convolutions' sums
+        return cm.mirror_images(x, self.mirror.to(g.device)[g])
 
     def to_frame(self, m: Tensor, g: Tensor) -> Tensor:
         """Parameters m (B, ..., D) of image b as they are in its element g[b]'s frame."""

@@ -88,3 +88,14 @@ def test_the_answer_averaged_over_the_24_is_exactly_equivariant():
                                    atol=1e-5, rtol=1e-4)
         plain = model.mean_params(sym.images(x, g)) - sym.to_frame(model.mean_params(x), g)
         assert plain.abs().max() > 1e-2
+
+
+def test_the_mirrors_alone_keep_the_images_memory_layout():
+    """The encoder's convolutions sum in the order the images' layout gives: a group without
+    the colour orders must not copy the images into another layout, or the committed config's
+    runs would no longer give their recorded weights bit for bit."""
+    from gen3d.mesh_model import images_to_tensor
+
+    x = images_to_tensor(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    sym = ImageSymmetries(MeshDecoder(MeshModelConfig()))
+    assert sym.images(x, torch.arange(4)).stride() == x.stride()

@@ -27,10 +27,10 @@ class SleepyWorker(RenderWorker):
 
 def busy_config(tmp_path, backend: str):
     """Long enough to replay and search bests (images shown in random mirrors and colour
-    orders), roll back
-    once, warm the KL up and decay both schedules."""
+    orders), roll back once, warm the KL up and decay both schedules."""
     cfg = tiny(tmp_path, steps=10, microbatches=2, self_imitation=0.25, self_imitation_search=3,
-               self_imitation_search_soft=True, mirror_images=True, colour_orders=True, ema=0.9, lr_final=0.3,
+               self_imitation_search_soft=True, mirror_images=True, colour_orders=True, ema=0.9,
+               lr_final=0.3,
                std_final=0.5, kl_warmup_steps=4, rollback_nats=1e-3, checkpoint_every=2,
                weight_decay=0.01, adam_clip=3.0, log_every=5, image_every=100)
     cfg.pool.backend, cfg.pool.chunk = backend, 3
