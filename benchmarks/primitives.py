@@ -86,7 +86,8 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
     s = rep["scores"]
     u = rep.get("scores_unseen", {})
     out = {"seed": cfg.seed, "iou": s["iou"], "iou_sphere_floor": s["iou_sphere_floor"],
-           "psnr": s["psnr"], "chamfer": s["chamfer"], "rot_err_deg": s["rot_err_deg"],
+           "iou_turned": s["iou_turned"], "psnr": s["psnr"], "chamfer": s["chamfer"],
+           "rot_err_deg": s["rot_err_deg"],
            "rot_err_aligned_deg": s["rot_err_aligned_deg"],
            "rot_err_mesh_deg": s.get("rot_err_mesh_deg"), "kind_read": s.get("kind_read"),
            "iou_unseen": u.get("iou"),
@@ -95,9 +96,9 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
            "steps": s["steps"], "stopped_by": rep["budget"]["stopped_by"],
            "per_kind": s["per_kind"], "per_kind_unseen": u.get("per_kind"),
            "iou_vs_time": rep.get("iou_vs_time")}
-    cols = ["seed", "iou", "iou_sphere_floor", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg",
-            "rot_err_mesh_deg", "kind_read", "iou_unseen", "iou_unseen_floor", "iou_seen_area_matched",
-            "wall_s", "steps", "stopped_by"]
+    cols = ["seed", "iou", "iou_sphere_floor", "iou_turned", "psnr", "chamfer", "rot_err_deg",
+            "rot_err_aligned_deg", "rot_err_mesh_deg", "kind_read", "iou_unseen", "iou_unseen_floor",
+            "iou_seen_area_matched", "wall_s", "steps", "stopped_by"]
     if "scores_refined" in rep:
         f = rep["scores_refined"]
         out.update(iou_refined=f["iou"], psnr_refined=f["psnr"], chamfer_refined=f["chamfer"],

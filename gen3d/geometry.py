@@ -591,3 +591,17 @@ ACTION_SLICES = {
     "colours": slice(N_RAYS + 6, N_RAYS + 6 + 3 * N_RAYS),
 }
 ACTION_DIM = N_RAYS + 6 + 3 * N_RAYS
+
+
+def vertical_turn(degrees: float) -> np.ndarray:
+    """The rotation (3, 3) by ``degrees`` about the camera's vertical (y) axis."""
+    return axis_angle_to_matrix(np.array([0.0, np.radians(degrees), 0.0]))
+
+
+def turn_actions(actions: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Actions (B, ACTION_DIM) with each mesh turned by ``turn`` (3, 3) about its own centre:
+    its rotation becomes ``turn`` after its own, all else the same."""
+    out = np.array(actions, np.float32)
+    rot = axis_angle_to_matrix(out[:, ACTION_SLICES["rotation"]])
+    out[:, ACTION_SLICES["rotation"]] = matrix_to_axis_angle(np.asarray(turn) @ rot)
+    return out

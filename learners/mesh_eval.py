@@ -104,6 +104,29 @@ def chamfers(actions: np.ndarray, data: MeshImages, camera: geo.Camera, n_points
     return np.array(out)
 
 
+def truth_turned(renderer: MeshRenderer, data: MeshImages, n: int | None = None,
+                 degrees: float = 90.0, mask: bool = False) -> Render:
+    """Renders of the first ``n`` (all) true objects turned by ``degrees`` about the vertical
+    axis through their centres."""
+    r = geo.vertical_turn(degrees)
+    meshes, colours = [], []
+    for i in range(len(data) if n is None else n):
+        m, t = data.mesh(i), data.translation[i]
+        meshes.append(m.transformed(translation=-t).transformed(r, t))
+        colours.append(data.colours[i][:m.n_sides])
+    return renderer.render_meshes(meshes, colours, mask=mask)
+
+
+def turned_iou(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages,
+               degrees: float = 90.0) -> np.ndarray:
+    """Per-image silhouette IoU of the inferred meshes and the true objects, both turned by
+    ``degrees`` about the vertical axis through their centres: the side that one view does
+    not show."""
+    turned = geo.turn_actions(actions, geo.vertical_turn(degrees))
+    seen = renderer.render_rays(**spaces.unpack(turned), mask=True).mask
+    return iou(seen, truth_turned(renderer, data, degrees=degrees, mask=True).mask)
+
+
 def rotation_errors(actions: np.ndarray, data: MeshImages) -> tuple[np.ndarray, np.ndarray]:
     """Per-image geodesic angle (degrees) between the inferred and the true rotation, modulo
     the true shape's symmetry (``gen3d.symmetry``), as inferred and after the one change of
@@ -162,7 +185,8 @@ def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera:
     (median) and ``kind_read`` (the fraction read right)."""
     out = renderer.render_rays(**spaces.unpack(actions), mask=True)
     rot, rot_aligned = rotation_errors(actions, data)
-    per_image = {"iou": iou(out.mask, data.masks), "psnr": psnr(out.rgb, data.images),
+    per_image = {"iou": iou(out.mask, data.masks), "iou_turned": turned_iou(renderer, actions, data),
+                 "psnr": psnr(out.rgb, data.images),
                  "chamfer": chamfers(actions, data, camera, n_points, np.random.default_rng(seed)),
                  "rot_err_deg": rot, "rot_err_aligned_deg": rot_aligned}
     if pose_kinds:

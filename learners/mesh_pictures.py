@@ -12,34 +12,14 @@ from envs import spaces
 from envs.renderer import MeshRenderer
 from gen3d import geometry as geo
 from gen3d.data.mesh_images import MeshImages
+from learners.mesh_eval import truth_turned
 from learners.runlog import RunLog, image_grid
 
-ROTATION = geo.ACTION_SLICES["rotation"]
-
-
-def turn_y(degrees: float) -> np.ndarray:
-    """The world rotation by ``degrees`` about the vertical (y) axis."""
-    return geo.axis_angle_to_matrix([0.0, np.radians(degrees), 0.0])
 
 
 def turned(actions: np.ndarray, degrees: float = 90.0) -> np.ndarray:
     """The same meshes turned by ``degrees`` about the vertical axis through their centres."""
-    out = np.array(actions, np.float32, copy=True)
-    r = turn_y(degrees) @ geo.axis_angle_to_matrix(out[:, ROTATION])
-    out[:, ROTATION] = geo.matrix_to_axis_angle(r)
-    return out
-
-
-def truth_turned(renderer: MeshRenderer, data: MeshImages, n: int, degrees: float = 90.0) -> np.ndarray:
-    """Renders (n,H,W,3) of the first n true objects turned by ``degrees`` about the vertical
-    axis through their centres."""
-    r = turn_y(degrees)
-    meshes, colours = [], []
-    for i in range(n):
-        m, t = data.mesh(i), data.translation[i]
-        meshes.append(m.transformed(translation=-t).transformed(r, t))
-        colours.append(data.colours[i][:m.n_sides])
-    return renderer.render_meshes(meshes, colours).rgb
+    return geo.turn_actions(actions, geo.vertical_turn(degrees))
 
 
 def grid(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, n: int,
@@ -50,7 +30,7 @@ def grid(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, n: int,
     a = actions[:n]
     rows = [data.images[:n], renderer.render_rays(**spaces.unpack(a)).rgb,
             renderer.render_rays(**spaces.unpack(turned(a, degrees))).rgb,
-            truth_turned(renderer, data, n, degrees)]
+            truth_turned(renderer, data, n, degrees).rgb]
     return image_grid(np.concatenate(rows), n)
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gen3d import geometry as geo
+from gen3d.geometry import Lights
 from gen3d.estimators import Batch, Estimator
 from gen3d.image_symmetries import ImageSymmetries
 from gen3d.mesh_model import MeshModel, Samples
@@ -65,25 +67,59 @@ def env_spec(cfg: Any) -> EnvSpec:
                            "sigma": cfg.train.sigma})
 
 
+UNLIT = Lights(directions=(), colours=(), ambient=(1.0, 1.0, 1.0))
+"""Ambient light alone, at full strength: a white mesh renders white wherever it covers."""
+
+
+def silhouette_spec(cfg: Any) -> EnvSpec:
+    """The second view's workers: the run's environment, unlit, so that white meshes render
+    as silhouettes."""
+    spec = env_spec(cfg)
+    return EnvSpec(kwargs={**spec.kwargs, "lights": UNLIT})
+
+
+def silhouette_images(masks: np.ndarray) -> np.ndarray:
+    """Masks (N,H,W) as white-on-black images (N,H,W,3) uint8: the silhouette targets."""
+    return np.repeat(np.asarray(masks, bool)[..., None], 3, -1).astype(np.uint8) * 255
+
+
+def silhouette_actions(actions: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Actions (B, A) turned by ``turn`` about each mesh's centre and coloured white."""
+    out = geo.turn_actions(actions, turn)
+    out[:, geo.ACTION_SLICES["colours"]] = 1.0
+    return out
+
+
 class RewardSource:
     """Where a step's rewards come from: ``pool`` renders black-box rewards (None when the
     estimator requires none: no workers then), ``oracle`` soft-rasterises (None when it
-    requires no soft rewards)."""
+    requires no soft rewards). With a ``view_pool`` each black-box reward also counts a second
+    view (``data.second_view``): the mesh turned by ``turn`` (3, 3) about its centre, drawn as
+    a white silhouette, against the view's silhouette; the reward is the sum of the two
+    views' log-likelihoods."""
 
-    def __init__(self, pool: Any = None, oracle: Oracle | None = None):
+    def __init__(self, pool: Any = None, oracle: Oracle | None = None, view_pool: Any = None,
+                 turn: np.ndarray | None = None):
         self.pool, self.oracle = pool, oracle
+        self.view_pool, self.turn = view_pool, turn
 
     @classmethod
-    def for_run(cls, cfg: Any, est: Estimator, model: MeshModel, targets: np.ndarray) -> RewardSource:
+    def for_run(cls, cfg: Any, est: Estimator, model: MeshModel, images: np.ndarray,
+                view_masks: np.ndarray | None = None) -> RewardSource:
         """The sources ``est`` requires for run config ``cfg`` (Ray started when it renders
-        in Ray workers); ``targets`` are the training images the pool scores against."""
+        in Ray workers); ``images`` are the training images the pool scores against, and
+        ``view_masks`` their second views' silhouettes (``data.second_view``), if any."""
         oracle = make_oracle(cfg, model, est=est) if "soft_reward" in est.requires else None
-        pool = None
+        pool = view_pool = turn = None
         if "reward" in est.requires:
             if cfg.pool.backend == "ray":
                 cluster.start(cfg.ray)
-            pool = make_pool(env_spec(cfg), cfg.pool, targets=targets)
-        return cls(pool, oracle)
+            pool = make_pool(env_spec(cfg), cfg.pool, targets=images)
+            if view_masks is not None:
+                view_pool = make_pool(silhouette_spec(cfg), cfg.pool,
+                                      targets=silhouette_images(view_masks))
+                turn = geo.vertical_turn(cfg.data.second_view)
+        return cls(pool, oracle, view_pool, turn)
 
     def submit(self, s: Samples, idx: np.ndarray) -> Any:
         """Send the samples of images ``idx`` (b,) to render; returns the ticket."""
@@ -94,25 +130,35 @@ class RewardSource:
         if self.pool is None:
             return None
         flat = actions.reshape(-1, actions.shape[-1]).cpu().numpy()
-        return self.pool.submit(flat, target_idx=np.repeat(idx, actions.shape[1]))
+        target = np.repeat(idx, actions.shape[1])
+        ticket = self.pool.submit(flat, target_idx=target)
+        if self.view_pool is None:
+            return ticket
+        return ticket, self.view_pool.submit(silhouette_actions(flat, self.turn), target_idx=target)
 
     def collect(self, ticket: Any, like: Tensor) -> tuple[Tensor | None, float]:
         """The (b, K) black-box rewards of ``ticket`` (shaped and placed like ``like``) and the
         seconds spent waiting for them; (None, 0) without a pool."""
         if ticket is None:
             return None, 0.0
-        res = self.pool.collect(ticket)
-        r = torch.as_tensor(res.rewards, dtype=torch.float32, device=like.device)
-        return r.reshape(like.shape), res.wait_s
+        tickets = ticket if self.view_pool is not None else (ticket,)
+        results = [p.collect(t) for p, t in zip((self.pool, self.view_pool), tickets)]
+        rewards = sum(np.asarray(res.rewards, np.float64) for res in results)
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=like.device)
+        return r.reshape(like.shape), sum(res.wait_s for res in results)
 
     @property
     def stats(self) -> dict[str, float]:
         """The pool's counters (a flat dict of numbers); empty without a pool."""
-        return dict(self.pool.stats) if self.pool is not None else {}
+        out = dict(self.pool.stats) if self.pool is not None else {}
+        if self.view_pool is not None:
+            out.update({f"view/{k}": v for k, v in self.view_pool.stats.items()})
+        return out
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
+        for p in (self.pool, self.view_pool):
+            if p is not None:
+                p.close()
 
 
 @dataclass

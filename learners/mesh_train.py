@@ -340,6 +340,10 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
             if getattr(cfg.train, name) and "soft_reward" in est.requires:
                 raise ValueError(f"train.{name}: estimator {est.name!r} takes soft rewards, "
                                  f"rendered in the image's own frame; set train.{name}: false")
+        if cfg.data.second_view and est.requires != {"reward"}:
+            raise ValueError(f"data.second_view: its silhouettes are rendered in the GL pool, "
+                             f"and estimator {est.name!r} takes soft rewards of the first view "
+                             f"alone; use a black-box estimator or set data.second_view: 0")
         if cfg.train.self_imitation_search and "reward" not in est.requires:
             raise ValueError(f"train.self_imitation_search: its steps are rendered in the GL "
                              f"pool, which estimator {est.name!r} does not use; set it to 0")
@@ -387,7 +391,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         sk.track(model=model, opt=opt, estimator=est, est_opt=est_opt, gen=gen, rng=rng,
                  replay=replay, average=average, rollback=rollback)
         st = sk.restore(optional=("replay", "average", "rollback"))
-        source = RewardSource.for_run(cfg, est, model, train.images)
+        source = RewardSource.for_run(cfg, est, model, train.images, train.view_masks)
     except BaseException:
         local.release()
         raise

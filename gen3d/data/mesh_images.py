@@ -63,6 +63,12 @@ class MeshImageConfig:
     the corners cut where no ray meets them, so the mesh model can represent every image
     exactly (the ray mesh through an exact primitive's surface scores IoU 0.89 against it,
     benchmarks/RESULTS.md)."""
+    second_view: NonNegFloat = 0.0
+    """Degrees of a known turn about the vertical axis (the camera's y) of each object about
+    its centre: each object is also rendered so turned (``MeshImages.views`` and
+    ``view_masks``), a second view whose silhouette's likelihood the learner adds to the
+    image's (``learners.mesh_step``). The network still infers from one image, and held-out
+    scores use the first view only. 0: one view."""
     seed: NonNegInt = 0
     """Seed of the whole set (the split is part of it)."""
     cache_dir: NonEmptyStr = "data_cache"
@@ -78,6 +84,8 @@ class MeshImageConfig:
             raise ValueError(f"scale: need 0 < low <= high, got {self.scale}")
         if self.mesh not in ("exact", "rays"):
             raise ValueError(f"mesh: {self.mesh!r} is not one of 'exact', 'rays'")
+        if not 0 <= self.second_view <= 180:
+            raise ValueError(f"second_view: need a turn of 0 (none) to 180 degrees, got {self.second_view}")
         if not 0 <= self.translation <= geo.MAX_TRANSLATION:  # the renderer's bounds
             raise ValueError(f"translation: need 0 <= translation <= {geo.MAX_TRANSLATION:g}, got "
                              f"{self.translation}")
@@ -112,6 +120,8 @@ class MeshImages:
     colours: np.ndarray     # (N, max_sides, 3) per-side colours
     kinds: list[str]
     on_rays: bool = False   # objects sampled on the model's rays (``MeshImageConfig.mesh``)
+    views: np.ndarray | None = None  # (N,H,W,3) uint8: each object turned by ``second_view``
+    view_masks: np.ndarray | None = None  # (N,H,W) bool: the views' silhouettes
 
     def __len__(self) -> int:
         return len(self.images)
@@ -150,36 +160,53 @@ def generate(cfg: MeshImageConfig, render: RenderFn) -> tuple[MeshImages, MeshIm
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n_train + cfg.n_test
     s = sample_scenes(cfg, n, rng)
+    s["images"], s["masks"] = _render_all(cfg, s, render, None)
+    if cfg.second_view:
+        s["views"], s["view_masks"] = _render_all(cfg, s, render, geo.vertical_turn(cfg.second_view))
+    data = MeshImages(**s, kinds=list(cfg.kinds), on_rays=cfg.mesh == "rays")
+    return data.subset(slice(0, cfg.n_train)), data.subset(slice(cfg.n_train, n))
+
+
+def _render_all(cfg: MeshImageConfig, s: dict, render: RenderFn,
+                turn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks of the scenes ``s``, each object turned by ``turn`` about its centre
+    (after its own rotation) when one is given."""
     rays = cfg.mesh == "rays"
     meshes = [geo.primitive(k) for k in cfg.kinds]
     rgb, mask = [], []
-    for lo in range(0, n, 256):
-        hi = min(n, lo + 256)
+    for lo in range(0, len(s["kind"]), 256):
+        hi = min(len(s["kind"]), lo + 256)
         cols = [s["colours"][i][: meshes[s["kind"][i]].n_sides] for i in range(lo, hi)]
         if rays:  # posed before sampling: the rays are fixed in the camera frame
             ms = [_posed(cfg.kinds[s["kind"][i]], s["rotation"][i], float(s["scale"][i]), True)
                   for i in range(lo, hi)]
-            a, b = render(ms, cols, None, s["translation"][lo:hi], None)
+            rot = None if turn is None else np.broadcast_to(turn, (hi - lo, 3, 3))
+            a, b = render(ms, cols, rot, s["translation"][lo:hi], None)
         else:
             ms = [meshes[k] for k in s["kind"][lo:hi]]
-            a, b = render(ms, cols, s["rotation"][lo:hi], s["translation"][lo:hi], s["scale"][lo:hi])
+            rot = s["rotation"][lo:hi] if turn is None else turn @ s["rotation"][lo:hi]
+            a, b = render(ms, cols, rot, s["translation"][lo:hi], s["scale"][lo:hi])
         rgb.append(a)
         mask.append(b)
-    s["images"], s["masks"] = np.concatenate(rgb), np.concatenate(mask)
-    data = MeshImages(**s, kinds=list(cfg.kinds), on_rays=rays)
-    return data.subset(slice(0, cfg.n_train)), data.subset(slice(cfg.n_train, n))
+    return np.concatenate(rgb), np.concatenate(mask)
 
 
 def cache_path(cfg: MeshImageConfig) -> Path:
     d = asdict(cfg)
     d.pop("cache_dir")
-    if d["mesh"] == "exact":  # keeps the keys of sets cached before the option existed
+    if d["mesh"] == "exact":  # keeps the keys of sets cached before the options existed
         d.pop("mesh")
+    if not d["second_view"]:
+        d.pop("second_view")
     key = hashlib.sha1(json.dumps([CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir) / f"mesh_images_{key}.npz"
 
 
 FIELDS = ("images", "masks", "kind", "rotation", "translation", "scale", "colours")
+
+
+def _fields(cfg: MeshImageConfig) -> tuple[str, ...]:
+    return FIELDS + (("views", "view_masks") if cfg.second_view else ())
 
 
 def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImages, MeshImages]:
@@ -204,7 +231,7 @@ def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImag
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(tmp, **{k: np.concatenate([getattr(train, k), getattr(test, k)])
-                                    for k in FIELDS})
+                                    for k in _fields(cfg)})
         tmp.replace(path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -218,12 +245,14 @@ def load(cfg: MeshImageConfig, render: RenderFn | None = None) -> tuple[MeshImag
 def _read_cache(path: Path, cfg: MeshImageConfig) -> MeshImages:
     """The whole cached set, checked to hold what ``cfg`` asks for (else a ValueError)."""
     with np.load(path, allow_pickle=False) as z:
-        missing = sorted(set(FIELDS) - set(z.files))
+        missing = sorted(set(_fields(cfg)) - set(z.files))
         if missing:
             raise ValueError(f"no {missing} in it")
-        data = {k: z[k] for k in FIELDS}
+        data = {k: z[k] for k in _fields(cfg)}
     n, s = cfg.n_train + cfg.n_test, cfg.size
     want = {"images": (n, s, s, 3), "masks": (n, s, s), "kind": (n,), "scale": (n,)}
+    if cfg.second_view:
+        want["views"], want["view_masks"] = (n, s, s, 3), (n, s, s)
     for k, shape in want.items():
         if data[k].shape != shape:
             raise ValueError(f"{k} of shape {data[k].shape}, expected {shape}")
