@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         task, cfg = load(a.config, a.overrides)
         if not isinstance(cfg, MeshRunConfig):
             raise ConfigError(f"{a.config}: diagnostics need a mesh config (task: mesh)")
+        if cfg.data.second_view:
+            raise ConfigError("data.second_view: diagnostics measure gradients of the image's "
+                              "likelihood alone; set data.second_view: 0")
         names = [n.strip() for n in a.estimators.split(",") if n.strip()]
         unknown = sorted(set(names) - set(estimators.available()))
         if unknown:

@@ -95,13 +95,13 @@ class RewardSource:
     estimator requires none: no workers then), ``oracle`` soft-rasterises (None when it
     requires no soft rewards). With a ``view_pool`` each black-box reward also counts a second
     view (``data.second_view``): the mesh turned by ``turn`` (3, 3) about its centre, drawn as
-    a white silhouette, against the view's silhouette; the reward is the sum of the two
-    views' log-likelihoods."""
+    a white silhouette, against the view's silhouette; the reward is the image's
+    log-likelihood plus ``view_weight`` times the silhouette's."""
 
     def __init__(self, pool: Any = None, oracle: Oracle | None = None, view_pool: Any = None,
-                 turn: np.ndarray | None = None):
+                 turn: np.ndarray | None = None, view_weight: float = 1.0):
         self.pool, self.oracle = pool, oracle
-        self.view_pool, self.turn = view_pool, turn
+        self.view_pool, self.turn, self.view_weight = view_pool, turn, view_weight
 
     @classmethod
     def for_run(cls, cfg: Any, est: Estimator, model: MeshModel, images: np.ndarray,
@@ -119,7 +119,7 @@ class RewardSource:
                 view_pool = make_pool(silhouette_spec(cfg), cfg.pool,
                                       targets=silhouette_images(view_masks))
                 turn = geo.vertical_turn(cfg.data.second_view)
-        return cls(pool, oracle, view_pool, turn)
+        return cls(pool, oracle, view_pool, turn, cfg.train.second_view_weight)
 
     def submit(self, s: Samples, idx: np.ndarray) -> Any:
         """Send the samples of images ``idx`` (b,) to render; returns the ticket."""
@@ -143,7 +143,8 @@ class RewardSource:
             return None, 0.0
         tickets = ticket if self.view_pool is not None else (ticket,)
         results = [p.collect(t) for p, t in zip((self.pool, self.view_pool), tickets)]
-        rewards = sum(np.asarray(res.rewards, np.float64) for res in results)
+        rewards = sum(w * np.asarray(res.rewards, np.float64)
+                      for w, res in zip((1.0, self.view_weight), results))
         r = torch.as_tensor(rewards, dtype=torch.float32, device=like.device)
         return r.reshape(like.shape), sum(res.wait_s for res in results)
 

@@ -145,6 +145,9 @@ class MeshTrainConfig:
     (``gen3d.image_symmetries``: under grey lights a swap of the channels is a swap of the
     albedos'), mapped back as ``mirror_images`` does; with it too, 24 frames in all. GL rewards
     only."""
+    second_view_weight: NonNegFloat = 1.0
+    """Weight of the second view's silhouette log-likelihood in each GL reward, beside the
+    image's (``data.second_view``; unused without it)."""
     soft_mean: NonNegFloat = 0.0
     """Weight of a pathwise term beside the estimator (0: off): the soft rasteriser's
     log-likelihood of each image's mean mesh, differentiated through the soft render

@@ -124,3 +124,6 @@ def test_diagnose_cli_refuses_unknown_estimators(tmp_path, capsys):
     assert "unknown ['bogus']" in capsys.readouterr().err
     assert main(["--config", str(p), "--checkpoint", "nope.pt", "--std-scale", "0"]) == 2
     assert "--std-scale must be > 0" in capsys.readouterr().err
+    p.write_text("task: mesh\ndata:\n  second_view: 90\n")
+    assert main(["--config", str(p), "--checkpoint", "nope.pt"]) == 2
+    assert "data.second_view: diagnostics measure" in capsys.readouterr().err

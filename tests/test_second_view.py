@@ -64,7 +64,7 @@ def test_a_turned_action_renders_the_mesh_turned_about_its_own_centre():
     assert (np.abs(got.astype(int) - before.astype(int)).max(-1) > 2).mean() > 0.05
 
 
-def test_the_pools_reward_is_the_images_likelihood_plus_the_turned_silhouettes():
+def test_the_pools_reward_is_the_images_likelihood_plus_the_turned_silhouettes_weighted():
     from learners.mesh_step import RewardSource, silhouette_images
     from workers.pool import PoolConfig, make_pool
     from workers.worker import EnvSpec
@@ -79,7 +79,7 @@ def test_the_pools_reward_is_the_images_likelihood_plus_the_turned_silhouettes()
     spec = EnvSpec(kwargs={"width": size, "height": size, "sigma": sigma})
     unlit = EnvSpec(kwargs={**spec.kwargs, "lights": geo.Lights((), (), (1.0, 1.0, 1.0))})
     source = RewardSource(make_pool(spec, cfg, targets=images), None,
-                          make_pool(unlit, cfg, targets=silhouette_images(view_masks)), turn)
+                          make_pool(unlit, cfg, targets=silhouette_images(view_masks)), turn, 0.5)
     idx, k = np.array([3, 0, 3]), 4
     b = len(idx) * k
     lengths = np.clip(0.7 + 0.1 * rng.standard_normal((b, geo.N_RAYS)), 0.2, 1.2)
@@ -98,7 +98,8 @@ def test_the_pools_reward_is_the_images_likelihood_plus_the_turned_silhouettes()
     second = r.render_rays(**parts, mask=True).mask  # lit and coloured: only its mask is used
     target = np.repeat(idx, k)
     want = (spaces.gaussian_loglik(images[target], first, sigma)
-            + spaces.gaussian_loglik(silhouette_images(view_masks[target]), silhouette_images(second), sigma))
+            + 0.5 * spaces.gaussian_loglik(silhouette_images(view_masks[target]), silhouette_images(second),
+                                           sigma))
     np.testing.assert_allclose(got.numpy().ravel(), want, rtol=1e-5, atol=0.5)
 
 
