@@ -11,6 +11,7 @@ step's parameters (exactly on-policy).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from learners.pathwise import Oracle, make_oracle
 from learners.self_imitation import SelfImitation
 from learners.soft_mean import SoftMean
 from workers import cluster
-from workers.pool import make_pool
+from workers import placement
+from workers.pool import PoolConfig, WorkerError, make_pool
 from workers.worker import EnvSpec
 
 
@@ -69,6 +71,19 @@ def env_spec(cfg: Any) -> EnvSpec:
 
 UNLIT = Lights(directions=(), colours=(), ambient=(1.0, 1.0, 1.0))
 """Ambient light alone, at full strength: a white mesh renders white wherever it covers."""
+
+
+def shared_pool_config(pc: PoolConfig, pools: int) -> PoolConfig:
+    """``pc`` for each of ``pools`` Ray pools that share the cluster (``placement.shared_size``;
+    a local pool is returned as it is); a cluster too small is a ``WorkerError``, at once."""
+    if pc.backend != "ray":
+        return pc
+    need = placement.worker_resources(pc.worker_cpus, pc.worker_gpus, pc.worker_resources)
+    try:
+        return dataclasses.replace(pc, workers=placement.shared_size(pc.workers, pools, need,
+                                                                      placement.alive_nodes()))
+    except placement.CapacityError as e:
+        raise WorkerError(str(e)) from None
 
 
 def silhouette_spec(cfg: Any) -> EnvSpec:
@@ -114,10 +129,10 @@ class RewardSource:
         if "reward" in est.requires:
             if cfg.pool.backend == "ray":
                 cluster.start(cfg.ray)
-            pool = make_pool(env_spec(cfg), cfg.pool, targets=images)
+            pc = cfg.pool if view_masks is None else shared_pool_config(cfg.pool, 2)
+            pool = make_pool(env_spec(cfg), pc, targets=images)
             if view_masks is not None:
-                view_pool = make_pool(silhouette_spec(cfg), cfg.pool,
-                                      targets=silhouette_images(view_masks))
+                view_pool = make_pool(silhouette_spec(cfg), pc, targets=silhouette_images(view_masks))
                 turn = geo.vertical_turn(cfg.data.second_view)
         return cls(pool, oracle, view_pool, turn, cfg.train.second_view_weight)
 

@@ -136,3 +136,34 @@ def test_a_second_view_with_soft_rewards_is_a_config_error(tmp_path, estimator):
     cfg.estimator.name = estimator
     with pytest.raises(ConfigError, match="data.second_view: its silhouettes"):
         make_estimator(cfg)
+
+
+def test_two_pools_share_the_cluster_or_say_at_once_that_it_is_too_small():
+    from workers.placement import CapacityError, Node, shared_size
+
+    nodes = [Node("a" * 16, "10.0.0.1", {"CPU": 2.0}), Node("b" * 16, "10.0.0.2", {"CPU": 3.0})]
+    half = {"CPU": 0.5}
+    assert shared_size("auto", 2, half, nodes) == 5  # 4 + 6 workers of half a CPU, in two
+    assert shared_size(5, 2, half, nodes) == 5
+    assert shared_size("auto", 2, {"CPU": 1.0}, nodes) == 2  # 2 + 3: one is left over
+    assert shared_size(7, 2, {}, nodes) == 7  # asking for nothing: any number fits
+    with pytest.raises(CapacityError, match=r"data.second_view adds one.*asked for 12 render workers"):
+        shared_size(6, 2, half, nodes)
+    with pytest.raises(CapacityError, match="can host 1"):
+        shared_size("auto", 2, {"CPU": 2.0}, nodes[1:])
+
+
+def test_a_run_whose_two_pools_do_not_fit_stops_at_once_naming_the_second_view(tmp_path):
+    import time
+
+    from learners.mesh_train import run
+    from tests.test_mesh_train import tiny
+    from workers.pool import WorkerError
+
+    cfg = tiny(tmp_path)
+    cfg.data.second_view = 90.0
+    cfg.pool.worker_cpus = 1.0  # 2 workers of 1 CPU fill the 2-CPU Ray: no room for 2 more
+    t0 = time.time()
+    with pytest.raises(WorkerError, match="data.second_view adds one"):
+        run(cfg)
+    assert time.time() - t0 < 30

@@ -85,6 +85,19 @@ def fleet_size(workers: int | str, need: dict[str, float], nodes: list[Node]) ->
     return int(workers)
 
 
+def shared_size(workers: int | str, pools: int, need: dict[str, float], nodes: list[Node]) -> int | str:
+    """The ``workers`` of each of ``pools`` pools that share the cluster: "auto" becomes an
+    equal share of what it can host, and a fixed count must fit ``pools`` times."""
+    can = hostable(need, nodes)
+    if math.isinf(can):
+        return workers
+    total = int(can) if workers == "auto" else pools * int(workers)
+    if total < pools or total > can:
+        raise CapacityError(f"pool: {pools} pools of render workers share the cluster "
+                            f"(data.second_view adds one); " + shortfall(max(total, pools), need, nodes))
+    return total // pools
+
+
 class CapacityError(RuntimeError):
     """The cluster cannot host the workers asked for."""
 
