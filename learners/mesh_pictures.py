@@ -16,7 +16,6 @@ from learners.mesh_eval import truth_turned
 from learners.runlog import RunLog, image_grid
 
 
-
 def turned(actions: np.ndarray, degrees: float = 90.0) -> np.ndarray:
     """The same meshes turned by ``degrees`` about the vertical axis through their centres."""
     return geo.turn_actions(actions, geo.vertical_turn(degrees))

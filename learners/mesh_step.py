@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from gen3d import geometry as geo
-from gen3d.geometry import Lights
 from gen3d.estimators import Batch, Estimator
 from gen3d.image_symmetries import ImageSymmetries
 from gen3d.mesh_model import MeshModel, Samples
@@ -69,7 +68,7 @@ def env_spec(cfg: Any) -> EnvSpec:
                            "sigma": cfg.train.sigma})
 
 
-UNLIT = Lights(directions=(), colours=(), ambient=(1.0, 1.0, 1.0))
+UNLIT = geo.Lights(directions=(), colours=(), ambient=(1.0, 1.0, 1.0))
 """Ambient light alone, at full strength: a white mesh renders white wherever it covers."""
 
 
