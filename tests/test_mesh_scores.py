@@ -103,9 +103,10 @@ def test_area_matched_mean_reweights_to_the_targets_areas():
 
 
 def test_unseen_kinds_must_be_outside_the_training_kinds():
-    cfg = mesh_images.MeshImageConfig()
+    cfg = mesh_images.MeshImageConfig(second_view=90.0)
     u = mesh_images.unseen_config(cfg, mesh_images.UNSEEN_KINDS, 10)
     assert u.kinds == list(mesh_images.UNSEEN_KINDS) and u.n_test == 10 and u.seed != cfg.seed
+    assert u.second_view == 0  # scored on one view: no second views rendered for it
     with pytest.raises(ValueError, match=r"\['cube'\] are also training kinds"):
         mesh_images.unseen_config(cfg, ["cube", "prism"], 10)
     with pytest.raises(ValueError, match="unknown"):

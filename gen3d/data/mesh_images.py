@@ -104,7 +104,8 @@ def unseen_config(cfg: MeshImageConfig, kinds, n: int) -> MeshImageConfig:
                          f"choose kinds outside {list(cfg.kinds)}")
     if n < 1:
         raise ValueError(f"unseen images: need n >= 1, got {n}")
-    return dataclasses.replace(cfg, kinds=list(kinds), n_train=n, n_test=n, seed=cfg.seed + 1)
+    return dataclasses.replace(cfg, kinds=list(kinds), n_train=n, n_test=n, seed=cfg.seed + 1,
+                               second_view=0.0)  # scored on one view: no training views
 
 
 @dataclass
