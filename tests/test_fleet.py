@@ -141,9 +141,14 @@ def _kill_mid_step(cluster, pool, node, n=192):
 
 
 def test_a_node_lost_with_room_elsewhere_restarts_its_worker_and_loses_nothing(nodes):
+    import ray
+
     cluster, names = nodes
     c = cluster.add_node(num_cpus=1, resources={"machine_c": 1})
     cluster.wait_for_nodes()
+    # the scheduler spreads over the nodes whose resources it already sees: under load a new
+    # node's can lag its registration, and SPREAD is best effort
+    _until(lambda: ray.available_resources().get("machine_c", 0) >= 1, 30)
     pool = _pool(3, cpus=1, delay=0.1, start_timeout_s=20)
     try:
         assert c.node_id in {s.info["node_id"] for s in pool.slots}  # spread: one on each
