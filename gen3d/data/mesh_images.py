@@ -68,7 +68,8 @@ class MeshImageConfig:
     its centre: each object is also rendered so turned (``MeshImages.views`` and
     ``view_masks``), a second view whose silhouette's likelihood the learner adds to the
     image's (``learners.mesh_step``). The network still infers from one image, and held-out
-    scores use the first view only. 0: one view."""
+    scores use the first view only. 0: one view. Its rewards swing more: a ``train.rollback_nats``
+    sized for one view rolls a run back again and again (raise it, or 0)."""
     seed: NonNegInt = 0
     """Seed of the whole set (the split is part of it)."""
     cache_dir: NonEmptyStr = "data_cache"
