@@ -24,6 +24,7 @@ from benchmarks.common import machine, table, write_json  # noqa: E402
 from envs import spaces  # noqa: E402
 from envs.renderer import MeshRenderer  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
+from gen3d import primitives as prim  # noqa: E402
 from gen3d.data import mesh_images  # noqa: E402
 from gen3d.mesh_model import MeshDecoder, MeshModelConfig  # noqa: E402
 from learners import mesh_eval  # noqa: E402
@@ -45,7 +46,7 @@ def vertex_colours(data) -> np.ndarray:
     out = []
     for i in range(len(data)):
         kind = data.kinds[data.kind[i]]
-        m = geo.primitive(kind).transformed(data.rotation[i], None, float(data.scale[i]))
+        m = prim.primitive(kind).transformed(data.rotation[i], None, float(data.scale[i]))
         _, face = geo.ray_hits(m.verts, m.faces, geo.ico_rays())
         out.append(data.colours[i][m.side_ids[np.maximum(face, 0)]])
     return np.stack(out).astype(np.float32)

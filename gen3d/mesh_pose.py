@@ -22,6 +22,7 @@ import functools
 import numpy as np
 
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d.symmetry import cube_group
 
 ROUND_KINDS = ("sphere",)
@@ -45,7 +46,7 @@ def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64) -> tupl
     """The rotations tried for ``kind`` (M, 3, 3) and the signatures (M, 162) of its template
     turned by each (one row for a round kind), as a ray mesh about the object's position holds
     it."""
-    mesh = geo.primitive(kind)
+    mesh = prim.primitive(kind)
     rots = turns(n, seed)[:1] if kind in ROUND_KINDS else turns(n, seed)
     rays, sigs = geo.ico_rays().astype(np.float64), []
     for lo in range(0, len(rots), chunk):

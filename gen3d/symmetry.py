@@ -4,7 +4,7 @@ The data colour each side of a primitive with a colour drawn at random per objec
 (``gen3d.data.mesh_images``), so a rotation that maps the shape onto itself, permuting its
 sides, yields an image that is just as likely: the true rotation ``R`` is observable only up to
 ``R @ S`` for ``S`` in the shape's own rotation group. The groups, in the object's frame
-(``geometry.primitive``):
+(``gen3d.primitives``):
 
 - cube, octahedron: the 24 rotations of the cube;
 - sphere: the same 24, through its eight coloured octants only (its shape says nothing);
@@ -42,7 +42,7 @@ def cube_group() -> np.ndarray:
 
 
 def dihedral_about_y(n: int) -> np.ndarray:
-    """The 2n rotations of a right n-gonal prism about y made by ``geometry._revolve``: n turns
+    """The 2n rotations of a right n-gonal prism about y made by ``gen3d.primitives._revolve``: n turns
     about y and the half turns about the horizontal axes through its corners (angle 2*pi*k/n,
     the corner at (cos a, 0, -sin a))."""
     a = 2 * np.pi * np.arange(n) / n

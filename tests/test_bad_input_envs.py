@@ -10,6 +10,7 @@ import envs
 from envs import mesh_env, spaces
 from envs.renderer import Lights, MeshRenderer, atlas_layout, largest_batch
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 
 GOOD = np.full((2, 162), 0.8, np.float32)
 NAN, INF = float("nan"), float("inf")
@@ -53,13 +54,13 @@ def test_render_rays_refuses_each_bad_value_by_name(renderer, kwargs, field):
 ])
 def test_render_meshes_refuses_far_off_or_non_finite_poses(renderer, kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}"):
-        renderer.render_meshes([geo.cube()], **kwargs)
+        renderer.render_meshes([prim.cube()], **kwargs)
 
 
 @pytest.mark.parametrize("meshes, words", [
     ([(np.full((3, 3), NAN), np.array([[0, 1, 2]]))], ["meshes[0] vertices", "NaN"]),
     ([(np.eye(3), np.array([[0.0, 1.0, 2.0]]))], ["meshes[0] faces", "integer"]),
-    ([geo.cube(), "cube"], ["meshes[1]", "Mesh"]),
+    ([prim.cube(), "cube"], ["meshes[1]", "Mesh"]),
     ([(np.eye(3) * 3, np.array([[0, 1, 2]]))], ["lengths", "reaches 3"]),
 ])
 def test_render_meshes_names_the_bad_mesh(renderer, meshes, words):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 
 
 def test_icosphere_has_162_unit_rays_and_320_outward_faces():
@@ -22,9 +23,9 @@ def _edges_closed(verts, faces):
     return (counts == 2).all()
 
 
-@pytest.mark.parametrize("name", sorted(geo.PRIMITIVES))
+@pytest.mark.parametrize("name", sorted(prim.PRIMITIVES))
 def test_primitives_are_closed_outward_and_unit_sized(name):
-    m = geo.primitive(name)
+    m = prim.primitive(name)
     tri = m.verts[m.faces].astype(np.float64)
     vol = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
     assert vol > 0, "faces must be counter-clockwise seen from outside"
@@ -37,8 +38,8 @@ def test_cube_volume_and_sphere_volume_match_analytic():
     def volume(m):
         tri = m.verts[m.faces].astype(np.float64)
         return np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
-    assert volume(geo.cube(1.0)) == pytest.approx(1.0, rel=1e-6)
-    assert volume(geo.sphere(0.5, 4)) == pytest.approx(4 / 3 * np.pi * 0.125, rel=0.01)
+    assert volume(prim.cube(1.0)) == pytest.approx(1.0, rel=1e-6)
+    assert volume(prim.sphere(0.5, 4)) == pytest.approx(4 / 3 * np.pi * 0.125, rel=0.01)
 
 
 def test_rotation_conversions_round_trip():
@@ -71,7 +72,7 @@ def test_ray_lengths_recover_a_star_shaped_mesh():
     v = geo.ray_mesh(lengths)
     np.testing.assert_allclose(geo.ray_lengths_of_mesh(v, geo.ico_faces()), lengths, rtol=1e-5)
     # a cube of edge 1: the ray along +x hits the face at 0.5
-    c = geo.cube()
+    c = prim.cube()
     got = geo.ray_lengths_of_mesh(c.verts, c.faces)
     rays = geo.ico_rays()
     np.testing.assert_allclose(got, 0.5 / np.abs(rays).max(1), rtol=1e-5)
@@ -83,14 +84,14 @@ def test_on_rays_is_exact_for_a_ray_mesh_and_keeps_the_sides_of_a_cube():
     np.testing.assert_allclose(np.linalg.norm(m.verts, axis=1), lengths, rtol=1e-5)
     np.testing.assert_array_equal(m.faces, geo.ico_faces())
     # each face of the sampled cube takes the side its centre's ray meets: the dominant axis
-    c = geo.on_rays(geo.cube())
+    c = geo.on_rays(prim.cube())
     centres = c.verts[c.faces].mean(1)
     axis = np.abs(centres).argmax(1)
     sign = centres[np.arange(len(centres)), axis] < 0
     np.testing.assert_array_equal(c.side_ids, 2 * axis + sign)
     assert c.n_sides == 6
     with pytest.raises(ValueError, match="enclose the origin"):
-        geo.on_rays(geo.cube().transformed(translation=(2.0, 0.0, 0.0)))
+        geo.on_rays(prim.cube().transformed(translation=(2.0, 0.0, 0.0)))
 
 
 def test_spherical_harmonics_are_orthonormal():

@@ -8,6 +8,7 @@ import torch
 
 from envs import spaces
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d.mesh_model import MeshDecoder, MeshModelConfig, ball_rotation
 
 
@@ -113,7 +114,7 @@ def test_the_mirror_basis_holds_every_kind_upright_and_no_kind_tilted():
     np.testing.assert_allclose(gram / gram[0, 0], np.eye(16), atol=1e-4)
     tilt = geo.axis_angle_to_matrix(np.array([0.5, 0.0, 0.3]))
     for kind in ("cube", "cylinder", "cone", "pyramid"):
-        m = geo.primitive(kind)
+        m = prim.primitive(kind)
         upright = np.log(geo.ray_hits(m.verts, m.faces, rays)[0])
         assert _fit_residual(mirror, upright) < _fit_residual(full, upright) + 1e-5
         tilted = np.log(geo.ray_hits(m.verts @ tilt.T, m.faces, rays)[0])

@@ -4,6 +4,7 @@ known kind, rotation, scale and position."""
 import numpy as np
 
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d import mesh_pose, symmetry
 
 KINDS = ["cube", "sphere", "cylinder", "cone", "pyramid"]
@@ -14,8 +15,8 @@ def _ray_meshes(kind: str, rotations: np.ndarray, rng) -> np.ndarray:
     """Lengths (N, 162) of the posed object as the mesh model would hold it: on the rays from
     its position, at a random scale."""
     rays = geo.ico_rays()
-    return np.stack([geo.ray_hits(geo.primitive(kind).transformed(r, None, rng.uniform(1.0, 1.5)).verts,
-                                  geo.primitive(kind).faces, rays)[0] for r in rotations])
+    return np.stack([geo.ray_hits(prim.primitive(kind).transformed(r, None, rng.uniform(1.0, 1.5)).verts,
+                                  prim.primitive(kind).faces, rays)[0] for r in rotations])
 
 
 def test_a_turn_in_the_table_is_read_back_exactly_whatever_the_scale_and_position():

@@ -6,11 +6,12 @@ import numpy as np
 
 from benchmarks.pose_sweep import best_rotations
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d import symmetry
 
 
 def _scene(kind: str, rotations: np.ndarray):
-    m = geo.primitive(kind)
+    m = prim.primitive(kind)
     lengths = np.repeat(geo.ray_lengths_of_mesh(m.verts, m.faces)[None], len(rotations), 0).astype(np.float32)
     rays = geo.ico_rays()
     colours = np.repeat((0.5 + 0.4 * np.sign(rays))[None].astype(np.float32), len(rotations), 0)  # sides

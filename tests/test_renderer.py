@@ -8,6 +8,7 @@ import pytest
 
 from envs.renderer import Lights, MeshRenderer
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 
 SIDE_COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], np.float32)
 
@@ -17,7 +18,7 @@ def test_sphere_silhouette_matches_the_projected_disc():
     r = MeshRenderer(128, 128, max_batch=1, camera=cam)
     try:
         for radius in (0.5, 0.9):
-            mask = r.render_meshes([geo.sphere(radius, 4)], mask=True).mask[0]
+            mask = r.render_meshes([prim.sphere(radius, 4)], mask=True).mask[0]
             d = np.linalg.norm(cam.eye)
             rho = np.tan(np.arcsin(radius / d)) / np.tan(np.radians(cam.fov_y_deg / 2)) * 64
             assert mask.sum() == pytest.approx(np.pi * rho**2, rel=0.02)
@@ -35,7 +36,7 @@ def test_sphere_silhouette_matches_the_projected_disc():
 def test_cube_shows_the_expected_side_and_depth(aa, side):
     r = MeshRenderer(65, 65, max_batch=1)  # odd size: pixel (32, 32) is the optical axis
     try:
-        out = r.render_meshes([geo.cube()], [SIDE_COLOURS], rotation=np.array([aa], np.float32),
+        out = r.render_meshes([prim.cube()], [SIDE_COLOURS], rotation=np.array([aa], np.float32),
                               depth=True, mask=True, as_float=True)
         px = out.rgb[0, 32, 32]
         # white lights: the pixel is the side's albedo times a grey shade
@@ -49,7 +50,7 @@ def test_cube_shows_the_expected_side_and_depth(aa, side):
 def test_depth_at_centre_is_distance_to_nearest_point_of_a_turned_cube():
     r = MeshRenderer(65, 65, max_batch=1)
     try:
-        out = r.render_meshes([geo.cube()], rotation=np.array([[0, np.pi / 4, 0]], np.float32), depth=True)
+        out = r.render_meshes([prim.cube()], rotation=np.array([[0, np.pi / 4, 0]], np.float32), depth=True)
         assert out.depth[0, 32, 32] == pytest.approx(4.0 - 0.5 * np.sqrt(2), abs=2e-3)
     finally:
         r.release()
@@ -140,12 +141,12 @@ def test_memory_does_not_grow_with_calls(renderer):
     L, R, T, C = _random_batch(np.random.default_rng(5), 64)
     for _ in range(30):
         renderer.render_rays(L, R, T, C, depth=True, mask=True)
-        renderer.render_meshes([geo.cube()] * 8)
+        renderer.render_meshes([prim.cube()] * 8)
     gc.collect()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(300):
         renderer.render_rays(L, R, T, C, depth=True, mask=True)
-        renderer.render_meshes([geo.cube()] * 8)
+        renderer.render_meshes([prim.cube()] * 8)
     gc.collect()
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 8, f"resident memory grew by {grown_mb:.1f} MB over 300 calls"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d import symmetry as sym
 
 
@@ -19,7 +20,7 @@ def same_point_set(a, b, tol=1e-5):
 @pytest.mark.parametrize("kind", ["cube", "octahedron", "pyramid", "prism"])
 def test_every_element_of_a_finite_group_maps_the_shape_onto_itself(kind):
     g = sym.SYMMETRIES[kind].finite
-    m = geo.primitive(kind)
+    m = prim.primitive(kind)
     np.testing.assert_allclose(g @ np.swapaxes(g, 1, 2), np.broadcast_to(np.eye(3), g.shape), atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(g), 1, atol=1e-12)
     assert len({tuple(np.round(x, 6).ravel()) for x in g}) == len(g)  # no duplicates

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 import numpy as np
 
 from gen3d import geometry as geo
+from gen3d import primitives as prim
 from gen3d.fields import AtLeast, NonEmptyStr, NonNegFloat, NonNegInt, PosFloat, PosInt
 
 CACHE_VERSION = 1
@@ -44,7 +45,7 @@ PALETTE = np.array([
 @dataclass
 class MeshImageConfig:
     kinds: list[str] = field(default_factory=lambda: ["cube", "sphere", "cylinder", "cone", "pyramid"])
-    """Primitive kinds to draw (``geometry.PRIMITIVES``; octahedron, prism and bicone are kept
+    """Primitive kinds to draw (``gen3d.primitives.PRIMITIVES``; octahedron, prism and bicone are kept
     for scoring on kinds never trained on, ``UNSEEN_KINDS``). The torus is
     left out by default: a mesh on rays from its centre cannot represent its hole."""
     n_train: PosInt = 4000
@@ -76,9 +77,9 @@ class MeshImageConfig:
     """Where generated sets are kept, keyed by a hash of these settings."""
 
     def __post_init__(self):
-        bad = sorted(set(self.kinds) - set(geo.PRIMITIVES))
+        bad = sorted(set(self.kinds) - set(prim.PRIMITIVES))
         if bad or not self.kinds:
-            raise ValueError(f"kinds: unknown {bad}; choose from {sorted(geo.PRIMITIVES)}")
+            raise ValueError(f"kinds: unknown {bad}; choose from {sorted(prim.PRIMITIVES)}")
         if self.n_train < 1 or self.n_test < 1 or self.size < 8:
             raise ValueError("n_train and n_test must be >= 1 and size >= 8")
         if not 0 < self.scale[0] <= self.scale[1]:
@@ -90,7 +91,7 @@ class MeshImageConfig:
         if not 0 <= self.translation <= geo.MAX_TRANSLATION:  # the renderer's bounds
             raise ValueError(f"translation: need 0 <= translation <= {geo.MAX_TRANSLATION:g}, got "
                              f"{self.translation}")
-        reach = self.scale[1] * max(np.linalg.norm(geo.primitive(k).verts, axis=1).max() for k in self.kinds)
+        reach = self.scale[1] * max(np.linalg.norm(prim.primitive(k).verts, axis=1).max() for k in self.kinds)
         if not reach <= geo.MAX_LENGTH:
             raise ValueError(f"scale: at {self.scale[1]} a primitive reaches {reach:.3g} from its "
                              f"centre, over the renderer's MAX_LENGTH={geo.MAX_LENGTH:g}; lower it")
@@ -139,7 +140,7 @@ class MeshImages:
 
 
 def _posed(kind: str, rotation: np.ndarray, scale: float, on_rays: bool) -> geo.Mesh:
-    m = geo.primitive(kind).transformed(rotation, None, scale)
+    m = prim.primitive(kind).transformed(rotation, None, scale)
     return geo.on_rays(m) if on_rays else m
 
 
@@ -147,7 +148,7 @@ RenderFn = Callable[[list, list, np.ndarray, np.ndarray, np.ndarray], tuple[np.n
 
 
 def sample_scenes(cfg: MeshImageConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    max_sides = max(geo.primitive(k).n_sides for k in cfg.kinds)
+    max_sides = max(prim.primitive(k).n_sides for k in cfg.kinds)
     colours = np.stack([PALETTE[rng.permutation(len(PALETTE))[:max_sides]] for _ in range(n)])
     return {
         "kind": rng.integers(len(cfg.kinds), size=n),
@@ -174,7 +175,7 @@ def _render_all(cfg: MeshImageConfig, s: dict, render: RenderFn,
     """Images and masks of the scenes ``s``, each object turned by ``turn`` about its centre
     (after its own rotation) when one is given."""
     rays = cfg.mesh == "rays"
-    meshes = [geo.primitive(k) for k in cfg.kinds]
+    meshes = [prim.primitive(k) for k in cfg.kinds]
     rgb, mask = [], []
     for lo in range(0, len(s["kind"]), 256):
         hi = min(len(s["kind"]), lo + 256)
