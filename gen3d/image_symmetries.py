@@ -88,8 +88,8 @@ class ImageSymmetries:
     def images(self, x: Tensor, g: Tensor) -> Tensor:
         """Images x (B, 3, H, W), image b under element g[b]."""
         if self.ordered:  # not otherwise: the copy would change the images' memory layout,
-            x = order_images(x, self.order.to(g.device)[g])  # and with it the convolutions' sums
-        return cm.mirror_images(x, self.mirror.to(g.device)[g])
+            x = order_images(x, self._on("order", g.device)[g])  # and the convolutions' sums
+        return cm.mirror_images(x, self._on("mirror", g.device)[g])
 
     def to_frame(self, m: Tensor, g: Tensor) -> Tensor:
         """Parameters m (B, ..., D) of image b as they are in its element g[b]'s frame."""
@@ -100,11 +100,15 @@ class ImageSymmetries:
         return self._apply("inverse", m, g)
 
     def _apply(self, which: str, m: Tensor, g: Tensor) -> Tensor:
-        maps = getattr(self, which)
-        if maps.device != m.device:  # once, not every step
-            setattr(self, which, maps.to(m.device))
-            maps = getattr(self, which)
-        return torch.einsum("bij,b...j->b...i", maps[g], m)
+        return torch.einsum("bij,b...j->b...i", self._on(which, m.device)[g], m)
+
+    def _on(self, which: str, device) -> Tensor:
+        """Table ``which`` on ``device``: moved there once, not every step."""
+        t = getattr(self, which)
+        if t.device != torch.device(device):
+            t = t.to(device)
+            setattr(self, which, t)
+        return t
 
 
 def group(decoder, mirrors: bool, colour_orders: bool) -> ImageSymmetries | None:
