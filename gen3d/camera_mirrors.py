@@ -64,21 +64,39 @@ def parameter_maps(decoder) -> Tensor:
     """(4, D, D) linear maps of a ``gen3d.mesh_model.MeshDecoder``'s parameters m (D,), one
     per mirror: the mesh decoded from ``maps[g] @ m`` is the mesh of m mirrored by g (and each
     map is its own inverse). Raises ValueError for parameters that have no such map."""
-    cfg, sl, dim = decoder.cfg, decoder.slices, decoder.dim
-    if cfg.rotation_hypotheses:
+    if decoder.cfg.rotation_hypotheses:
         raise ValueError("model.rotation_hypotheses have no mirror map: set them to 0, or "
                          "train.mirror_images and model.infer_mirrors to false")
-    maps = torch.zeros(len(NAMES), dim, dim, dtype=torch.float64)
+    maps = torch.zeros(len(NAMES), decoder.dim, decoder.dim, dtype=torch.float64)
     for g, diag in enumerate(WORLD.double().numpy()):
-        a = np.zeros((dim, dim))
-        perm = np.eye(geo.N_RAYS)[_ray_permutation(diag)]
-        _put(a, sl["shape"], _shape_map(decoder, perm))
-        _put(a, sl["translation"], np.diag(diag))
-        # an axial vector: a mirror (det -1) turns the other way
-        _put(a, sl["rotation"], np.prod(diag) * np.diag(diag))
-        _put(a, sl["colour"], _colour_map(decoder, perm))
-        maps[g] = torch.from_numpy(a)
+        maps[g] = torch.from_numpy(_mirror_map(decoder, diag, diag))
     return maps.float()
+
+
+def depth_flip(decoder) -> Tensor:
+    """(D, D) linear map of a decoder's parameters m: the mesh decoded from ``flip @ m`` is
+    the mesh of m mirrored front to back (z -> -z) about its own centre. Not a symmetry of the
+    image: a proposal. An object whose silhouette barely tells its front from its back (a
+    pyramid's apex towards the camera or away) is a jump that no small step makes."""
+    cfg = decoder.cfg
+    if cfg.rotation_hypotheses:
+        raise ValueError("model.rotation_hypotheses have no mirror map: set them to 0, or "
+                         "train.self_imitation_search_flip to false")
+    return torch.from_numpy(_mirror_map(decoder, np.array([1.0, 1, -1]), np.ones(3))).float()
+
+
+def _mirror_map(decoder, diag: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """(D, D): the mirror diag(``diag``) of the mesh about its centre, the centre itself
+    multiplied by ``move`` (the camera's mirrors move it; a mirror about the centre does not)."""
+    sl, dim = decoder.slices, decoder.dim
+    a = np.zeros((dim, dim))
+    perm = np.eye(geo.N_RAYS)[_ray_permutation(diag)]
+    _put(a, sl["shape"], _shape_map(decoder, perm))
+    _put(a, sl["translation"], np.diag(move))
+    # an axial vector: a mirror (det -1) turns the other way
+    _put(a, sl["rotation"], np.prod(diag) * np.diag(diag))
+    _put(a, sl["colour"], _colour_map(decoder, perm))
+    return a
 
 
 def _put(a: np.ndarray, s: slice, block: np.ndarray) -> None:

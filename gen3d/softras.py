@@ -64,12 +64,14 @@ class SoftRasteriser:
     mode: "edges" (soft outline, hard inside) or "faces" (every face edge soft, SoftRas);
     cutoff: coverage below which a pixel is left out of an edge's reach (sets the work);
     cull: drop faces turned away from the camera, as the GL renderer does;
-    chunk: meshes per pass (bounds the temporaries).
+    chunk: meshes per pass (bounds the temporaries);
+    turn: (3, 3) a rotation applied to every mesh about its own centre after its own rotation
+    (``geometry.turn_actions``: a second view's camera orbiting the object), or None.
     """
 
     def __init__(self, width: int, height: int, lights: tuple, camera: geo.Camera | None = None,
                  sigma: float = 0.5, mode: str = "edges", cutoff: float = 1e-3,
-                 cull: bool = True, chunk: int = 64):
+                 cull: bool = True, chunk: int = 64, turn: np.ndarray | None = None):
         if width < 1 or height < 1:
             raise ValueError(f"width and height must be >= 1, got {width}x{height}")
         if not sigma > 0:
@@ -91,6 +93,8 @@ class SoftRasteriser:
                     "view": self.camera.view(), "proj": self.camera.projection(width / height),
                     "eye": np.asarray(self.camera.eye), "light_dir": d, "light_rgb": c,
                     "ambient": amb}
+        if turn is not None:
+            self._np["turn"] = np.asarray(turn, np.float32).reshape(3, 3)
         self._const: dict = {}
 
     def _consts(self, like: Tensor) -> dict[str, Tensor]:
@@ -149,7 +153,10 @@ class SoftRasteriser:
         n, h, w = len(lengths), self.height, self.width
         # broadcast products, not matmuls: a mesh's image must not depend on the batch it
         # is drawn in, and batched matmuls round differently with the batch size
-        world = _apply(axis_angle_to_matrix(rot)[:, None], lengths[..., None] * c["rays"])
+        r = axis_angle_to_matrix(rot)
+        if "turn" in c:
+            r = (c["turn"][None, :, :, None] * r[:, None]).sum(-2)
+        world = _apply(r[:, None], lengths[..., None] * c["rays"])
         world = world + trans[:, None, :]                                   # (n,V,3)
         cam = _apply(c["view"][:3, :3], world) + c["view"][:3, 3]
         clip = _apply(c["proj"][:, :3], cam) + c["proj"][:, 3]              # (n,V,4)

@@ -19,16 +19,22 @@ class SoftLineSearch:
     """J steps from each image's best along the soft rasteriser's gradient of its log-likelihood
     there (``learners.pathwise.Oracle``), of RMS sizes ``std`` * 2^(j - J/2), j = 0..J-1: a
     line search whose direction is pathwise, and biased as the soft render is, while GL's
-    rewards choose the step, so a best only ever moves to a mesh GL finds more likely."""
+    rewards choose the step, so a best only ever moves to a mesh GL finds more likely. With a
+    ``view`` (``learners.pathwise.ViewOracle``) the direction climbs the second view's soft
+    term too, as GL's reward does."""
 
-    def __init__(self, oracle, j: int, std: float):
-        self.oracle, self.j = oracle, j
+    def __init__(self, oracle, j: int, std: float, view=None):
+        self.oracle, self.j, self.view = oracle, j, view
         self.sizes = std * 2.0 ** (torch.arange(j, dtype=torch.float32) - j // 2)
 
-    def proposals(self, best: Tensor, images: Tensor) -> Tensor:
-        """(b, J, D) steps from ``best`` (b, D) up the soft log-likelihood of ``images``."""
+    def proposals(self, best: Tensor, images: Tensor, idx=None) -> Tensor:
+        """(b, J, D) steps from ``best`` (b, D) up the soft log-likelihood of ``images`` (and
+        of training images ``idx``' second views, with a ``view``)."""
         m = best.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(self.oracle.loglik(m[:, None], images).sum(), m)
+        ll = self.oracle.loglik(m[:, None], images).sum()
+        if self.view is not None:
+            ll = ll + self.view.loglik(m[:, None], idx).sum()
+        (g,) = torch.autograd.grad(ll, m)
         g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
         d = g / g.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
         return best.detach()[:, None] + self.sizes.to(best)[None, :, None] * d[:, None]

@@ -251,7 +251,7 @@ class MeshStep:
             with torch.no_grad():
                 actions = self.model.decoder(sym.back(s.m, g))
             sent = _Sent(part, s, self.source.submit_actions(actions, idx), g)
-        if self.replay is not None and self.replay.search:
+        if self.replay is not None and self.replay.searches:
             sent.proposals = self.replay.proposals(idx, gen, x)
             with torch.no_grad():
                 actions = self.model.decoder(sent.proposals)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from envs.renderer import MeshRenderer
+from gen3d import camera_mirrors as cm
 from gen3d import estimators
 from gen3d.data import mesh_images
 from gen3d.data.mesh_images import MeshImageConfig
@@ -51,7 +52,7 @@ from learners.mesh_optim import (
 )
 from learners.mesh_report import final_report, heldout_step
 from learners.mesh_step import MeshStep, RewardSource, StepResult
-from learners.pathwise import make_oracle
+from learners.pathwise import make_oracle, make_view_oracle
 from learners.self_imitation import SelfImitation
 from learners.skeleton import RunSkeleton, seed_everything
 from learners.soft_mean import SoftMean
@@ -132,7 +133,15 @@ class MeshTrainConfig:
     """The search steps go from each best along the soft rasteriser's gradient of its
     log-likelihood (one soft render and backward per image and visit), at RMS sizes
     ``self_imitation_search_std`` * 2^(j - J/2) for j < J: GL's rewards pick the step
-    (``learners.best_search.SoftLineSearch``)."""
+    (``learners.best_search.SoftLineSearch``). With ``data.second_view`` the direction climbs
+    the second view's soft silhouette term too (``learners.pathwise.ViewOracle``), as the GL
+    reward it proposes for does."""
+    self_imitation_search_flip: bool = False
+    """With self-imitation: each visit also renders each image's best mirrored front to back
+    about its centre (``gen3d.camera_mirrors.depth_flip``) and keeps it when GL finds it more
+    likely: a jump no small step makes, for objects whose silhouette hardly tells their front
+    from their back (a pyramid's apex towards the camera or away), which a second view
+    (``data.second_view``) or the colours of the sides then decide."""
     mirror_images: bool = False
     """Show each training image as it is, mirrored left-right, up-down, or turned half about
     the camera's axis, at random (``gen3d.camera_mirrors``: symmetries under which the mesh
@@ -186,6 +195,9 @@ class MeshTrainConfig:
             if getattr(self, name) and self.soft_mean:
                 raise ValueError(f"{name}: the soft-mean term renders in the image's own "
                                  f"frame; set train.soft_mean: 0 or train.{name}: false")
+        if self.self_imitation_search_flip and not self.self_imitation:
+            raise ValueError("self_imitation_search_flip: it moves self-imitation's bests, "
+                             "which are off: set train.self_imitation > 0")
         if self.self_imitation_search_soft and not self.self_imitation_search:
             raise ValueError("self_imitation_search_soft: the soft line search renders "
                              "self_imitation_search steps, which is 0: set it (e.g. 8)")
@@ -194,7 +206,8 @@ class MeshTrainConfig:
     def renders_per_step(self) -> int:
         """GL renders a step asks for: K samples per image, and the bests' search steps (a
         search without self-imitation is refused above)."""
-        return self.batch * (self.samples + self.self_imitation_search)
+        return self.batch * (self.samples + self.self_imitation_search
+                             + int(self.self_imitation_search_flip))
 
 
 
@@ -356,14 +369,20 @@ def make_estimator(cfg: MeshRunConfig) -> estimators.Estimator:
 
 
 def make_replay(cfg: MeshRunConfig, model: MeshModel, est: estimators.Estimator, n: int,
-                dev) -> SelfImitation | None:
-    """Self-imitation of ``cfg`` for ``n`` training images, with its search (None when off)."""
+                dev, view_masks: np.ndarray | None = None) -> SelfImitation | None:
+    """Self-imitation of ``cfg`` for ``n`` training images, with its search (None when off);
+    ``view_masks`` (n, H, W) are their second views' silhouettes (``data.second_view``)."""
     tc = cfg.train
     if tc.self_imitation <= 0:
         return None
-    oracle = make_oracle(cfg, model, est=est) if tc.self_imitation_search_soft else None
+    oracle = view = None
+    if tc.self_imitation_search_soft:
+        oracle = make_oracle(cfg, model, est=est)
+        if view_masks is not None:
+            view = make_view_oracle(cfg, model, view_masks, est=est)
+    flip = cm.depth_flip(model.decoder) if tc.self_imitation_search_flip else None
     return SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std,
-                         tc.self_imitation_search, tc.self_imitation_search_std, oracle)
+                         tc.self_imitation_search, tc.self_imitation_search_std, oracle, view, flip)
 
 
 def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:
@@ -383,7 +402,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
         size_lazy_parameters(est, model, tc.samples, dev)
         est_params = list(est.parameters())
         est_opt = torch.optim.Adam(est_params, lr=cfg.estimator.lr) if est_params else None
-        replay = make_replay(cfg, model, est, len(train), dev)
+        replay = make_replay(cfg, model, est, len(train), dev, train.view_masks)
         average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
         # feedback passes render through the learner's own renderer
         for m in [model] + ([average.model] if average else []):

@@ -22,26 +22,39 @@ class SelfImitation:
     visit (``proposals``, kept when better by ``offer``): Gaussian steps of std ``search_std``
     from each image's best (a (1 + lambda) evolution strategy per image), or, given the soft
     rasteriser's ``oracle``, steps along its gradient at each best
-    (``learners.best_search.SoftLineSearch``). The network then imitates what they find."""
+    (``learners.best_search.SoftLineSearch``, with the second view's soft term ``view``).
+    Given a ``flip`` (D, D) (``gen3d.camera_mirrors.depth_flip``) each visit also renders the
+    best mirrored front to back. The network then imitates what they find."""
 
     def __init__(self, n: int, dim: int, dev, train_std: bool = True, search: int = 0,
-                 search_std: float = 0.01, oracle=None):
+                 search_std: float = 0.01, oracle=None, view=None, flip: Tensor | None = None):
         self.m = torch.zeros(n, dim, device=dev)
         self.r = torch.full((n,), -float("inf"), device=dev)
         self.train_std = train_std
         self.search, self.search_std = search, search_std
-        self.line = SoftLineSearch(oracle, search, search_std) if search and oracle else None
+        self.line = SoftLineSearch(oracle, search, search_std, view) if search and oracle else None
+        self.flip = None if flip is None else flip.to(dev)
+
+    @property
+    def searches(self) -> bool:
+        """Whether each visit renders proposals for the bests."""
+        return self.search > 0 or self.flip is not None
 
     def proposals(self, idx: np.ndarray, generator: torch.Generator | None = None,
                   images: Tensor | None = None) -> Tensor:
-        """(b, search, D) parameters to render for images ``idx`` (b,) (``images`` (b,3,H,W)
-        for the soft line search)."""
+        """(b, search [+ 1 with a flip], D) parameters to render for images ``idx`` (b,)
+        (``images`` (b,3,H,W) for the soft line search)."""
         i = torch.as_tensor(idx, device=self.m.device)
+        best = self.m[i]
         if self.line is not None:
-            return self.line.proposals(self.m[i], images)
-        noise = torch.randn(len(idx), self.search, self.m.shape[1], generator=generator,
-                            device=self.m.device)
-        return self.m[i][:, None] + self.search_std * noise
+            out = self.line.proposals(best, images, idx)
+        else:
+            noise = torch.randn(len(idx), self.search, self.m.shape[1], generator=generator,
+                                device=self.m.device)
+            out = best[:, None] + self.search_std * noise
+        if self.flip is not None:
+            out = torch.cat([out, (best @ self.flip.T)[:, None]], 1)
+        return out
 
     def offer(self, idx: np.ndarray, m: Tensor, reward: Tensor) -> None:
         """Keep, per image of ``idx`` (b,), the most likely of parameters ``m`` (b, N, D) with

@@ -71,6 +71,37 @@ def test_a_quarter_turn_is_not_a_mirror_of_the_rays():
         assert np.linalg.norm(mirrored[:, None] - rays[None], axis=-1).min(1).max() < 1e-9
 
 
+def world_vertices(decoder, m):
+    """(B, 162, 3) the decoded meshes' vertices in the camera frame, and their centres (B, 3)."""
+    from gen3d import geometry as geo
+
+    with torch.no_grad():
+        a = spaces.unpack(decoder(m).numpy())
+    local = a["lengths"][..., None] * geo.ico_rays()
+    rot = geo.axis_angle_to_matrix(a["rotation"])
+    return np.einsum("bij,bvj->bvi", rot, local) + a["translation"][:, None], a["translation"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(map(str, v.values())) or "main")
+def test_the_depth_flip_mirrors_each_mesh_front_to_back_about_its_centre(variant):
+    dec = MeshDecoder(MeshModelConfig(**variant))
+    m = 0.3 * torch.randn(6, dec.dim, generator=torch.Generator().manual_seed(1))
+    flip = cm.depth_flip(dec)
+    v, centre = world_vertices(dec, m)
+    got, got_centre = world_vertices(dec, m @ flip.T)
+    np.testing.assert_allclose(got_centre, centre, atol=1e-6)
+    want = (v - centre[:, None]) * np.array([1.0, 1, -1]) + centre[:, None]
+    gap = np.linalg.norm(got[:, :, None] - want[:, None], axis=-1).min(-1)  # the same point set
+    assert gap.max() < 1e-4
+    assert np.abs(v[..., 2] - want[..., 2]).max() > 0.05  # the meshes are not flat in depth
+    torch.testing.assert_close(flip @ flip, torch.eye(dec.dim), atol=1e-5, rtol=0)
+
+
+def test_rotation_hypotheses_have_no_depth_flip():
+    with pytest.raises(ValueError, match="self_imitation_search_flip"):
+        cm.depth_flip(MeshDecoder(MeshModelConfig(rotation_hypotheses=4, rotation=True)))
+
+
 def test_mirrored_images_and_parameters_are_indexed_per_image():
     x = torch.arange(2 * 1 * 2 * 2, dtype=torch.float32).reshape(2, 1, 2, 2)
     out = cm.mirror_images(x, torch.tensor([1, 3]))
