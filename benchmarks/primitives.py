@@ -90,6 +90,7 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
            "rot_err_deg": s["rot_err_deg"],
            "rot_err_aligned_deg": s["rot_err_aligned_deg"],
            "rot_err_mesh_deg": s.get("rot_err_mesh_deg"), "kind_read": s.get("kind_read"),
+           "rot_err_kind_deg": s.get("rot_err_kind_deg"),
            "iou_unseen": u.get("iou"),
            "iou_unseen_floor": u.get("iou_sphere_floor"),
            "iou_seen_area_matched": u.get("iou_seen_area_matched"), "wall_s": time.time() - t0,
@@ -97,7 +98,8 @@ def quality_run(args, tmp: str, seed: int | None) -> tuple[dict, list[str]]:
            "per_kind": s["per_kind"], "per_kind_unseen": u.get("per_kind"),
            "iou_vs_time": rep.get("iou_vs_time")}
     cols = ["seed", "iou", "iou_sphere_floor", "iou_turned", "psnr", "chamfer", "rot_err_deg",
-            "rot_err_aligned_deg", "rot_err_mesh_deg", "kind_read", "iou_unseen", "iou_unseen_floor",
+            "rot_err_aligned_deg", "rot_err_mesh_deg", "kind_read", "rot_err_kind_deg", "iou_unseen",
+            "iou_unseen_floor",
             "iou_seen_area_matched", "wall_s", "steps", "stopped_by"]
     if "scores_refined" in rep:
         f = rep["scores_refined"]

@@ -12,7 +12,10 @@ then the error of the inferred shape's orientation, to within the table's spacin
 degrees at 3,000 rotations).
 
 It reads a pose; it does not infer one. It knows the training kinds' templates, which the
-model never sees.
+model never sees. ``read_turns`` asks less of the shape: given the object's true kind, which
+turn of that kind's template is the inferred shape closest to? A shape rounded enough to read
+as a sphere among the kinds can still be turned as its object is; one that says nothing of its
+turn reads as a random turn would.
 """
 
 from __future__ import annotations
@@ -71,3 +74,12 @@ def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np
         better = d[rows, i] < best_d
         best_d[better], kind[better], rot[better] = d[rows, i][better], j, rs[i[better]]
     return kind, rot
+
+
+def read_turns(lengths: np.ndarray, kind: str, n: int = 3000) -> np.ndarray | None:
+    """For ray meshes' lengths (N, 162) about their centres: the rotation (N, 3, 3) of
+    ``kind``'s template, turned by one of ``n`` (+24) rotations, closest to each; None for a
+    round kind, whose template has no turn to read."""
+    if kind in ROUND_KINDS:
+        return None
+    return read_poses(lengths, [kind], n)[1]

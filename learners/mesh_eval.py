@@ -142,23 +142,35 @@ def rotation_errors(actions: np.ndarray, data: MeshImages) -> tuple[np.ndarray, 
 
 
 def mesh_pose_errors(actions: np.ndarray, data: MeshImages, kinds: list[str],
-                     n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, read off the inferred mesh's shape (``gen3d.mesh_pose``, templates of
-    ``kinds``, ``n`` rotations): the rotation error in degrees of the turn read (modulo the true
-    kind's symmetry) and 1.0 where the kind read is the true one."""
-    a = spaces.unpack(actions)
-    lengths = a["lengths"].copy()
-    for i in np.flatnonzero(np.abs(a["rotation"]).max(1) > 0):  # turned: along the camera's rays
-        v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i])
-        lengths[i] = geo.ray_lengths_of_mesh(v, geo.ico_faces())
+                     n: int) -> dict[str, np.ndarray]:
+    """Per image, read off the inferred mesh's shape (``gen3d.mesh_pose``, ``n`` rotations):
+    ``rot_err_mesh_deg``, the rotation error in degrees (modulo the true kind's symmetry) of
+    the turn of the closest template of ``kinds``; ``kind_read``, 1.0 where that template's
+    kind is the true one; ``rot_err_kind_deg``, the error of the turn of the true kind's own
+    template that is closest (NaN for a round kind)."""
+    lengths = camera_lengths(actions)
     kind, rot = mesh_pose.read_poses(lengths, kinds, n)
-    err = np.full(len(actions), np.nan)
+    err, given = np.full(len(actions), np.nan), np.full(len(actions), np.nan)
     for j, k in enumerate(data.kinds):
         sel = data.kind == j
         if sel.any():
             err[sel] = symmetry.rotation_error_deg(data.rotation[sel], rot[sel], k)
+            turns = mesh_pose.read_turns(lengths[sel], k, n)
+            if turns is not None:
+                given[sel] = symmetry.rotation_error_deg(data.rotation[sel], turns, k)
     right = np.array(kinds)[kind] == np.array(data.kinds)[data.kind]
-    return err, right.astype(float)
+    return {"rot_err_mesh_deg": err, "kind_read": right.astype(float), "rot_err_kind_deg": given}
+
+
+def camera_lengths(actions: np.ndarray) -> np.ndarray:
+    """(N, 162) each mesh's lengths along the camera's rays about its centre (its own turned
+    back where it has one)."""
+    a = spaces.unpack(actions)
+    lengths = a["lengths"].copy()
+    for i in np.flatnonzero(np.abs(a["rotation"]).max(1) > 0):
+        v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i])
+        lengths[i] = geo.ray_lengths_of_mesh(v, geo.ico_faces())
+    return lengths
 
 
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:
@@ -182,7 +194,8 @@ def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera:
     model's best-fitting fixed frame per kind) is a median over the images whose kind has a
     known symmetry group; the other scores are means. With ``pose_kinds`` (the training
     kinds), also the turn and kind read off each inferred mesh's shape: ``rot_err_mesh_deg``
-    (median) and ``kind_read`` (the fraction read right)."""
+    (median) and ``kind_read`` (the fraction read right), and ``rot_err_kind_deg`` (median),
+    the turn read given the true kind."""
     out = renderer.render_rays(**spaces.unpack(actions), mask=True)
     rot, rot_aligned = rotation_errors(actions, data)
     per_image = {"iou": iou(out.mask, data.masks), "iou_turned": turned_iou(renderer, actions, data),
@@ -190,8 +203,7 @@ def score(renderer: MeshRenderer, actions: np.ndarray, data: MeshImages, camera:
                  "chamfer": chamfers(actions, data, camera, n_points, np.random.default_rng(seed)),
                  "rot_err_deg": rot, "rot_err_aligned_deg": rot_aligned}
     if pose_kinds:
-        per_image["rot_err_mesh_deg"], per_image["kind_read"] = mesh_pose_errors(
-            actions, data, pose_kinds, pose_rotations)
+        per_image.update(mesh_pose_errors(actions, data, pose_kinds, pose_rotations))
     kinds = {k: data.kind == j for j, k in enumerate(data.kinds) if (data.kind == j).any()}
     per_kind = {k: _summary(per_image, sel) | {"n": int(sel.sum())} for k, sel in kinds.items()}
     scores = _summary(per_image, np.ones(len(actions), bool))

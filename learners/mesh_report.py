@@ -50,7 +50,7 @@ def heldout_step(job: Job) -> None:
 def eval_scalars(prefix: str, scores: dict) -> dict[str, float | None]:
     """TensorBoard scalars of a score dict: overall and per kind."""
     keys = [k for k in ("iou", "iou_turned", "psnr", "chamfer", "rot_err_deg", "rot_err_aligned_deg",
-                        "rot_err_mesh_deg", "kind_read") if k in scores]
+                        "rot_err_mesh_deg", "rot_err_kind_deg", "kind_read") if k in scores]
     out = {f"{prefix}/{k}": scores.get(k) for k in keys}
     for kind, s in scores.get("per_kind", {}).items():
         out.update({f"{prefix}_per_kind/{k}_{kind}": s.get(k) for k in keys})

@@ -222,7 +222,8 @@ class MeshEvalConfig:
     """Surface points per mesh for the Chamfer distance."""
     pose_rotations: NonNegInt = 3000
     """Rotations tried when reading each held-out mesh's kind and turn off its shape
-    (``gen3d.mesh_pose``: ``rot_err_mesh_deg``, ``kind_read``); 0: not read. Spacing about
+    (``gen3d.mesh_pose``: ``rot_err_mesh_deg``, ``kind_read``, and ``rot_err_kind_deg``,
+    the turn read given the true kind); 0: not read. Spacing about
     8 degrees at 3,000; the tables take ~5 s to build."""
     n_obj: NonNegInt = 6
     """Inferred meshes written as .obj files."""
@@ -605,6 +606,8 @@ def headline(report: dict) -> dict[str, float]:
     s = report["scores"]
     out = {"iou": s["iou"], "psnr": s["psnr"], "chamfer": s["chamfer"],
            "rot_err_deg": s["rot_err_deg"]}
+    if s.get("rot_err_kind_deg") is not None:
+        out["rot_err_kind_deg"] = s["rot_err_kind_deg"]
     if "scores_unseen" in report:
         out["iou_unseen"] = report["scores_unseen"]["iou"]
     if "scores_refined" in report:

@@ -461,12 +461,13 @@ def test_a_run_that_reads_colours_scores_them_reads_poses_and_resumes(tmp_path):
     report = run(cfg)
     s = report["scores"]
     assert 0 <= s["kind_read"] <= 1 and 0 <= s["rot_err_mesh_deg"] <= 180
+    assert 0 <= s["rot_err_kind_deg"] <= 180
     assert set(s["per_kind"]) <= set(cfg.data.kinds)
     assert all("rot_err_mesh_deg" in v for v in s["per_kind"].values())
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(tmp_path / "runs/tiny/tb")).Reload().Tags()["scalars"]
-    assert {"eval/rot_err_mesh_deg", "eval/kind_read"} <= set(tags)
+    assert {"eval/rot_err_mesh_deg", "eval/kind_read", "eval/rot_err_kind_deg"} <= set(tags)
     cfg.train.steps = 6
     resumed = run(cfg, resume=True)
     assert resumed["scores"]["steps"] == 6
