@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import estimator_runs as er  # noqa: E402
 from benchmarks.common import machine, table, write_json  # noqa: E402
 from gen3d import estimators  # noqa: E402
+from learners.config import IMPORT_HELP, ConfigError, import_modules  # noqa: E402
 
 ALL = ["reinforce", "moving_average", "neural", "rloo", "optimal_cv", "antithetic", "vimco",
        "lax", "pathwise"]
@@ -192,8 +193,14 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--only-softras", action="store_true", help="only the oracle-vs-GL table")
     ap.add_argument("--replot", metavar="JSON", help="only draw the figures of an earlier run's "
                                                      "JSON again (to --plots, else beside it)")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                    help=IMPORT_HELP)
     a = ap.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        import_modules(a.imports)
+    except ConfigError as e:
+        ap.error(str(e))
     a.names = [n.strip() for n in a.estimators.split(",") if n.strip()]
     bad = sorted(set(a.names) - set(estimators.available()))
     if bad:
@@ -204,7 +211,6 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from learners.config import ConfigError
     from learners.diagnose import options_for, parse_options
 
     ap, a = parse_args(argv)

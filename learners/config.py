@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -39,6 +41,24 @@ TASKS: dict[str, str] = {
     "volume": "learners.volume_train:VolumeRunConfig:run",
     "image_volume": "learners.image_train:ImageRunConfig:run",
 }
+
+
+IMPORT_HELP = ("import this module first, e.g. one whose @register makes your own estimator "
+               "(gen3d.estimators) or task known by name (repeatable)")
+
+
+def import_modules(names: list[str]) -> None:
+    """Import each of ``names`` (``--import``), so that what they register can be named in a
+    config; a module that cannot be imported is a ``ConfigError`` saying so. The working
+    directory is searched too, as ``python -m`` does, for scripts run by path."""
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"--import {name}: {e}; give a module importable from here "
+                              "(its folder on PYTHONPATH, or run from that folder)") from None
 
 
 def register_task(name: str, target: str) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from learners.config import ConfigError
 
-INSTALL_HINT = ("install a CUDA build of torch (README: 'Choosing a torch build') or set "
+INSTALL_HINT = ("install a CUDA build of torch (README, 'The two commands': TORCH_INDEX_URL) or set "
                 "device: cpu (or auto)")
 
 

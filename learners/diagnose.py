@@ -37,7 +37,7 @@ from gen3d import estimators
 from gen3d.data import mesh_images
 from gen3d.mesh_model import MeshModel, images_to_tensor
 from learners import checkpoint, plots
-from learners.config import ConfigError, load
+from learners.config import IMPORT_HELP, ConfigError, import_modules, load
 from learners.device import resolve_device
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
 from learners.mesh_step import surrogate
@@ -365,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt", action="append", default=[], metavar="ESTIMATOR.KEY=VALUE",
                     help="an option of one estimator, e.g. rloo.normalize=false (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                    help=IMPORT_HELP)
     a = ap.parse_args(argv)
     try:
+        import_modules(a.imports)
         task, cfg = load(a.config, a.overrides)
         if not isinstance(cfg, MeshRunConfig):
             raise ConfigError(f"{a.config}: diagnostics need a mesh config (task: mesh)")

@@ -72,7 +72,8 @@ class EstimatorConfig:
     def __post_init__(self):
         if self.name not in estimators.available():
             raise ValueError(f"name: unknown estimator {self.name!r}; choose one of "
-                             f"{estimators.available()} or register your own (gen3d.estimators)")
+                             f"{estimators.available()} or register your own (gen3d.estimators) and "
+                             "name its module with --import")
 
 
 @dataclass
@@ -133,9 +134,12 @@ class MeshTrainConfig:
     """The search steps go from each best along the soft rasteriser's gradient of its
     log-likelihood (one soft render and backward per image and visit), at RMS sizes
     ``self_imitation_search_std`` * 2^(j - J/2) for j < J: GL's rewards pick the step
-    (``learners.best_search.SoftLineSearch``). With ``data.second_view`` the direction climbs
-    the second view's soft silhouette term too (``learners.pathwise.ViewOracle``), as the GL
-    reward it proposes for does."""
+    (``learners.best_search.SoftLineSearch``)."""
+    self_imitation_search_views: bool = False
+    """With ``data.second_view`` and the soft line search: the direction climbs the second
+    view's soft silhouette term too (``learners.pathwise.ViewOracle``), as the GL reward it
+    proposes for does. In a 3,000-step probe it halved the cones and pyramids seen back to
+    front but cost 0.03 front IoU (``benchmarks/RESULTS.md``, fifteenth session)."""
     self_imitation_search_flip: bool = False
     """With self-imitation: each visit also renders each image's best mirrored front to back
     about its centre (``gen3d.camera_mirrors.depth_flip``) and keeps it when GL finds it more
@@ -198,6 +202,9 @@ class MeshTrainConfig:
         if self.self_imitation_search_flip and not self.self_imitation:
             raise ValueError("self_imitation_search_flip: it moves self-imitation's bests, "
                              "which are off: set train.self_imitation > 0")
+        if self.self_imitation_search_views and not self.self_imitation_search_soft:
+            raise ValueError("self_imitation_search_views: it turns the soft line search's "
+                             "direction, which is off: set train.self_imitation_search_soft")
         if self.self_imitation_search_soft and not self.self_imitation_search:
             raise ValueError("self_imitation_search_soft: the soft line search renders "
                              "self_imitation_search steps, which is 0: set it (e.g. 8)")
@@ -270,6 +277,9 @@ class MeshRunConfig:
         if self.train.mirror_images and self.model.rotation_hypotheses:
             raise ValueError("train.mirror_images: model.rotation_hypotheses have no mirror "
                              "map (gen3d.camera_mirrors); set one of them off")
+        if self.train.self_imitation_search_views and not self.data.second_view:
+            raise ValueError("train.self_imitation_search_views: it climbs the second view, "
+                             "which is off: set data.second_view (e.g. 90)")
 
 
 def local_renderer(cfg: MeshRunConfig, max_batch: int = 256) -> MeshRenderer:
@@ -379,7 +389,7 @@ def make_replay(cfg: MeshRunConfig, model: MeshModel, est: estimators.Estimator,
     oracle = view = None
     if tc.self_imitation_search_soft:
         oracle = make_oracle(cfg, model, est=est)
-        if view_masks is not None:
+        if view_masks is not None and tc.self_imitation_search_views:
             view = make_view_oracle(cfg, model, view_masks, est=est)
     flip = cm.depth_flip(model.decoder) if tc.self_imitation_search_flip else None
     return SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std,

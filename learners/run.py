@@ -1,4 +1,5 @@
-"""Entry point: ``python -m learners.run --config configs/<name>.yaml [--set k=v ...] [--resume]``.
+"""Entry point: ``python -m learners.run --config configs/<name>.yaml [--set k=v ...] [--resume]
+[--import my_module ...]``.
 
 The config's ``task`` picks the training loop (mesh, volume, image_volume, ...); every key is
 validated before anything starts.
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from learners import rundir
-from learners.config import ConfigError, load
+from learners.config import IMPORT_HELP, ConfigError, import_modules, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.steps=100 (repeatable)")
     ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                    help=IMPORT_HELP)
     args = ap.parse_args(argv)
     try:
+        import_modules(args.imports)
         task, cfg = load(args.config, args.overrides)
         rundir.preflight(cfg, args.resume)  # seconds, not after the data and Ray are up
         task.run(cfg, resume=args.resume)

@@ -171,6 +171,32 @@ def test_the_command_line_refuses_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_your_own_estimator_is_named_on_the_command_line_with_import(tmp_path, monkeypatch, capsys):
+    """A module of the user's registers an estimator; ``--import`` makes its name known. The
+    run then gets as far as building it: it refuses K = 1 as the class's own ``min_samples``
+    says, before anything is written."""
+    (tmp_path / "my_est_mod.py").write_text(
+        "from gen3d.estimators import Estimator, register\n"
+        "@register('my_cli_estimator')\n"
+        "class Mine(Estimator):\n"
+        "    min_samples = 3\n"
+        "    def loss(self, batch):\n"
+        "        return -(batch.reward.detach() * batch.logp).mean()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "runs"
+    args = ["--config", MESH, "--set", f"out_dir={out}", "--set", "estimator.name=my_cli_estimator"]
+    assert run_cli.main(args) == 2
+    assert "unknown estimator 'my_cli_estimator'" in capsys.readouterr().err
+    assert run_cli.main(["--import", "my_est_mod"] + args + ["--set", "train.samples=2"]) == 2
+    assert "accepts []" in capsys.readouterr().err  # the config's rloo options are not its own
+    assert run_cli.main(["--import", "my_est_mod"] + args + [
+        "--set", "estimator.kwargs={}", "--set", "train.samples=2"]) == 2
+    assert "needs at least 3 samples" in capsys.readouterr().err
+    assert run_cli.main(["--import", "no_such_module_here"] + args) == 2
+    assert "--import no_such_module_here: No module named" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("path,key", [(MESH, "train.steps"), (VOLUME, "train.batch"),
                                       (IMAGE, "train.checkpoint_every")])
 def test_a_config_changed_in_code_is_checked_when_the_run_starts(tmp_path, path, key):

@@ -114,3 +114,31 @@ def test_the_flip_is_counted_and_needs_self_imitation():
     assert tc.renders_per_step == 16 * (16 + 8 + 1)
     with pytest.raises(ValueError, match="self_imitation_search_flip.*self_imitation > 0"):
         MeshTrainConfig(self_imitation_search_flip=True)
+
+
+def test_the_views_direction_needs_the_soft_search_and_a_second_view(tmp_path):
+    from learners.config import ConfigError, load
+    from learners.mesh_train import MeshTrainConfig
+
+    with pytest.raises(ValueError, match="self_imitation_search_views.*self_imitation_search_soft"):
+        MeshTrainConfig(self_imitation=0.25, self_imitation_search=4, self_imitation_search_views=True)
+    with pytest.raises(ConfigError, match="self_imitation_search_views.*data.second_view"):
+        load("configs/primitives.yaml", ["train.self_imitation_search_views=true"])
+    _, cfg = load("configs/primitives.yaml", ["train.self_imitation_search_views=true",
+                                              "data.second_view=90"])
+    assert cfg.train.self_imitation_search_views
+
+
+def test_the_replay_searches_with_the_view_term_only_when_asked(tmp_path):
+    from gen3d.mesh_model import MeshModel
+    from learners.config import load
+    from learners.mesh_train import make_estimator, make_replay
+
+    masks = np.zeros((3, 64, 64), bool)
+    for views in (True, False):
+        _, cfg = load("configs/primitives.yaml", [f"train.self_imitation_search_views={views}",
+                                                  "data.second_view=90", "model.hidden=8"])
+        model = MeshModel(cfg.model, 64)
+        replay = make_replay(cfg, model, make_estimator(cfg), 3, "cpu", masks)
+        assert (replay.line.view is not None) == views
+        assert replay.flip is None and replay.searches

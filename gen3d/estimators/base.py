@@ -295,7 +295,7 @@ def build(name: str, **kwargs: Any) -> Estimator:
         ep = _entry_points().get(name)
         if ep is None:
             raise ValueError(f"unknown estimator {name!r}; choose one of {available()} "
-                             f"(or register your own: see gen3d.estimators)")
+                             f"(or register your own: see gen3d.estimators, and --import its module)")
         try:
             obj = ep.load()
         except Exception as e:  # a broken plugin: say which package and entry point
@@ -312,7 +312,9 @@ def build(name: str, **kwargs: Any) -> Estimator:
             sig.bind(**kwargs)
         except TypeError as e:
             accepted = [p for p in sig.parameters if p not in ("self", "args", "kwargs")]
-            raise ValueError(f"estimator {name!r}: {e}; it accepts {accepted}") from None
+            raise ValueError(f"estimator {name!r}: {e}; it accepts {accepted}: set "
+                             f"estimator.kwargs to those (--set 'estimator.kwargs={{}}' for "
+                             f"none; a config's options are its own estimator's)") from None
     est = factory(**kwargs)
     if not isinstance(est, Estimator):
         raise TypeError(f"estimator {name!r} built a {type(est).__name__}, not a "
