@@ -128,12 +128,13 @@ def test_a_run_logged_to_a_file_prints_progress_lines_and_one_summary_line(
     summary = [line for line in err if line.startswith("run tiny:")]
     assert len(summary) == 1
     m = re.fullmatch(r"run tiny: held-out iou (\S+), psnr (\S+), chamfer (\S+), rot_err_deg (\S+), "
-                     r"iou_unseen (\S+) \| 4 of 4 steps in \d+ s \(\d+ s wall\) \| "
-                     r"report (\S+)", summary[0])
+                     r"rot_err_kind_deg (\S+), iou_unseen (\S+) \| 4 of 4 steps in \d+ s "
+                     r"\(\d+ s wall\) \| report (\S+)", summary[0])
     assert m, summary[0]
     assert float(m[1]) == pytest.approx(report["scores"]["iou"], rel=1e-3)
-    assert float(m[5]) == pytest.approx(report["scores_unseen"]["iou"], rel=1e-3)
-    assert Path(m[6]) == tmp_path / "runs/tiny/report.json" and Path(m[6]).is_file()
+    assert float(m[5]) == pytest.approx(report["scores"]["rot_err_kind_deg"], rel=1e-3)
+    assert float(m[6]) == pytest.approx(report["scores_unseen"]["iou"], rel=1e-3)
+    assert Path(m[7]) == tmp_path / "runs/tiny/report.json" and Path(m[7]).is_file()
     assert report["budget"] == report["budget"] | {"steps": 4, "steps_planned": 4,
                                                    "stopped_by": "steps"}
 
