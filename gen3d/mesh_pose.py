@@ -15,7 +15,11 @@ It reads a pose; it does not infer one. It knows the training kinds' templates, 
 model never sees. ``read_turns`` asks less of the shape: given the object's true kind, which
 turn of that kind's template is the inferred shape closest to? A shape rounded enough to read
 as a sphere among the kinds can still be turned as its object is; one that says nothing of its
-turn reads as a random turn would.
+turn reads as a random turn would. A model puts a mesh's centre where it likes (the reward
+sees only the surface), and for a kind without a centre of symmetry that need not be the
+template's: a network that centres cones on their centroid holds them about a point a fifth
+of their height below the template's. So the template is read about the model's own origin
+for the kind (``learners.mesh_eval.model_origin``), a fixed change of frame per kind.
 """
 
 from __future__ import annotations
@@ -44,18 +48,20 @@ def shape_signature(lengths: np.ndarray) -> np.ndarray:
     return log - log.mean(-1, keepdims=True)
 
 
-@functools.lru_cache(maxsize=16)
-def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=32)
+def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64,
+               origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """The rotations tried for ``kind`` (M, 3, 3) and the signatures (M, 162) of its template
     turned by each (one row for a round kind), as a ray mesh about the object's position holds
-    it."""
+    it, or about ``origin`` in the template's frame."""
     mesh = prim.primitive(kind)
+    verts = mesh.verts - np.asarray(origin, np.float64)
     rots = turns(n, seed)[:1] if kind in ROUND_KINDS else turns(n, seed)
     rays, sigs = geo.ico_rays().astype(np.float64), []
     for lo in range(0, len(rots), chunk):
         # the template turned by R, along ray d, is the template along R^T d
         dirs = np.einsum("rj,mjk->mrk", rays, rots[lo:lo + chunk])
-        sigs.append(shape_signature(geo.ray_hits(mesh.verts, mesh.faces, dirs)[0]))
+        sigs.append(shape_signature(geo.ray_hits(verts, mesh.faces, dirs)[0]))
     return rots, np.concatenate(sigs)
 
 
@@ -76,10 +82,13 @@ def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np
     return kind, rot
 
 
-def read_turns(lengths: np.ndarray, kind: str, n: int = 3000) -> np.ndarray | None:
+def read_turns(lengths: np.ndarray, kind: str, n: int = 3000,
+               origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray | None:
     """For ray meshes' lengths (N, 162) about their centres: the rotation (N, 3, 3) of
-    ``kind``'s template, turned by one of ``n`` (+24) rotations, closest to each; None for a
-    round kind, whose template has no turn to read."""
+    ``kind``'s template, about ``origin`` in its frame and turned by one of ``n`` (+24)
+    rotations, closest to each; None for a round kind, whose template has no turn to read."""
     if kind in ROUND_KINDS:
         return None
-    return read_poses(lengths, [kind], n)[1]
+    rots, table = kind_table(kind, n, origin=tuple(float(x) for x in origin))
+    sig = shape_signature(lengths)
+    return rots[((table**2).sum(1)[None] - 2 * sig @ table.T).argmin(1)]

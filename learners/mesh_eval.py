@@ -147,7 +147,8 @@ def mesh_pose_errors(actions: np.ndarray, data: MeshImages, kinds: list[str],
     ``rot_err_mesh_deg``, the rotation error in degrees (modulo the true kind's symmetry) of
     the turn of the closest template of ``kinds``; ``kind_read``, 1.0 where that template's
     kind is the true one; ``rot_err_kind_deg``, the error of the turn of the true kind's own
-    template that is closest (NaN for a round kind)."""
+    template, about the model's origin for the kind (``model_origin``), that is closest (NaN
+    for a round kind)."""
     lengths = camera_lengths(actions)
     kind, rot = mesh_pose.read_poses(lengths, kinds, n)
     err, given = np.full(len(actions), np.nan), np.full(len(actions), np.nan)
@@ -155,11 +156,20 @@ def mesh_pose_errors(actions: np.ndarray, data: MeshImages, kinds: list[str],
         sel = data.kind == j
         if sel.any():
             err[sel] = symmetry.rotation_error_deg(data.rotation[sel], rot[sel], k)
-            turns = mesh_pose.read_turns(lengths[sel], k, n)
+            turns = mesh_pose.read_turns(lengths[sel], k, n, model_origin(actions, data, sel))
             if turns is not None:
                 given[sel] = symmetry.rotation_error_deg(data.rotation[sel], turns, k)
     right = np.array(kinds)[kind] == np.array(data.kinds)[data.kind]
     return {"rot_err_mesh_deg": err, "kind_read": right.astype(float), "rot_err_kind_deg": given}
+
+
+def model_origin(actions: np.ndarray, data: MeshImages, sel: np.ndarray) -> tuple[float, float, float]:
+    """Where the model puts the centre of the objects ``sel`` (all of one kind), in their kind's
+    template frame: the median of each true object's frame coordinates of the inferred centre
+    (rounded to 0.01). It is the template's origin that ``rot_err_kind_deg`` reads about."""
+    t = spaces.unpack(actions)["translation"][sel].astype(np.float64)
+    local = np.einsum("nji,nj->ni", data.rotation[sel], t - data.translation[sel])
+    return tuple(float(x) + 0.0 for x in np.round(np.median(local / data.scale[sel, None], 0), 2))
 
 
 def camera_lengths(actions: np.ndarray) -> np.ndarray:

@@ -138,8 +138,8 @@ class MeshTrainConfig:
     self_imitation_search_views: bool = False
     """With ``data.second_view`` and the soft line search: the direction climbs the second
     view's soft silhouette term too (``learners.pathwise.ViewOracle``), as the GL reward it
-    proposes for does. In a 3,000-step probe it halved the cones and pyramids seen back to
-    front but cost 0.03 front IoU (``benchmarks/RESULTS.md``, fifteenth session)."""
+    proposes for does. In a 3,000-step probe it added a little depth but cost 0.03 front IoU
+    and turned cubes and pyramids worse (``benchmarks/RESULTS.md``, fifteenth session)."""
     self_imitation_search_flip: bool = False
     """With self-imitation: each visit also renders each image's best mirrored front to back
     about its centre (``gen3d.camera_mirrors.depth_flip``) and keeps it when GL finds it more

@@ -1,0 +1,70 @@
+"""A finished mesh run's answers read for their turn, per kind with a template (every kind but
+the sphere): the median rotation error of the turn read off each inferred shape given its
+true kind (``rot_err_kind_deg``, as the report scores it, about the model's own origin for the
+kind), the fraction within 20°, the same reads scored against the truths of other images of
+the kind (shuffled: what a shape that says nothing of its turn scores), the read about the
+template's own origin, where the model puts the centre in the kind's frame, and, for kinds with
+an apex, the fraction read back to front (the read apex more than 90° from the true one).
+
+    python benchmarks/pose_read.py --run runs/<name> [--n 500] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, run_images, run_parser, table, write_json  # noqa: E402
+
+APEX_KINDS = ("cone", "pyramid")
+"""Kinds whose template's +y is an apex: back to front is a question for them."""
+
+
+def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> list[dict]:
+    """One row per kind of ``data`` that has a template turn to read, for ``actions`` (N, A)."""
+    from gen3d import mesh_pose, symmetry
+    from learners import mesh_eval
+
+    lengths = mesh_eval.camera_lengths(actions)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for j, k in enumerate(data.kinds):
+        sel = data.kind == j
+        if not sel.any() or k in mesh_pose.ROUND_KINDS:
+            continue
+        origin = mesh_eval.model_origin(actions, data, sel)
+        truth = data.rotation[sel]
+        read = mesh_pose.read_turns(lengths[sel], k, n_rot, origin)
+        err = symmetry.rotation_error_deg(truth, read, k)
+        row = {"kind": k, "n": int(sel.sum()), "rot_err_kind_deg": float(np.median(err)),
+               "below_20": float((err < 20).mean()),
+               "shuffled_truth_deg": float(np.median(symmetry.rotation_error_deg(
+                   truth[rng.permutation(len(truth))], read, k))),
+               "about_template_origin_deg": float(np.median(symmetry.rotation_error_deg(
+                   truth, mesh_pose.read_turns(lengths[sel], k, n_rot), k))),
+               "model_origin": list(origin)}
+        if k in APEX_KINDS:
+            row["back_to_front"] = float(((read[:, :, 1] * truth[:, :, 1]).sum(1) < 0).mean())
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    args = run_parser(__doc__, 500, "held-out images (the first n)").parse_args()
+    from learners import mesh_eval
+
+    with run_images(args.run, args.n) as (_, model, _, _, test):
+        rows = pose_rows(mesh_eval.infer_actions(model, test.images), test)
+    cols = ["kind", "n", "rot_err_kind_deg", "below_20", "shuffled_truth_deg",
+            "about_template_origin_deg", "model_origin", "back_to_front"]
+    print(table(rows, cols))
+    write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
