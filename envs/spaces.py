@@ -53,20 +53,32 @@ _LO, _HI = bounds()
 
 
 def pack(lengths, rotation=None, translation=None, colours=None) -> np.ndarray:
-    """Actions (B, ACTION_DIM) from their parts; colours (B,162,3), (B,3) or None (grey)."""
+    """Actions (B, ACTION_DIM) from their parts: lengths (B,162), rotation (B,3) axis-angle,
+    translation (B,3), colours (B,162,3), (B,3) or None (grey). Values are not checked here
+    (``check_actions`` does); shapes are."""
     lengths = np.asarray(lengths, np.float32)
+    if lengths.ndim != 2 or lengths.shape[1] != N_RAYS:
+        raise ValueError(f"pack: lengths must be (B, {N_RAYS}), got shape {lengths.shape}; for "
+                         "one mesh pass lengths[None]")
     b = lengths.shape[0]
     out = np.zeros((b, ACTION_DIM), np.float32)
     out[:, SLICES["lengths"]] = lengths
-    if rotation is not None:
-        out[:, SLICES["rotation"]] = rotation
-    if translation is not None:
-        out[:, SLICES["translation"]] = translation
+    for name, part in (("rotation", rotation), ("translation", translation)):
+        if part is not None:
+            out[:, SLICES[name]] = _part(name, part, (b, 3))
     c = np.full((b, N_RAYS, 3), 0.7, np.float32) if colours is None else np.asarray(colours, np.float32)
     if c.shape == (b, 3):
         c = np.broadcast_to(c[:, None], (b, N_RAYS, 3))
-    out[:, SLICES["colours"]] = c.reshape(b, -1)
+    out[:, SLICES["colours"]] = _part("colours", c, (b, N_RAYS, 3)).reshape(b, -1)
     return out
+
+
+def _part(name: str, x, shape: tuple) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if x.shape != shape:
+        raise ValueError(f"pack: {name} must have shape {shape} (one per mesh of lengths), got "
+                         f"{x.shape}")
+    return x
 
 
 def check_actions(actions, name: str = "actions", single: bool = False) -> np.ndarray:
@@ -114,9 +126,14 @@ def gaussian_loglik(target: np.ndarray, render: np.ndarray, sigma: float) -> np.
     """log N(target | render, sigma^2) summed over pixels and channels, images in [0,1] (uint8
     are divided by 255): (B,) in nats. Two uint8 batches are compared exactly, in integers
     (also twice as fast as in floats); the GL-side reduction (``envs/reward.py``) gives the
-    same numbers."""
+    same numbers. Both are batches (B,H,W,C) of one shape, uint8 or floats in [0,1]."""
     sigma = check_sigma(sigma)
-    t, r = np.asarray(target), np.asarray(render)
+    t, r = _image_batch(target, "target"), _image_batch(render, "render")
+    if t.shape != r.shape:
+        raise ValueError(f"gaussian_loglik: target and render must have the same shape, got "
+                         f"{t.shape} and {r.shape}; pair each render with its own target")
+    if not len(t):
+        return np.zeros(0)
     if t.dtype == np.uint8 and r.dtype == np.uint8:
         d = np.subtract(t, r, dtype=np.int16).reshape(len(t), -1)
         return loglik_from_sums(np.einsum("ij,ij->i", d, d, dtype=np.int64), d.shape[1], sigma)
@@ -131,6 +148,20 @@ def loglik_from_sums(sums: np.ndarray, n_values: int, sigma: float) -> np.ndarra
     squared difference of 8-bit values (units of 1/255)."""
     const = n_values * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
     return -0.5 * np.asarray(sums).astype(np.float64) / (255.0**2 * sigma**2) - const
+
+
+def _image_batch(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"gaussian_loglik: {name} must be a batch of images (B,H,W,C), got "
+                         f"shape {x.shape}; for one image pass image[None]")
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"gaussian_loglik: {name} must be uint8 (0..255) or floats in [0,1], "
+                         f"got {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and x.size and not (x.min() >= 0 and x.max() <= 1):
+        raise ValueError(f"gaussian_loglik: {name} holds floats outside [0,1] (range "
+                         f"{x.min():.3g}..{x.max():.3g}); pass uint8, or divide 0..255 floats by 255")
+    return x
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

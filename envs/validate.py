@@ -26,7 +26,7 @@ def check_array(name: str, x, shape: tuple | None, nonneg: bool = False, unit: b
     if shape is not None:
         ok = a.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, a.shape))
         if not ok:
-            want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
+            want = str(tuple("B" if s is None else s for s in shape)).replace("'", "")
             raise ValueError(f"{name}: must have shape {want}, got {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
     if not a.size:
@@ -59,6 +59,9 @@ def check_pose(b: int, rotation=None, translation=None, scale=None) -> np.ndarra
             r = check_array("rotation", ra, (b, 3, 3))
             if np.abs(np.einsum("bij,bkj->bik", r, r) - np.eye(3)).max() > 1e-3:
                 raise ValueError("rotation: (B,3,3) matrices must be orthonormal rotations")
+            if np.linalg.det(r).min() < 0:
+                raise ValueError("rotation: (B,3,3) matrices must be rotations, determinant +1; "
+                                 "a reflection turns the mesh inside out (its back faces the camera)")
         else:
             aa = check_array("rotation", ra, (b, 3))
             r = geo.axis_angle_to_matrix(aa).astype(np.float32)

@@ -73,26 +73,50 @@ SYMMETRIES: dict[str, Symmetry] = {
 }
 
 
+UNSCORED_KINDS = ("torus",)
+"""Primitive kinds whose orientation is not scored (NaN): no symmetry group is given here."""
+
+
+def _rotations(r, name: str) -> np.ndarray:
+    r = np.asarray(r, np.float64)
+    if r.shape == (3, 3):
+        r = r[None]
+    if r.ndim != 3 or r.shape[1:] != (3, 3):
+        raise ValueError(f"rotation_error_deg: {name} must be rotation matrices (N,3,3), got "
+                         f"shape {r.shape}")
+    return r
+
+
 def angle_deg(r: np.ndarray) -> np.ndarray:
-    """Geodesic angle in degrees of rotations (...,3,3) from the identity."""
+    """Geodesic angle in degrees of rotations (...,3,3) from the identity: from both its cosine
+    (the trace) and its sine (the skew part), so that it is exact near 0 and near 180, where
+    an arccos of the cosine alone loses half the digits."""
     cos = (np.trace(r, axis1=-2, axis2=-1) - 1) / 2
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    skew = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0],
+                     r[..., 1, 0] - r[..., 0, 1]], -1)
+    return np.degrees(np.arctan2(np.linalg.norm(skew, axis=-1) / 2, cos))
 
 
 def rotation_error_deg(r_true: np.ndarray, r_pred: np.ndarray, kind: str) -> np.ndarray:
     """Geodesic angle in degrees between each predicted rotation (N,3,3) and the nearest
     rotation ``r_true @ S`` that yields the same image, ``S`` in ``kind``'s symmetry group;
     NaN for a kind with no known group (a torus: its orientation is not scored)."""
-    r_true, r_pred = np.asarray(r_true, np.float64), np.asarray(r_pred, np.float64)
+    r_true, r_pred = _rotations(r_true, "r_true"), _rotations(r_pred, "r_pred")
+    if len(r_true) != len(r_pred):
+        raise ValueError(f"rotation_error_deg: {len(r_true)} true and {len(r_pred)} predicted "
+                         "rotations; pass one of each per image")
     sym = SYMMETRIES.get(kind)
     if sym is None:
+        if kind not in UNSCORED_KINDS:
+            raise ValueError(f"rotation_error_deg: unknown kind {kind!r}; kinds with a symmetry "
+                             f"group: {sorted(SYMMETRIES)} (unscored: {list(UNSCORED_KINDS)})")
         return np.full(len(r_true), np.nan)
     d = np.swapaxes(r_true, -1, -2) @ r_pred  # the error in the object's frame
     if sym.axial:
         # every r_true @ S maps y to the same axis, so the nearest one is the smallest turn
         # taking y to d's image of y: its angle is that between the two axes
-        cos = d[:, 1, 1]
-        return np.degrees(np.arccos(np.clip(np.abs(cos) if sym.end_swap else cos, -1.0, 1.0)))
+        cos, sin = d[:, 1, 1], np.hypot(d[:, 0, 1], d[:, 2, 1])
+        return np.degrees(np.arctan2(sin, np.abs(cos) if sym.end_swap else cos))
     g = sym.finite
     return angle_deg(np.swapaxes(g, -1, -2)[None] @ d[:, None]).min(1)
 

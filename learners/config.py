@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import re
 import os
 import sys
 import types
@@ -74,6 +75,9 @@ def get_task(name: str, where: str = "config") -> Task:
     return Task(getattr(m, cls), getattr(m, fn))
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -126,6 +130,8 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         vt = args[1] if args else Any
         return {k: _convert(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         if not math.isfinite(value):

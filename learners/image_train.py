@@ -123,6 +123,9 @@ class ImageRunConfig:
 
     def __post_init__(self) -> None:
         v, m = self.views, self.model
+        if v.image_size % 4:
+            raise ValueError(f"views.image_size must be a multiple of 4 (the image encoder "
+                             f"halves it twice), got {v.image_size}")
         if m.volume.canvas_size != self.data.volume_size:
             raise ValueError(f"model.volume.canvas_size ({m.volume.canvas_size}) must equal the "
                              f"volumes' size ({self.data.volume_size}); set them equal")

@@ -304,3 +304,39 @@ def test_a_vector_env_larger_than_one_draw_renders_in_chunks(monkeypatch, render
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.001
     np.testing.assert_allclose(rewards, spaces.gaussian_loglik(want, obs, 0.1))
     venv.close()
+
+
+def test_the_likelihood_takes_batches_of_one_shape_in_its_units_and_says_so_otherwise():
+    img = np.full((2, 8, 8, 3), 100, np.uint8)
+    for target, render, words in [
+            (img[0], img[0], r"batch of images \(B,H,W,C\).*image\[None\]"),
+            (img, img[:1], "same shape"),
+            (img.astype(np.float32), img, r"outside \[0,1\].*divide 0..255 floats by 255"),
+            (img.astype(np.int16), img, "uint8 .* or floats"),
+            (np.full((2, 8, 8, 3), np.nan, np.float32), img, r"outside \[0,1\]")]:
+        with pytest.raises(ValueError, match=words):
+            spaces.gaussian_loglik(target, render, 0.1)
+    assert spaces.gaussian_loglik(img[:0], img[:0], 0.1).shape == (0,)
+    # the same images in uint8 and in [0,1] floats: the same nats
+    np.testing.assert_allclose(spaces.gaussian_loglik(img, img[::-1] // 2, 0.1),
+                               spaces.gaussian_loglik(img / np.float32(255),
+                                                      (img[::-1] // 2) / np.float32(255), 0.1), rtol=1e-5)
+
+
+def test_a_reflection_is_not_a_rotation_and_a_scale_wants_one_per_mesh(renderer):
+    lengths = np.full((1, geo.N_RAYS), 0.8, np.float32)
+    with pytest.raises(ValueError, match="determinant \\+1"):
+        renderer.render_rays(lengths, rotation=np.diag([1.0, 1.0, -1.0])[None])
+    with pytest.raises(ValueError, match=r"scale: must have shape \(1,\), got \(\)"):
+        renderer.render_rays(lengths, scale=1.0)
+
+
+def test_packing_checks_each_parts_shape_against_the_lengths():
+    with pytest.raises(ValueError, match=r"lengths must be \(B, 162\).*lengths\[None\]"):
+        spaces.pack(np.ones(geo.N_RAYS))
+    with pytest.raises(ValueError, match=r"lengths must be \(B, 162\)"):
+        spaces.pack(np.ones((1, 161)))
+    with pytest.raises(ValueError, match=r"translation must have shape \(2, 3\)"):
+        spaces.pack(np.ones((2, geo.N_RAYS)), translation=np.zeros(3))
+    a = spaces.pack(np.ones((2, geo.N_RAYS)), colours=np.array([[1.0, 0, 0], [0, 1, 0]]))
+    np.testing.assert_array_equal(spaces.unpack(a)["colours"][1, 5], [0, 1, 0])

@@ -218,3 +218,28 @@ def test_a_config_changed_in_code_is_checked_when_the_run_starts(tmp_path, path,
 def test_ranges(value, hint, expect):
     got = fields.problem(value, hint)
     assert (got is None) if expect is None else (expect in got)
+
+
+def test_a_number_in_exponent_form_is_a_number_as_yaml_1_1_would_not_read_it(tmp_path):
+    """PyYAML reads ``1e-3`` (no dot) as a string; a float key takes it as 0.001, in a file or
+    from ``--set``, while a word stays an error."""
+    _, cfg = load(MESH, ["train.lr=1e-3", "train.sigma=2E-1", "train.weight_decay=.5e+1"])
+    assert cfg.train.lr == 0.001 and cfg.train.sigma == 0.2 and cfg.train.weight_decay == 5.0
+    p = tmp_path / "c.yaml"
+    text = Path(MESH).read_text()
+    assert "  lr: 0.0005" in text
+    p.write_text(text.replace("  lr: 0.0005", "  lr: 4e-4"))
+    assert load(str(p), [])[1].train.lr == 0.0004
+    with pytest.raises(ConfigError, match="train.lr must be a number, got 'fast'"):
+        load(MESH, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="train.steps must be an integer"):
+        load(MESH, ["train.steps=1e3"])
+
+
+def test_values_a_model_cannot_be_built_with_are_refused_by_the_config():
+    """Found building the model, after the data: refused at load instead, naming the key."""
+    with pytest.raises(ConfigError, match=r"model.volume.write_scale must be > 0.05"):
+        load(IMAGE, ["model.volume.write_scale=0.05"])
+    with pytest.raises(ConfigError, match="views.image_size must be a multiple of 4"):
+        load(IMAGE, ["views.image_size=30", "model.projection.image_size=30"])
+    assert load(IMAGE, ["model.volume.write_scale=0.06"])[1].model.volume.write_scale == 0.06

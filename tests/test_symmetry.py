@@ -84,3 +84,27 @@ def test_a_pose_in_a_fixed_frame_of_its_own_scores_zero_once_aligned():
     # a constant prediction stays far off: one frame cannot follow random poses
     const = np.broadcast_to(np.eye(3), r_true.shape)
     assert np.median(sym.aligned_rotation_error_deg(r_true, const, "pyramid")) > 40
+
+
+@pytest.mark.parametrize("kind", ["cube", "pyramid", "prism", "cone", "cylinder"])
+def test_the_error_is_exact_at_zero_and_near_a_half_turn(kind):
+    """Where an arccos of the trace alone loses half the digits (1e-6 degrees at zero)."""
+    r = geo.random_rotation(np.random.default_rng(3), 500)
+    assert sym.rotation_error_deg(r, r, kind).max() < 1e-9
+    tiny = rot([0.3, 0.2, 0.9], 1e-4)  # a ten-thousandth of a degree, about an axis off y
+    got = sym.rotation_error_deg(r, r @ tiny, kind)
+    assert np.allclose(got, 1e-4 * (1 if kind not in ("cone", "cylinder") else
+                                    np.hypot(0.3, 0.9) / np.linalg.norm([0.3, 0.2, 0.9])), rtol=1e-3)
+    np.testing.assert_allclose(sym.angle_deg(rot([1, 2, 3], 179.9999)), 179.9999, atol=1e-9)
+
+
+def test_the_error_takes_one_pair_of_matrices_and_refuses_what_it_cannot_score():
+    a, b = rot([0, 1, 0], 30), rot([1, 0, 0], 30)
+    np.testing.assert_allclose(sym.rotation_error_deg(a, a @ rot([1, 0, 0], 25), "cone"), [25.0])
+    with pytest.raises(ValueError, match="3 true and 2 predicted"):
+        sym.rotation_error_deg(np.stack([a] * 3), np.stack([b] * 2), "cube")
+    with pytest.raises(ValueError, match="unknown kind 'Cube'"):
+        sym.rotation_error_deg(a, b, "Cube")
+    with pytest.raises(ValueError, match=r"\(N,3,3\)"):
+        sym.rotation_error_deg(np.eye(2), b, "cube")
+    assert np.isnan(sym.rotation_error_deg(a, b, "torus")).all()

@@ -92,8 +92,9 @@ class VolumeModelConfig:
     write_mode: Literal["separable", "dense"] = "separable"
     """separable: three small matrix products (fast); dense: grid_sample over the whole canvas
     at every step (the naive reference, kept for benchmarks)"""
-    write_scale: Annotated[float, Above(0), AtMost(2)] = 0.5
-    """initial half-extent of a written patch, as a fraction of the canvas half-extent"""
+    write_scale: Annotated[float, Above(0.05), AtMost(2)] = 0.5
+    """initial half-extent of a written patch, as a fraction of the canvas half-extent (above
+    0.05: every patch's half-extent is 0.05 plus a softplus)"""
     canvas_bias: FiniteFloat = -3.0
     """initial value of the empty canvas (Bernoulli logit: mostly empty space)"""
     context: Literal["none", "class", "views"] = "none"
@@ -110,8 +111,9 @@ class VolumeModelConfig:
                      "write_patch", "read_patch", "read_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.write_scale <= 2:
-            raise ValueError(f"write_scale must be in (0, 2], got {self.write_scale}")
+        if not 0.05 < self.write_scale <= 2:
+            raise ValueError(f"write_scale must be in (0.05, 2] (a patch's half-extent is 0.05 "
+                             f"plus a softplus), got {self.write_scale}")
         if self.context == "class" and self.n_classes < 2:
             raise ValueError("context: class needs n_classes >= 2 (the dataset's class count)")
 
