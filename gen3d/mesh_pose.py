@@ -68,7 +68,7 @@ def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64,
 def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
     """For ray meshes' lengths (N, 162) about their centres: the index into ``kinds`` (N,) and
     the rotation (N, 3, 3) of the closest turned template, of ``n`` (+24) rotations tried."""
-    sig = shape_signature(lengths)
+    sig = _signatures(lengths)
     best_d = np.full(len(sig), np.inf)
     kind = np.zeros(len(sig), int)
     rot = np.broadcast_to(np.eye(3), (len(sig), 3, 3)).copy()
@@ -90,5 +90,14 @@ def read_turns(lengths: np.ndarray, kind: str, n: int = 3000,
     if kind in ROUND_KINDS:
         return None
     rots, table = kind_table(kind, n, origin=tuple(float(x) for x in origin))
-    sig = shape_signature(lengths)
+    sig = _signatures(lengths)
     return rots[((table**2).sum(1)[None] - 2 * sig @ table.T).argmin(1)]
+
+
+def _signatures(lengths) -> np.ndarray:
+    lengths = np.asarray(lengths, np.float64)
+    if lengths.ndim != 2 or lengths.shape[1] != geo.N_RAYS:
+        raise ValueError(f"lengths: must be ray meshes (N, {geo.N_RAYS}), got shape {lengths.shape}")
+    if not np.isfinite(lengths).all():
+        raise ValueError("lengths: contains NaN or inf; a pose is read off finite ray meshes only")
+    return shape_signature(lengths)

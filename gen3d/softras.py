@@ -72,10 +72,14 @@ class SoftRasteriser:
     def __init__(self, width: int, height: int, lights: tuple, camera: geo.Camera | None = None,
                  sigma: float = 0.5, mode: str = "edges", cutoff: float = 1e-3,
                  cull: bool = True, chunk: int = 64, turn: np.ndarray | None = None):
-        if width < 1 or height < 1:
-            raise ValueError(f"width and height must be >= 1, got {width}x{height}")
-        if not sigma > 0:
-            raise ValueError(f"softness: sigma (pixels) must be > 0, got {sigma}")
+        if int(width) != width or int(height) != height or width < 1 or height < 1:
+            raise ValueError(f"width and height must be whole numbers >= 1, got {width}x{height}")
+        if int(chunk) != chunk or chunk < 1:
+            raise ValueError(f"chunk (meshes per pass) must be a whole number >= 1, got {chunk}")
+        if hasattr(lights, "arrays"):  # a Lights object: the arrays it stands for
+            lights = lights.arrays()
+        if not 0 < sigma < math.inf:
+            raise ValueError(f"softness: sigma (pixels) must be finite and > 0, got {sigma}")
         if mode not in ("edges", "faces"):
             raise ValueError(f"mode must be 'edges' or 'faces', got {mode!r}")
         if not 0 < cutoff < 0.5:
@@ -125,22 +129,32 @@ class SoftRasteriser:
                     translation: Tensor | None = None, colours: Tensor | None = None) -> SoftRender:
         """lengths (B,162) >= 0; rotation (B,3) axis-angle; translation (B,3); colours
         (B,162,3) per vertex or (B,3) per mesh in [0,1] (default grey 0.7), as the GL renderer."""
+        if not isinstance(lengths, Tensor):
+            raise TypeError(f"lengths: must be a torch tensor (the soft render is differentiated "
+                            f"in torch), got {type(lengths).__name__}; use torch.as_tensor")
         if lengths.dim() != 2 or lengths.shape[1] != geo.N_RAYS:
             raise ValueError(f"lengths: must have shape (B, {geo.N_RAYS}), "
                              f"got {tuple(lengths.shape)}")
         b = len(lengths)
-        if not bool(torch.isfinite(lengths).all()):
-            raise ValueError("lengths: contains NaN or inf; all values must be finite")
         rotation = lengths.new_zeros(b, 3) if rotation is None else rotation
         translation = lengths.new_zeros(b, 3) if translation is None else translation
         if colours is None:
             colours = lengths.new_full((b, geo.N_RAYS, 3), 0.7)
         elif colours.shape == (b, 3):
             colours = colours[:, None, :].expand(b, geo.N_RAYS, 3)
-        for name, t, shape in (("rotation", rotation, (b, 3)), ("translation", translation, (b, 3)),
+        for name, t, shape in (("lengths", lengths, (b, geo.N_RAYS)), ("rotation", rotation, (b, 3)),
+                               ("translation", translation, (b, 3)),
                                ("colours", colours, (b, geo.N_RAYS, 3))):
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name}: must have shape {shape}, got {tuple(t.shape)}")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: contains NaN or inf; all values must be finite")
+        if bool((lengths < 0).any()):
+            raise ValueError("lengths: must be >= 0 (distances along the rays), got a minimum "
+                             f"of {float(lengths.min()):.4g}")
+        if not b:
+            h, w = self.height, self.width
+            return SoftRender(lengths.new_zeros(0, h, w, 3), lengths.new_zeros(0, h, w))
         parts = [self._render(lengths[i:i + self.chunk], rotation[i:i + self.chunk],
                               translation[i:i + self.chunk], colours[i:i + self.chunk])
                  for i in range(0, b, self.chunk)]

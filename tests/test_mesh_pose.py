@@ -113,3 +113,11 @@ def test_a_cone_held_about_its_centroid_reads_given_the_models_origin_for_its_ki
     assert np.median(about_template) > 90
     got = mesh_pose_errors(actions, data, ["cone"], N)["rot_err_kind_deg"]
     assert np.median(got) < 12 and got.max() < 25, got
+
+
+def test_a_read_refuses_what_is_not_a_finite_ray_mesh():
+    for bad, words in [(np.full((1, geo.N_RAYS), np.nan), "NaN or inf"), (np.ones((1, 161)), r"\(N, 162\)")]:
+        with pytest.raises(ValueError, match=words):
+            mesh_pose.read_turns(bad, "cube", 50)
+        with pytest.raises(ValueError, match=words):
+            mesh_pose.read_poses(bad, ["cube"], 50)

@@ -170,3 +170,29 @@ def test_bad_inputs_are_named():
         SoftRasteriser(16, 16, LIGHTS, mode="blur")
     with pytest.raises(ValueError, match="lights"):
         SoftRasteriser(16, 16, (np.zeros(3), np.zeros(3), np.zeros(3)))
+
+
+def test_bad_input_is_refused_by_name_and_an_empty_batch_renders_nothing():
+    from envs.renderer import Lights
+    from gen3d.softras import SoftRasteriser
+
+    sr = SoftRasteriser(48, 32, Lights())  # a Lights object stands for its arrays
+    lengths = torch.full((2, 162), 0.8)
+    nan3 = torch.tensor([[0.0, float("nan"), 0.0]] * 2)
+    for kwargs, words in [({"rotation": nan3}, "rotation: contains NaN"),
+                          ({"translation": nan3}, "translation: contains NaN"),
+                          ({"colours": torch.full((2, 162, 3), float("inf"))}, "colours: contains NaN")]:
+        with pytest.raises(ValueError, match=words):
+            sr.render_rays(lengths, **kwargs)
+    with pytest.raises(ValueError, match="lengths: must be >= 0"):
+        sr.render_rays(-lengths)
+    with pytest.raises(TypeError, match="torch.as_tensor"):
+        sr.render_rays(lengths.numpy())
+    for bad in ({"chunk": 0}, {"sigma": float("inf")}):
+        with pytest.raises(ValueError, match="chunk|sigma"):
+            SoftRasteriser(8, 8, Lights(), **bad)
+    with pytest.raises(ValueError, match="whole numbers"):
+        SoftRasteriser(8.7, 8, Lights())
+    empty = sr.render_rays(torch.zeros(0, 162))
+    assert empty.rgb.shape == (0, 32, 48, 3) and empty.alpha.shape == (0, 32, 48)
+    assert sr.render_actions(torch.zeros(0, 654)).alpha.shape == (0, 32, 48)
