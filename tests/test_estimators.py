@@ -476,3 +476,25 @@ def test_an_estimator_that_requires_an_unknown_reward_is_refused_when_built() ->
     with pytest.raises(ValueError, match="'test_wants_depth'.*'depth'.*one or both of "
                                          r"\['reward', 'soft_reward'\]"):
         build("test_wants_depth")
+
+
+def test_options_and_batches_an_estimator_cannot_take_are_named():
+    import numpy as np
+    import pytest
+    import torch
+
+    from gen3d.estimators import Batch, build
+
+    for name, kw, words in [("pathwise", {"sigma": "0.5"}, "option sigma must be a number, got '0.5'"),
+                            ("rloo", {"normalize": 1}, "option normalize must be true or false"),
+                            ("rloo", {"eps": -1.0}, "eps .* must be >= 0"),
+                            ("neural", {"hidden": 0}, "hidden .* >= 1"),
+                            ("optimal_cv", {"chunk": 0}, "chunk .* >= 1")]:
+        with pytest.raises(ValueError, match=words):
+            build(name, **kw)
+    assert build("pathwise", sigma=1).sigma == 1  # an integer is a number
+    logp = torch.zeros(2, 3, requires_grad=True)
+    with pytest.raises(TypeError, match="Batch.reward must be a torch tensor"):
+        Batch(logp, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="the batch is empty"):
+        Batch(torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3))

@@ -183,3 +183,19 @@ def test_bad_input_is_named():
         VolumeModelConfig(context="class")
     with pytest.raises(ValueError, match="steps"):
         VolumeModelConfig(steps=0)
+
+
+def test_labels_batches_and_dtypes_the_model_cannot_take_are_named():
+    mc = VolumeModel(tiny(context="class", n_classes=3))
+    with pytest.raises(ValueError, match=r"must be in 0..2 \(model.n_classes 3\), got 0..5"):
+        mc(prim(2), torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="integer labels"):
+        mc(prim(2), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="B=0"):
+        mc(prim(2)[:0], torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"x.to\(torch.float32\)"):
+        mc(prim(2).double(), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="n \\(samples\\)"):
+        mc.generate(0, torch.zeros(0, dtype=torch.long))
+    out = mc.generate(2, torch.tensor([0, 2]))  # in range: fine
+    assert out.mean.shape == (2, 1, 12, 12, 12) and torch.isfinite(out.mean).all()

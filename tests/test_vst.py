@@ -137,3 +137,8 @@ def test_bad_shapes_are_named():
         vst.read(torch.zeros(2, 1, 4, 5, 4), torch.ones(2, 3), torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="9 numbers"):
         vst.transform_from_raw(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match=r"\(B, 9\).*raw\[None\]"):
+        vst.transform_from_raw(torch.zeros(9))
+    for fn in (vst.write, vst.write_dense):
+        with pytest.raises(ValueError, match=r"rotation must be \(2, 3, 3\)"):
+            fn(x, torch.ones(2, 3), torch.zeros(2, 3), 8, rotation=torch.eye(3))

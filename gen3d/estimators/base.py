@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,9 +45,16 @@ class Batch:
     soft_reward: Tensor | None = None
 
     def __post_init__(self) -> None:
+        for name in ("logp", "reward"):
+            if not isinstance(getattr(self, name), Tensor):
+                raise TypeError(f"Batch.{name} must be a torch tensor (B, K), got "
+                                f"{type(getattr(self, name)).__name__}; use torch.as_tensor")
         if self.logp.dim() != 2:
             raise _shape_error("logp", "(B, K)", self.logp)
         B, K = self.logp.shape
+        if not B * K:
+            raise ValueError(f"Batch: the batch is empty (B, K) = {(B, K)}; an estimate needs "
+                             "at least one input and one sample")
         if self.reward.shape != self.logp.shape:
             raise _shape_error("reward", f"(B, K) = {(B, K)} like logp", self.reward)
         self.reward = self.reward.detach().to(self.logp)
@@ -232,6 +240,9 @@ def model_leaves(*tensors: Tensor | None, exclude: Any = ()) -> list[Tensor]:
 def mlp(in_features: int | None, hidden: int, out: int = 1) -> torch.nn.Sequential:
     """Small MLP; lazy input size when ``in_features`` is None; last layer zero so it starts
     as the constant its caller adds (a running mean)."""
+    if int(hidden) != hidden or hidden < 1:
+        raise ValueError(f"hidden (the baseline network's width) must be a whole number >= 1, "
+                         f"got {hidden}")
     first = torch.nn.Linear(in_features, hidden) if in_features else torch.nn.LazyLinear(hidden)
     last = torch.nn.Linear(hidden, out)
     torch.nn.init.zeros_(last.weight)
@@ -308,6 +319,7 @@ def build(name: str, **kwargs: Any) -> Estimator:
     except (TypeError, ValueError):
         sig = None
     if sig is not None:
+        _check_option_types(name, factory, kwargs)
         try:
             sig.bind(**kwargs)
         except TypeError as e:
@@ -324,3 +336,25 @@ def build(name: str, **kwargs: Any) -> Estimator:
         raise ValueError(f"estimator {name!r}: requires = {sorted(est.requires)}; it must name "
                          f"one or both of {sorted(REWARDS)}")
     return est
+
+
+_SIMPLE = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_option_types(name: str, factory: Callable[..., Any], kwargs: dict) -> None:
+    """Options whose parameter is annotated bool, int, float or str must be one (an int is a
+    float), so that a quoted number in a config is named here, not deep in a loss."""
+    try:
+        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    except Exception:  # annotations that do not resolve: the constructor's own checks stand
+        return
+    for key, value in kwargs.items():
+        tp = hints.get(key)
+        if tp not in _SIMPLE:
+            continue
+        ok = isinstance(value, tp) and (tp is bool or not isinstance(value, bool))
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ValueError(f"estimator {name!r}: option {key} must be {_SIMPLE[tp]}, got "
+                             f"{value!r} ({type(value).__name__})")

@@ -84,6 +84,8 @@ class LeaveOneOut(Estimator):
 
     def __init__(self, normalize: bool = False, eps: float = 1.0, keep_scale: bool = False) -> None:
         super().__init__()
+        if not eps >= 0:
+            raise ValueError(f"rloo: eps (added to the rewards' std) must be >= 0, got {eps}")
         self.normalize = normalize
         self.eps = eps
         self.keep_scale = keep_scale
@@ -159,6 +161,8 @@ class OptimalControlVariate(Estimator):
 
     def __init__(self, chunk: int = 32) -> None:
         super().__init__()
+        if chunk < 1:
+            raise ValueError(f"optimal_cv: chunk (samples per backward pass) must be >= 1, got {chunk}")
         self.chunk = chunk
 
     def loss(self, batch: Batch) -> Tensor:

@@ -44,9 +44,16 @@ class ClassContext(nn.Module):
     def prepare(self, c: Tensor | None, batch: int) -> Tensor:
         if c is None:
             raise ValueError("class-conditional model needs c: (B,) integer labels or (B, K) one-hot")
-        if c.dim() == 1 and not c.is_floating_point():
+        if c.dim() == 1:
+            if c.is_floating_point():
+                raise ValueError(f"class labels: need integer labels (B,), got {c.dtype}; pass "
+                                 "c.long(), or (B, K) one-hot floats")
             if c.shape[0] != batch:
                 raise ValueError(f"class labels: need {batch} labels, got {c.shape[0]}")
+            if len(c) and (int(c.min()) < 0 or int(c.max()) >= self.n_classes):
+                raise ValueError(f"class labels: must be in 0..{self.n_classes - 1} "
+                                 f"(model.n_classes {self.n_classes}), got {int(c.min())}.."
+                                 f"{int(c.max())}")
             return F.one_hot(c.long(), self.n_classes).float()
         if c.shape != (batch, self.n_classes):
             raise ValueError(f"class context: need ({batch},) labels or ({batch}, {self.n_classes}) "

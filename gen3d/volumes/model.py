@@ -271,6 +271,11 @@ class VolumeModel(nn.Module):
         return bias.expand(b, -1, n, n, n).contiguous()
 
     def _check_x(self, x: Tensor) -> None:
+        if not len(x):
+            raise ValueError("model input: the batch is empty (B=0); pass at least one volume")
+        if x.dtype != self.canvas_bias.dtype:
+            raise ValueError(f"model input: {x.dtype}, the model is {self.canvas_bias.dtype}; "
+                             f"pass x.to({self.canvas_bias.dtype}) (or move the model with .to())")
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"model input: need (B, {', '.join(map(str, self.data_shape))}), got "
                              f"{tuple(x.shape)}; volumes need a channel axis (x[:, None]) and the "
@@ -312,6 +317,8 @@ class VolumeModel(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, c: Tensor | None = None, camera: Tensor | None = None) -> GenerateOutput:
         """Ancestral samples: z_t from the prior, then the write chain and the projection."""
+        if int(n) != n or n < 1:
+            raise ValueError(f"generate: n (samples) must be a whole number >= 1, got {n}")
         cfg = self.cfg
         ref = self.canvas_bias
         prep = self.context.prepare(c, n)

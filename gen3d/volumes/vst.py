@@ -51,8 +51,9 @@ def rotation_matrix(w: Tensor) -> Tensor:
 def transform_from_raw(raw: Tensor, rotate: bool = True, s_min: float = 0.05,
                        scale_bias: float = 0.0) -> tuple[Tensor, Tensor, Tensor | None]:
     """9 unconstrained numbers (B, 9) -> (scale (B,3), shift (B,3), rotation (B,3,3) or None)."""
-    if raw.shape[-1] != 9:
-        raise ValueError(f"transform_from_raw: need 9 numbers per row, got shape {tuple(raw.shape)}")
+    if raw.dim() != 2 or raw.shape[-1] != 9:
+        raise ValueError(f"transform_from_raw: need (B, 9), 9 numbers per row, got shape "
+                         f"{tuple(raw.shape)}; for one row pass raw[None]")
     shift = raw[:, 0:3]
     scale = s_min + F.softplus(raw[:, 3:6] + scale_bias)
     rot = rotation_matrix(raw[:, 6:9]) if rotate else None
@@ -65,13 +66,16 @@ def _tent(pos: Tensor, n_in: int) -> Tensor:
     return torch.clamp(1 - (pos[..., None] - idx).abs(), min=0)
 
 
-def _check(name: str, vol: Tensor, scale: Tensor, shift: Tensor) -> None:
+def _check(name: str, vol: Tensor, scale: Tensor, shift: Tensor, rotation: Tensor | None = None) -> None:
     if vol.dim() != 5 or not (vol.shape[2] == vol.shape[3] == vol.shape[4]):
         raise ValueError(f"{name}: need a cubic (B, C, n, n, n) tensor, got shape {tuple(vol.shape)}")
     b = vol.shape[0]
     for what, t in (("scale", scale), ("shift", shift)):
         if t.shape != (b, 3):
             raise ValueError(f"{name}: {what} must be ({b}, 3), got shape {tuple(t.shape)}")
+    if rotation is not None and rotation.shape != (b, 3, 3):
+        raise ValueError(f"{name}: rotation must be ({b}, 3, 3), one per item, got shape "
+                         f"{tuple(rotation.shape)}")
 
 
 def rotate_patch(patch: Tensor, rotation: Tensor) -> Tensor:
@@ -87,7 +91,7 @@ def write(patch: Tensor, scale: Tensor, shift: Tensor, size: int,
           rotation: Tensor | None = None) -> Tensor:
     """Warp a (B, C, P, P, P) patch into an empty (B, C, size, size, size) canvas by
     c = t + S R u with trilinear sampling; separable, so three batched matrix products."""
-    _check("vst.write", patch, scale, shift)
+    _check("vst.write", patch, scale, shift, rotation)
     b, c, p = patch.shape[:3]
     n = size
     if rotation is not None:
@@ -131,7 +135,7 @@ def write_dense(patch: Tensor, scale: Tensor, shift: Tensor, size: int,
                 rotation: Tensor | None = None) -> Tensor:
     """Naive reference write: sample the patch at every canvas voxel with ``grid_sample``
     (B * size^3 gathers). Exact for any R; ``write`` matches it when R is None or permutes axes."""
-    _check("vst.write_dense", patch, scale, shift)
+    _check("vst.write_dense", patch, scale, shift, rotation)
     b, c = patch.shape[:2]
     inv = torch.diag_embed(1 / scale)
     if rotation is not None:
