@@ -34,9 +34,10 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot resume this run: missing, unreadable, or made with another model."""
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu",
+         other: str = "point --resume at another run") -> dict[str, Any]:
     """The state saved at ``path``; a ``CheckpointError`` in one line names it and what is
-    wrong with it."""
+    wrong with it (and ends with ``other``, the caller's way to another checkpoint)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -46,10 +47,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except Exception as e:  # a torn or foreign file
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({why}); delete it or "
-                              "point --resume at another run") from None
+                              f"{other}") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a training checkpoint (no model "
-                              "and step in it); delete it or point --resume at another run")
+                              f"and step in it); delete it or {other}")
     return state
 
 

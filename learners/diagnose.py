@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
         if a.estimates < 2 or a.ref_estimates < 2:
             raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
+        if not Path(a.checkpoint).is_file():
+            raise ConfigError(f"--checkpoint {a.checkpoint}: no such file; give a trained run's "
+                              "runs/<name>/checkpoint.pt")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -395,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
                                                        "seed")}, options=options)
     torch.set_num_threads(cfg.train.torch_threads)
     dev = resolve_device(cfg.device)
-    state = checkpoint.load(a.checkpoint, map_location=dev)
+    try:
+        state = checkpoint.load(a.checkpoint, map_location=dev, other="give another --checkpoint")
+    except checkpoint.CheckpointError as e:  # torn or foreign
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     model = MeshModel(cfg.model, cfg.data.size).to(dev)
     try:
         model.load_state_dict(state["model"])

@@ -127,3 +127,10 @@ def test_diagnose_cli_refuses_unknown_estimators(tmp_path, capsys):
     p.write_text("task: mesh\ndata:\n  second_view: 90\n")
     assert main(["--config", str(p), "--checkpoint", "nope.pt"]) == 2
     assert "data.second_view: diagnostics measure" in capsys.readouterr().err
+    p.write_text("task: mesh\n")
+    assert main(["--config", str(p), "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt: no such file" in capsys.readouterr().err
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(b"not a checkpoint")
+    assert main(["--config", str(p), "--checkpoint", str(torn)]) == 2
+    assert "cannot be read" in capsys.readouterr().err.splitlines()[-1]
