@@ -174,7 +174,7 @@ def growth(samples: list[dict], key: str, warmup_frac: float) -> float | None:
 def summarise(mon: Monitor, holder: dict, report: dict | None, error: str | None,
               cfg, warmup_frac: float) -> dict:
     stats = dict(holder["pool"].stats) if holder.get("pool") is not None else {}
-    per_step = cfg.train.renders_per_step
+    per_step = cfg.renders_per_step
     steps = report["scores"]["steps"] if report else None
     received = holder.get("received", 0)
     return {

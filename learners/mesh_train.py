@@ -273,6 +273,12 @@ class MeshRunConfig:
     """Keys under those that may differ: how the network's answer is read, not its weights (a
     finished run resumed at its last step with it changed is scored again)."""
 
+    @property
+    def renders_per_step(self) -> int:
+        """GL renders a step asks for, the second view's included (``data.second_view``
+        renders each one again)."""
+        return self.train.renders_per_step * (2 if self.data.second_view else 1)
+
     def __post_init__(self):
         if self.train.mirror_images and self.model.rotation_hypotheses:
             raise ValueError("train.mirror_images: model.rotation_hypotheses have no mirror "
@@ -512,14 +518,13 @@ def skip_step(job: Job) -> None:
 def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict[str, Any]:
     """TensorBoard scalars of a logged step: training, speed, gradient spread, the
     estimator's and the replay's statistics, and every counter of the render pool."""
-    tc = job.cfg.train
     r, kl = res.reward, res.kl
     vals = {"train/elbo_nats": res.elbo, "train/kl_weight": kl_weight,
             "train/lr": job.opt.param_groups[0]["lr"], "train/reward_mean": float(r.mean()),
             "train/reward_var": float(r.var(1).mean()), "train/kl_nats": float(kl.mean()),
             "train/model_std": float(job.model.std().detach().mean()),
             "train/skipped_steps": job.skipped,
-            "speed/renders_per_s": tc.renders_per_step / dt, "speed/step_s": dt,
+            "speed/renders_per_s": job.cfg.renders_per_step / dt, "speed/step_s": dt,
             "speed/wait_s": res.wait_s, "speed/wait_frac": res.wait_s / dt}
     if res.grads:  # per-micro-batch gradients, differences taken in sequence
         g = res.grads
@@ -600,11 +605,10 @@ class Speed:
 def score(job: Job) -> dict:
     """Checkpoint the last step, then score the held-out images: the report."""
     job.save()
-    tc = job.cfg.train
     report = final_report(job.cfg, job.sk.log, job.scored_model, job.local, job.train, job.test,
                           job.sk.device, job.step, job.sk.elapsed, job.source.pool,
                           raw=job.model if job.average is not None else None)
-    report["speed"] = job.speed.summary(tc.renders_per_step, job.source.stats)
+    report["speed"] = job.speed.summary(job.cfg.renders_per_step, job.source.stats)
     report["elbo_history"] = job.history
     report["iou_vs_time"] = job.curve
     report["skipped_steps"] = job.skipped

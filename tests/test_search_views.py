@@ -142,3 +142,12 @@ def test_the_replay_searches_with_the_view_term_only_when_asked(tmp_path):
         replay = make_replay(cfg, model, make_estimator(cfg), 3, "cpu", masks)
         assert (replay.line.view is not None) == views
         assert replay.flip is None and replay.searches
+
+
+def test_a_second_view_doubles_the_renders_a_step_asks_for():
+    from learners.config import load
+
+    _, one = load("configs/primitives.yaml", [])
+    _, two = load("configs/primitives.yaml", ["data.second_view=90"])
+    assert one.renders_per_step == one.train.renders_per_step == 16 * (16 + 8)
+    assert two.renders_per_step == 2 * one.renders_per_step
