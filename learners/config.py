@@ -230,18 +230,29 @@ def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {path}: {k} in {where} is not a mapping")
             d = nxt
-        d[keys[-1]] = yaml.safe_load(raw)
+        try:
+            d[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            why = " ".join(str(e).split())
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({why}); quote it, "
+                              "e.g. --set 'key=[1, 2]'") from None
     return data
 
 
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {str(p)!r} is a folder; pass a file, e.g. --config "
+                          "configs/primitives.yaml")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist; pass --config configs/<name>.yaml")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        why = " ".join(str(e).split())
+        raise ConfigError(f"{p}: not valid YAML: {why}") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{p}: cannot be read as a UTF-8 text file ({e}); pass a YAML config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys")
     return data

@@ -69,17 +69,52 @@ def preflight(cfg: Any, resume: bool) -> None:
     that no other live run holds ``<cfg.out_dir>/<cfg.name>/`` and, with ``resume``, that its
     checkpoint is readable and was made with this config's model (``cfg.resume_keys``,
     default "model")."""
+    check_name(cfg.name)
     run_dir = Path(cfg.out_dir) / cfg.name
+    check_writable(Path(cfg.out_dir))
     if getattr(cfg, "device", None) is not None:  # cuda asked for where torch cannot use it
         from learners.device import resolve_device
 
         resolve_device(cfg.device, announce=False)
     RunLock(run_dir).check_free()
+    if not resume and (run_dir / "checkpoint.pt").exists():
+        done = "finished" if (run_dir / "report.json").exists() else "stopped"
+        raise ConfigError(f"{run_dir} holds a {done} run (its checkpoint.pt); --resume continues "
+                          f"it, --set name=<another> starts a new run beside it, or delete "
+                          f"{run_dir} to start this name afresh")
     if resume:
         path = run_dir / "checkpoint.pt"
         state = checkpoint.load(path)
         checkpoint.check_matches(state, to_dict(cfg), getattr(cfg, "resume_keys", ("model",)), path,
                                  getattr(cfg, "resume_free", ()))
+
+
+def check_name(name: str) -> None:
+    """A run's name is one folder under ``out_dir``: it cannot climb out of it or be it."""
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"name: {name!r} is not a folder name; a run writes to "
+                          "<out_dir>/<name>/, so give a plain name and set out_dir for the place")
+
+
+def check_writable(out_dir: Path) -> None:
+    """``out_dir`` can be made (the folders this makes to find out are removed again) and this
+    process may write in it."""
+    made = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ok = os.access(out_dir, os.W_OK | os.X_OK)
+    except OSError as e:
+        raise ConfigError(f"out_dir {str(out_dir)!r} cannot be made ({e.strerror}); set out_dir "
+                          "to a folder you can write") from None
+    finally:
+        for p in made:  # deepest first: nothing is left behind by a run that then refuses
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+    if not ok:
+        raise ConfigError(f"out_dir {str(out_dir)!r} is not writable; set out_dir to a folder you "
+                          "can write")
 
 
 class RunLock:

@@ -3,6 +3,7 @@ nothing, a stale lock is taken over, and ``--resume`` names a checkpoint that ca
 the run (another model, torn, foreign, missing) in one line before anything is written."""
 
 import json
+import re
 import os
 import signal
 import socket
@@ -233,3 +234,34 @@ def test_the_command_line_refuses_before_loading_data_or_starting_ray(tmp_path, 
         live.kill()
         live.wait()
     assert not cache.exists()
+
+
+def test_a_finished_run_is_not_started_afresh_over_and_nothing_is_written(tmp_path, capsys):
+    """A run directory that holds a checkpoint is another run's: a fresh run of the same name
+    refuses (pointing at --resume, another name, or deleting it) and leaves its files as they
+    were; so do an out_dir it cannot write, a name that is not a folder name, and configs
+    or --set values that cannot be read."""
+    runs = tmp_path / "runs"
+    done = runs / "primitives"
+    done.mkdir(parents=True)
+    for f in ("checkpoint.pt", "report.json", "config.json"):
+        (done / f).write_text(f)
+    base = ["--config", str(ROOT / "configs/primitives.yaml"), "--set", f"out_dir={runs}"]
+    assert run_cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--resume continues it" in err and "--set name=" in err
+    assert sorted(p.name for p in done.iterdir()) == ["checkpoint.pt", "config.json", "report.json"]
+    assert all((done / f).read_text() == f for f in ("checkpoint.pt", "report.json", "config.json"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [(["--set", f"out_dir={a_file}/runs"], "out_dir .* cannot be made"),
+             (["--set", "name=../elsewhere"], "is not a folder name"),
+             (["--set", "train.steps=[1"], "not valid YAML.*quote it")]
+    for extra, words in cases:
+        assert run_cli.main(base + extra) == 2
+        assert re.search(words, capsys.readouterr().err.splitlines()[-1])
+    (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe task: mesh")
+    for config, words in [(tmp_path / "bad.yaml", "UTF-8"), (tmp_path, "is a folder")]:
+        assert run_cli.main(["--config", str(config)]) == 2
+        assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "bad.yaml", "runs"]
