@@ -18,8 +18,9 @@ as a sphere among the kinds can still be turned as its object is; one that says 
 turn reads as a random turn would. A model puts a mesh's centre where it likes (the reward
 sees only the surface), and for a kind without a centre of symmetry that need not be the
 template's: the committed networks centre cones and pyramids near their centroid, about a
-sixth of their height below the template's mid-height origin. So the template is read about the model's own origin
-for the kind (``learners.mesh_eval.model_origin``), a fixed change of frame per kind.
+sixth of their height below the template's mid-height origin. So the template is read about
+the model's own origin for the kind (``learners.mesh_eval.model_origin``), a fixed change of
+frame per kind.
 """
 
 from __future__ import annotations

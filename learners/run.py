@@ -12,6 +12,7 @@ import sys
 
 from learners import rundir
 from learners.config import IMPORT_HELP, ConfigError, import_modules, load
+from workers.contract import WorkerError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         rundir.preflight(cfg, args.resume)  # seconds, not after the data and Ray are up
         task.run(cfg, resume=args.resume)
     except ConfigError as e:  # a bad config, a busy run directory, a checkpoint that cannot resume
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (WorkerError, ConnectionError) as e:  # no workers to be had, a cluster not reached
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
