@@ -62,13 +62,24 @@ def iou_row(renderer, actions, data, **labels) -> dict:
                if (data.kind == i).any()}}
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {value}")
+    return value
+
+
 def run_parser(doc: str, n: int, n_help: str,
                run_help: str = "a finished run's directory (runs/<name>)") -> argparse.ArgumentParser:
     """The arguments of a benchmark that reads a finished run: ``--run``, ``--n`` (default
     ``n``) and ``--json``; the script adds its own."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help=run_help)
-    ap.add_argument("--n", type=int, default=n, help=n_help)
+    ap.add_argument("--n", type=positive_int, default=n, help=n_help)
     ap.add_argument("--json", help="write the results here")
     return ap
 

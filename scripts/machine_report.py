@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in gl:
         print(f"OpenGL: EGL device {d['index']}: {d['renderer']} ({d['version']})")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"torch": t, "egl_devices": gl, "gl_error": gl_error},
                                               indent=2))
     return 0 if gl else 1

@@ -26,3 +26,13 @@ def test_a_benchmark_pointed_at_no_run_says_which_file_is_missing(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match=r"\(no checkpoint.pt\)"):
         load_run(str(tmp_path))
+
+
+def test_a_benchmark_takes_a_positive_image_count_only():
+    from benchmarks.common import run_parser
+
+    ap = run_parser("doc", 500, "images")
+    assert ap.parse_args(["--run", "r", "--n", "3"]).n == 3
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit):
+            ap.parse_args(["--run", "r", "--n", bad])
