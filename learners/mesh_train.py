@@ -447,9 +447,20 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
 
 
 def train_loop(job: Job) -> None:
-    """Steps until ``train.steps`` or the time limit; logs, rolls back and checkpoints."""
-    tc = job.cfg.train
+    """Steps until ``train.steps``, the time limit or Ctrl-C; logs, rolls back and
+    checkpoints. Ctrl-C ends the step it falls in, checkpoints, and raises
+    ``learners.skeleton.RunInterrupted`` (no scoring)."""
     job.sk.start_clock()
+    with job.sk.stop_on_interrupt():
+        _steps(job)
+    job.sk.stop_clock()
+    if job.sk.interrupted:
+        job.save()
+        raise job.sk.interrupted_error(job.step, job.sk.log.checkpoint_path)
+
+
+def _steps(job: Job) -> None:
+    tc = job.cfg.train
     while job.step < tc.steps and not job.sk.out_of_time():
         job.step += 1
         t0 = time.perf_counter()
@@ -467,7 +478,6 @@ def train_loop(job: Job) -> None:
             heldout_step(job)
         if job.step % tc.checkpoint_every == 0:
             job.save()
-    job.sk.stop_clock()
 
 
 def train_step(job: Job) -> tuple[StepResult, float]:

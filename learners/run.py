@@ -12,6 +12,7 @@ import sys
 
 from learners import rundir
 from learners.config import IMPORT_HELP, ConfigError, import_modules, load
+from learners.skeleton import RunInterrupted
 from workers.contract import WorkerError
 
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except (WorkerError, ConnectionError) as e:  # no workers to be had, a cluster not reached
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:  # Ctrl-C: checkpointed at a step's end
+        print(e, file=sys.stderr)
+        return 130
     return 0
 
 

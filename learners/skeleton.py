@@ -12,8 +12,11 @@ generators) and ``config``.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,11 @@ def set_generator_state(g: torch.Generator | np.random.Generator, state: Any) ->
         g.bit_generator.state = state
 
 
+class RunInterrupted(Exception):
+    """A run stopped by Ctrl-C at a step's end, its checkpoint written: the message says where
+    and how to go on."""
+
+
 class RunSkeleton:
     """One run of any task: ``cfg`` has ``name``, ``out_dir``, ``seed`` and ``device``.
 
@@ -82,6 +90,7 @@ class RunSkeleton:
         self.start_clock()
         self._tracked: dict[str, Any] = {}
         self.stopped_by = "steps"
+        self.interrupted = False
 
     # ------------------------------------------------------------------ state
 
@@ -148,11 +157,42 @@ class RunSkeleton:
         return self._stopped if self._stopped is not None else time.time() - self._t0
 
     def out_of_time(self) -> bool:
-        """True once the time limit is spent; the run then says so in its report."""
+        """True once the time limit is spent, or once Ctrl-C was pressed inside
+        ``stop_on_interrupt``; the run then says so in its report."""
+        if self.interrupted:
+            self.stopped_by = "interrupted"
+            return True
         if self.time_limit_s and self.elapsed > self.time_limit_s:
             self.stopped_by = "time_limit"
             return True
         return False
+
+    @contextlib.contextmanager
+    def stop_on_interrupt(self):
+        """Inside it, a first Ctrl-C (SIGINT) only asks the loop to stop after its step
+        (``out_of_time`` turns True), so the run can checkpoint at a step's end; a second one
+        interrupts at once. Outside the main thread it changes nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum, frame):
+            self.interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print("\nstopping after this step (Ctrl-C again to stop at once)", file=sys.stderr,
+                  flush=True)
+
+        before = signal.signal(signal.SIGINT, ask)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, before)
+
+    def interrupted_error(self, step: int, path: Path) -> RunInterrupted:
+        """What a run stopped by Ctrl-C raises once its checkpoint is written."""
+        return RunInterrupted(f"run {self.cfg.name}: stopped by Ctrl-C at step {step} of "
+                              f"{self.steps}; checkpoint {path}; the same command with --resume "
+                              "continues it")
 
     # ------------------------------------------------------------------ end
 

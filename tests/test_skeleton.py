@@ -162,3 +162,45 @@ def test_the_three_learners_write_one_checkpoint_layout(tmp_path):
         st = torch.load(p, weights_only=False)
         assert COMMON <= st.keys(), (p, sorted(st))
         assert st["step"] == 2 and st["train_s"] > 0 and "trained_s" not in st
+
+
+def test_ctrl_c_ends_the_step_checkpoints_and_a_resume_ends_where_an_unbroken_run_does(
+        tmp_path, monkeypatch):
+    """SIGINT in the middle of step 3 of 6: the step finishes, the checkpoint says step 3, the
+    run raises RunInterrupted naming it and --resume, and resuming gives the weights of a run
+    that was never interrupted."""
+    import os
+    import signal
+
+    from learners import mesh_train
+    from learners.skeleton import RunInterrupted
+    from tests.test_mesh_train import tiny
+
+    def tiny_local(path, **kw):
+        cfg = tiny(path, **kw)
+        cfg.pool.backend, cfg.train.steps, cfg.train.checkpoint_every = "local", 6, 100
+        cfg.eval.n_unseen = 0
+        return cfg
+
+    whole = mesh_train.run(tiny_local(tmp_path / "a"))
+    real = mesh_train.train_step
+
+    def interrupting(job):
+        if job.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # lands while the step is being taken
+        return real(job)
+
+    monkeypatch.setattr(mesh_train, "train_step", interrupting)
+    cfg = tiny_local(tmp_path / "b")
+    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C at step 3 of 6; checkpoint .*--resume"):
+        mesh_train.run(cfg)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    ckpt = torch.load(tmp_path / "b/runs/tiny/checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and not (tmp_path / "b/runs/tiny/report.json").exists()
+    monkeypatch.setattr(mesh_train, "train_step", real)
+    resumed = mesh_train.run(cfg, resume=True)
+    assert resumed["scores"]["steps"] == 6
+    a = torch.load(tmp_path / "a/runs/tiny/checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b/runs/tiny/checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["scores"]["iou"] == whole["scores"]["iou"]
