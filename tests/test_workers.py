@@ -100,3 +100,35 @@ def test_worker_class_works_without_ray():
     reply = w.evaluate(7, _actions(3), targets=np.zeros((3, 32, 32, 3), np.uint8))
     assert reply["request_id"] == 7 and reply["renders"] == 3 and reply["rewards"].shape == (3,)
     assert "error" in w.evaluate(8, np.zeros((0, 654)), targets=np.zeros((0, 32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_closed_pool_refuses_every_use_and_starts_no_worker(pool, backend):
+    """Closed with a request still in flight: collecting it, submitting, or sending targets
+    is one clear error, and no worker is started again (the cluster's CPUs come back)."""
+    import ray
+
+    from workers.contract import WorkerError
+    from workers.pool import PoolConfig, make_pool
+    from workers.worker import EnvSpec
+
+    spec = EnvSpec(kwargs={"width": 32, "height": 32, "sigma": 0.1})
+    free = ray.available_resources().get("CPU", 0)
+    p = make_pool(spec, PoolConfig(backend=backend, workers=1, chunk=8, worker_cpus=0.5))
+    targets = np.zeros((4, 32, 32, 3), np.uint8)
+    ticket = p.submit(_actions(4), targets=targets)
+    p.close()
+    for use in (lambda: p.collect(ticket), lambda: p.submit(_actions(2), targets=targets[:2]),
+                lambda: p.set_targets(targets)):
+        with pytest.raises(WorkerError, match="after close\\(\\).*make a new pool"):
+            use()
+    p.close()  # twice is fine
+    if backend == "local":
+        assert not p.worker._envs  # its environments (and GL contexts) are closed
+    else:
+        import time
+
+        deadline = time.monotonic() + 20
+        while ray.available_resources().get("CPU", 0) < free and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) >= free

@@ -58,6 +58,14 @@ class WorkerError(RuntimeError):
     """No worker is left to render, or workers kept dying past ``max_restarts``."""
 
 
+def check_open(closed: bool, what: str) -> None:
+    """A pool refuses every use after ``close``: its workers are gone, and a restart then
+    would start one that nobody stops."""
+    if closed:
+        raise WorkerError(f"pool: {what} after close(); the pool's workers are gone, make a new "
+                          "pool (workers.pool.make_pool)")
+
+
 @runtime_checkable
 class Pool(Protocol):
     stats: dict[str, float]

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from workers.contract import BASE_STATS, Result, Ticket, check_request
+from workers.contract import BASE_STATS, Result, Ticket, check_open, check_request
 from workers.worker import EnvSpec, RenderWorker
 
 
@@ -17,12 +17,15 @@ class LocalPool:
         self.worker = RenderWorker(spec, targets)
         self.stats: dict[str, float] = dict.fromkeys(BASE_STATS, 0)
         self._rid = 0
+        self.closed = False
 
     def set_targets(self, targets: np.ndarray) -> None:
+        check_open(self.closed, "set_targets")
         self.worker.set_targets(targets)
 
     def submit(self, actions, target_idx=None, targets=None, return_images: bool = False) -> Ticket:
         """Renders at once (there is nothing to overlap with); ``collect`` hands it over."""
+        check_open(self.closed, "submit")
         a = check_request(actions, target_idx, targets)
         t0 = time.monotonic()
         self._rid += 1
@@ -35,6 +38,7 @@ class LocalPool:
         return Ticket(len(a), return_images, submitted_at=t0, payload=reply)
 
     def collect(self, ticket: Ticket) -> Result:
+        check_open(self.closed, "collect")
         reply = ticket.payload
         return Result(reply["rewards"], reply.get("images"), reply["render_s"], reply["t"])
 
@@ -42,4 +46,6 @@ class LocalPool:
         return self.collect(self.submit(actions, target_idx, targets, return_images))
 
     def close(self) -> None:
-        pass
+        if not self.closed:
+            self.worker.close()
+        self.closed = True

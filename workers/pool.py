@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from workers import placement
-from workers.contract import BASE_STATS, Result, Ticket, WorkerError, check_request
+from workers.contract import BASE_STATS, Result, Ticket, WorkerError, check_open, check_request
 from workers.local import LocalPool
 from workers.worker import EnvSpec, RenderWorker
 
@@ -306,12 +306,14 @@ class RenderPool:
     def set_targets(self, targets: np.ndarray) -> None:
         """Give every worker the target images once; requests then send indices. Workers
         started later get them at start."""
+        check_open(self.closed, "set_targets")
         self._targets_ref = self.ray.put(np.asarray(targets))
         refs = [s.actor.set_targets.remote(self._targets_ref) for s in self.slots if s.state == "up"]
         self.ray.wait(refs, num_returns=len(refs), timeout=self.cfg.request_timeout_s)
 
     def submit(self, actions: np.ndarray, target_idx=None, targets=None,
                return_images: bool = False) -> Ticket:
+        check_open(self.closed, "submit")
         a = check_request(actions, target_idx, targets)
         batch = _Batch(a, None if target_idx is None else np.asarray(target_idx),
                        None if targets is None else np.asarray(targets), np.empty(len(a), np.float64))
@@ -362,6 +364,7 @@ class RenderPool:
         self.stats["sent"] += req.n
 
     def collect(self, t: Ticket) -> Result:
+        check_open(self.closed, "collect")
         t0 = time.perf_counter()
         while not all(r.done for r in t.requests):
             self._pump(0.5)
@@ -498,7 +501,10 @@ class RenderPool:
         return self.ray.get([s.actor.ping.remote() for s in self.slots if s.state == "up"],
                             timeout=self.cfg.request_timeout_s)
 
+    closed = False  # class-level: a pool whose start failed part-way is not closed
+
     def close(self) -> None:
+        self.closed = True
         for s in getattr(self, "slots", []):
             try:
                 self.ray.kill(s.actor, no_restart=True)

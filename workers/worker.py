@@ -83,6 +83,12 @@ class RenderWorker:
                     f"(software) on EGL device {egl_device}; install the NVIDIA driver's EGL "
                     "library there, or set pool.allow_software_gl: true")
 
+    def close(self) -> None:
+        """Close its environments (and with them their GL contexts)."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
     def _warm_up(self) -> None:
         """Make the environment and draw once, in this process: a GL set-up that cannot
         render fails at start, not mid-run."""
