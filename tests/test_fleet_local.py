@@ -214,7 +214,7 @@ def test_ray_config_names_the_bad_key(key, value):
 def test_the_config_file_loader_names_section_and_file(tmp_path):
     from learners.config import ConfigError, load
 
-    with pytest.raises(ConfigError, match=r"primitives.yaml: pool.chunk: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"primitives.yaml: pool.chunk: must be an integer >= 1"):
         load("configs/primitives.yaml", ["pool.chunk=0"])
     _, cfg = load("configs/primitives.yaml", ["pool.workers=auto"])
     assert cfg.pool.workers == "auto"

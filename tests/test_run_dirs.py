@@ -267,10 +267,14 @@ def test_a_finished_run_is_not_started_afresh_over_and_nothing_is_written(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "bad.yaml", "runs"]
 
 
-def test_a_cluster_that_does_not_answer_is_one_line_not_a_traceback(tmp_path, capsys):
+def test_a_cluster_that_does_not_answer_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
     args = ["--config", str(ROOT / "configs/primitives.yaml"), "--set", f"out_dir={tmp_path}/runs",
             "--set", f"data.cache_dir={tmp_path}/cache", "--set", "data.n_train=8",
-            "--set", "data.n_test=4", "--set", "eval.n_unseen=0", "--set", "ray.address=127.0.0.1:1"]
+            "--set", "data.n_test=4", "--set", "eval.n_unseen=0", "--set", "train.steps=2",
+            "--set", "train.time_limit_s=30", "--set", "ray.address=127.0.0.1:1"]
     assert run_cli.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ray.address=127.0.0.1:1: nothing answers there")

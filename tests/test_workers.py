@@ -132,3 +132,18 @@ def test_a_closed_pool_refuses_every_use_and_starts_no_worker(pool, backend):
         while ray.available_resources().get("CPU", 0) < free and time.monotonic() < deadline:
             time.sleep(0.2)
         assert ray.available_resources().get("CPU", 0) >= free
+
+
+def test_a_pool_config_built_in_code_gets_the_checks_a_config_file_gets():
+    from workers.pool import PoolConfig
+
+    for kw, words in [({"worker_queue": float("nan")}, "worker_queue: must be an integer"),
+                      ({"chunk": 2.5}, "chunk: must be an integer"), ({"workers": True}, "workers"),
+                      ({"max_restarts": float("nan")}, "max_restarts"),
+                      ({"worker_cpus": float("inf")}, "worker_cpus: must be a finite number"),
+                      ({"request_timeout_s": float("inf")}, "request_timeout_s: must be a finite"),
+                      ({"worker_env": None}, "worker_env: must be a mapping"),
+                      ({"worker_resources": {"render": float("nan")}}, "worker_resources")]:
+        with pytest.raises(ValueError, match=words):
+            PoolConfig(**kw)
+    assert PoolConfig(request_timeout_s=10, worker_cpus=1).request_timeout_s == 10

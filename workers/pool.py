@@ -14,6 +14,7 @@ left. The contract the learner relies on is ``workers.contract.Pool``.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -88,19 +89,30 @@ class PoolConfig:
         _check_pool_config(self)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_pool_config(c: PoolConfig) -> None:
-    if c.workers != "auto" and (not isinstance(c.workers, int) or c.workers < 1):
+    if c.workers != "auto" and (not _is_int(c.workers) or c.workers < 1):
         raise ValueError(f"workers: must be an integer >= 1 or 'auto', got {c.workers!r}")
     for key, lo in (("chunk", 1), ("worker_queue", 1), ("max_restarts", 0)):
-        if getattr(c, key) < lo:
-            raise ValueError(f"{key}: must be >= {lo}, got {getattr(c, key)}")
+        if not _is_int(getattr(c, key)) or getattr(c, key) < lo:
+            raise ValueError(f"{key}: must be an integer >= {lo}, got {getattr(c, key)!r}")
     for key in ("worker_cpus", "worker_gpus", "straggler_factor", "straggler_min_s"):
-        if not getattr(c, key) >= 0:
-            raise ValueError(f"{key}: must be >= 0, got {getattr(c, key)}")
+        if not _is_number(getattr(c, key)) or not getattr(c, key) >= 0:
+            raise ValueError(f"{key}: must be a finite number >= 0, got {getattr(c, key)!r}")
     for key in ("request_timeout_s", "start_timeout_s"):
-        if not getattr(c, key) > 0:
-            raise ValueError(f"{key}: must be > 0 seconds, got {getattr(c, key)}")
-    bad = {k: v for k, v in c.worker_resources.items() if not v >= 0}
+        if not _is_number(getattr(c, key)) or not getattr(c, key) > 0:
+            raise ValueError(f"{key}: must be a finite number of seconds > 0, got {getattr(c, key)!r}")
+    for key in ("worker_resources", "worker_env"):
+        if not isinstance(getattr(c, key), dict):
+            raise ValueError(f"{key}: must be a mapping, got {getattr(c, key)!r}")
+    bad = {k: v for k, v in c.worker_resources.items() if not _is_number(v) or not v >= 0}
     if bad:
         raise ValueError(f"worker_resources: amounts must be >= 0, got {bad}")
     if c.placement not in placement.STRATEGIES:
