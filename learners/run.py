@@ -30,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         task, cfg = load(args.config, args.overrides)
         rundir.preflight(cfg, args.resume)  # seconds, not after the data and Ray are up
         task.run(cfg, resume=args.resume)
-    except ConfigError as e:  # a bad config, a busy run directory, a checkpoint that cannot resume
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (WorkerError, ConnectionError) as e:  # no workers to be had, a cluster not reached
+    # a bad config, a busy run directory, a checkpoint that cannot resume, no workers to be
+    # had, a cluster not reached: one line each
+    except (ConfigError, WorkerError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunInterrupted as e:  # Ctrl-C: checkpointed at a step's end
