@@ -45,9 +45,12 @@ def checkpoint(run: str) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _read_checkpoint(path: Path, mtime_ns: int) -> dict:
-    import torch
+    from learners import checkpoint as ckpt
 
-    return torch.load(path, weights_only=False)
+    try:
+        return ckpt.load(path, other="give another --run")
+    except ckpt.CheckpointError as e:  # torn, foreign: one line, as learners.run says it
+        raise SystemExit(f"error: {e}") from None
 
 
 def iou_row(renderer, actions, data, **labels) -> dict:
@@ -102,6 +105,9 @@ def load_run(run: str, trained: bool = True, attach: bool = True):
     os.environ.setdefault("LP_NUM_THREADS", "0")
     torch.set_num_threads(1)
     _, cfg = config_io.load(Path(run) / "config.json")
+    if not hasattr(cfg.model, "shape"):
+        raise SystemExit(f"{run}: a {type(cfg).__name__} run; this benchmark reads mesh runs "
+                         "(task: mesh)")
     model = MeshModel(cfg.model, cfg.data.size)
     if trained:
         st = checkpoint(run)

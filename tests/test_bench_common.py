@@ -36,3 +36,19 @@ def test_a_benchmark_takes_a_positive_image_count_only():
     for bad in ("0", "-1", "x"):
         with pytest.raises(SystemExit):
             ap.parse_args(["--run", "r", "--n", bad])
+
+
+def test_a_benchmark_pointed_at_a_torn_checkpoint_or_another_task_says_so_in_one_line(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from benchmarks.common import load_run
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "configs" / "volumes_generation.yaml", tmp_path / "config.json")
+    (tmp_path / "checkpoint.pt").write_bytes(b"torn")
+    with pytest.raises(SystemExit, match="a VolumeRunConfig run; this benchmark reads mesh runs"):
+        load_run(str(tmp_path))
+    shutil.copy(root / "configs" / "primitives.yaml", tmp_path / "config.json")
+    with pytest.raises(SystemExit, match=r"checkpoint .* cannot be read .*give another --run"):
+        load_run(str(tmp_path))
