@@ -10,6 +10,7 @@ A setting is steps:samples:std:lr (``learners.mesh_refine.RefineConfig``).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -37,11 +38,26 @@ def refine_and_score(cfg, model: MeshModel, data, r) -> dict:
             "per_kind_iou": s["per_kind_iou"]}
 
 
+def parse_settings(text: str) -> list[tuple[str, RefineConfig]]:
+    """``--settings``: comma-separated steps:samples:std:lr, each with its ``RefineConfig``."""
+    out = []
+    for part in text.split(","):
+        bits = part.split(":")
+        try:
+            if len(bits) != 4:
+                raise ValueError("need steps:samples:std:lr, e.g. 150:16:0.01:0.01")
+            out.append((part, RefineConfig(int(bits[0]), int(bits[1]), float(bits[2]), float(bits[3]))))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{part!r}: {e}") from None
+    return out
+
+
 def main(argv=None) -> dict:
     ap = run_parser(__doc__, 100, "the first N images of the split")
     ap.add_argument("--split", choices=["train", "test"], default="train",
                     help="images to refine (tune settings on train)")
-    ap.add_argument("--settings", default="150:16:0.01:0.01", help="steps:samples:std:lr, comma-separated")
+    ap.add_argument("--settings", type=parse_settings, default="150:16:0.01:0.01",
+                    help="steps:samples:std:lr, comma-separated")
     ap.add_argument("--untrained", action="store_true", help="start from an untrained network")
     args = ap.parse_args(argv)
     cfg, model = load_run(args.run, trained=not args.untrained)
@@ -53,9 +69,8 @@ def main(argv=None) -> dict:
         s, _ = mesh_eval.score(r, mesh_eval.infer_actions(model, data.images), data, geo.Camera(),
                                cfg.eval.chamfer_points)
         rows.append({"setting": "start", "s": 0.0} | {k: s[k] for k in ("iou", "psnr", "chamfer")})
-        for text in args.settings.split(","):
-            steps, samples, std, lr = text.split(":")
-            cfg.eval.refine = RefineConfig(int(steps), int(samples), float(std), float(lr))
+        for text, setting in args.settings:
+            cfg.eval.refine = setting
             rows.append({"setting": text} | refine_and_score(cfg, model, data, r))
     finally:
         r.release()

@@ -52,3 +52,16 @@ def test_a_benchmark_pointed_at_a_torn_checkpoint_or_another_task_says_so_in_one
     shutil.copy(root / "configs" / "primitives.yaml", tmp_path / "config.json")
     with pytest.raises(SystemExit, match=r"checkpoint .* cannot be read .*give another --run"):
         load_run(str(tmp_path))
+
+
+def test_refinement_settings_are_read_before_anything_loads():
+    import argparse
+
+    from benchmarks.refine import parse_settings
+
+    got = parse_settings("150:16:0.01:0.01,100:8:0.02:0.005")
+    assert [t for t, _ in got] == ["150:16:0.01:0.01", "100:8:0.02:0.005"]
+    assert (got[1][1].steps, got[1][1].samples, got[1][1].std, got[1][1].lr) == (100, 8, 0.02, 0.005)
+    for bad in ("2:4", "a:16:0.01:0.01"):
+        with pytest.raises(argparse.ArgumentTypeError, match="steps:samples:std:lr|invalid literal"):
+            parse_settings(bad)
