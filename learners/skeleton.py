@@ -85,6 +85,9 @@ class RunSkeleton:
                           free=getattr(cfg, "resume_free", ()))
         self.state: dict[str, Any] | None = self.log.state
         self.start = int(self.state["step"]) if self.state else 0
+        if self.start > steps:
+            print(f"note: the checkpoint is at step {self.start}, past the {steps} steps asked "
+                  "for; nothing is trained, the run is scored as it stands", file=sys.stderr)
         self._train_s = float(self.state.get("train_s", 0.0)) if self.state else 0.0
         self._born = time.time()
         self.start_clock()

@@ -278,3 +278,14 @@ def test_a_cluster_that_does_not_answer_is_one_line_not_a_traceback(tmp_path, ca
     assert run_cli.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ray.address=127.0.0.1:1: nothing answers there")
+
+
+def test_a_resume_asked_for_fewer_steps_than_its_checkpoint_says_it_trains_nothing(tmp_path, capsys):
+    path = tiny_volume(tmp_path)
+    assert run_cli.main(["--config", path]) == 0
+    done = torch.load(tmp_path / "runs/vol/checkpoint.pt", weights_only=False)["step"]
+    capsys.readouterr()
+    assert run_cli.main(["--config", path, "--resume", "--set", "train.steps=1"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: the checkpoint is at step {done}, past the 1 steps asked for" in err
+    assert torch.load(tmp_path / "runs/vol/checkpoint.pt", weights_only=False)["step"] == done
