@@ -212,8 +212,9 @@ def to_dict(obj: Any) -> Any:
 def as_config_file(cfg: Any) -> dict:
     """``cfg`` as the config file that runs it again: its task first, then every key (a run
     writes this as ``config.json``, which ``--config`` reads back)."""
-    kind = f"{type(cfg).__module__}:{type(cfg).__name__}:"
-    task = [name for name, target in TASKS.items() if target.startswith(kind)]
+    # the task whose config class this is, wherever the class is defined (the run's module
+    # may import it from another)
+    task = [name for name in TASKS if get_task(name).config_cls is type(cfg)]
     return ({"task": task[0]} if task else {}) | to_dict(cfg)
 
 

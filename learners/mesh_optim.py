@@ -16,7 +16,7 @@ from gen3d.mesh_model import MeshModel
 
 
 if TYPE_CHECKING:
-    from learners.mesh_train import MeshTrainConfig
+    from learners.mesh_config import MeshTrainConfig
 
 
 CLOCK_SLACK = 0.05

@@ -231,7 +231,8 @@ def test_the_replays_bests_are_kept_in_the_images_own_frame(colour_orders):
 @pytest.mark.parametrize("switch", ["mirror_images", "colour_orders"])
 def test_mirrors_or_colour_orders_with_soft_renders_are_config_errors(tmp_path, switch):
     from learners.config import ConfigError, from_dict
-    from learners.mesh_train import MeshRunConfig, MeshTrainConfig, make_estimator
+    from learners.mesh_config import MeshTrainConfig
+    from learners.mesh_train import MeshRunConfig, make_estimator
     from tests.test_mesh_train import tiny
 
     with pytest.raises(ValueError, match=f"{switch}: the soft-mean term"):

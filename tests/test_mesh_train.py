@@ -156,7 +156,8 @@ def test_the_time_limit_counts_the_training_before_a_resume(tmp_path):
 
 
 def test_the_learning_rate_decays_over_the_steps_or_the_clock_whichever_ends_first():
-    from learners.mesh_train import TrainConfig, lr_factor, std_factor
+    from learners.mesh_config import TrainConfig
+    from learners.mesh_train import lr_factor, std_factor
 
     tc = TrainConfig(steps=1000, lr_final=0.2)
     assert std_factor(tc, 500, 0.0) == 1.0  # std_final 1: no schedule
@@ -173,7 +174,8 @@ def test_the_learning_rate_decays_over_the_steps_or_the_clock_whichever_ends_fir
 
 
 def test_a_run_that_keeps_its_pace_is_scheduled_by_its_steps_alone():
-    from learners.mesh_train import TrainConfig, lr_factor
+    from learners.mesh_config import TrainConfig
+    from learners.mesh_train import lr_factor
 
     tc = TrainConfig(steps=14000, lr_final=0.1, time_limit_s=1050.0)
     # 20 steps/s (the limit needs 13.3) after set-up stalls of up to 50 s: the clock never
@@ -336,7 +338,8 @@ def test_a_nan_gradient_is_not_stepped_on_and_a_row_of_them_stops_the_run():
     from types import SimpleNamespace
 
     from learners.mesh_optim import clipped_step
-    from learners.mesh_train import MAX_SKIPPED_IN_ROW, MeshTrainConfig, skip_step
+    from learners.mesh_config import MeshTrainConfig
+    from learners.mesh_train import MAX_SKIPPED_IN_ROW, skip_step
 
     model = torch.nn.Linear(3, 2)
     tc = MeshTrainConfig(adam_clip=3.0)

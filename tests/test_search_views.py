@@ -107,7 +107,7 @@ def test_a_flip_is_one_more_proposal_the_best_mirrored_front_to_back():
 
 
 def test_the_flip_is_counted_and_needs_self_imitation():
-    from learners.mesh_train import MeshTrainConfig
+    from learners.mesh_config import MeshTrainConfig
 
     tc = MeshTrainConfig(batch=16, samples=16, self_imitation=0.25, self_imitation_search=8,
                          self_imitation_search_flip=True)
@@ -118,7 +118,7 @@ def test_the_flip_is_counted_and_needs_self_imitation():
 
 def test_the_views_direction_needs_the_soft_search_and_a_second_view(tmp_path):
     from learners.config import ConfigError, load
-    from learners.mesh_train import MeshTrainConfig
+    from learners.mesh_config import MeshTrainConfig
 
     with pytest.raises(ValueError, match="self_imitation_search_views.*self_imitation_search_soft"):
         MeshTrainConfig(self_imitation=0.25, self_imitation_search=4, self_imitation_search_views=True)

@@ -82,7 +82,8 @@ def test_a_search_that_could_not_run_is_a_config_error_and_a_step_counts_its_ren
     import pytest
 
     from learners.config import ConfigError
-    from learners.mesh_train import MeshTrainConfig, make_estimator
+    from learners.mesh_config import MeshTrainConfig
+    from learners.mesh_train import make_estimator
     from tests.test_mesh_train import tiny
 
     with pytest.raises(ValueError, match="self_imitation_search: 8 .*self_imitation > 0"):
@@ -156,7 +157,7 @@ def test_the_soft_line_search_finds_the_sphere_gl_drew(renderer):
 def test_a_soft_line_search_needs_steps():
     import pytest
 
-    from learners.mesh_train import MeshTrainConfig
+    from learners.mesh_config import MeshTrainConfig
 
     with pytest.raises(ValueError, match="self_imitation_search_soft: .*which is 0: set it"):
         MeshTrainConfig(self_imitation=0.25, self_imitation_search_soft=True)

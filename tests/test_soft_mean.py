@@ -117,7 +117,7 @@ def test_the_step_adds_exactly_the_terms_gradient_to_the_estimators():
 
 def test_its_weight_falls_to_zero_at_its_fraction_of_the_run_and_no_soft_render_follows():
     from learners.mesh_optim import soft_factor
-    from learners.mesh_train import MeshTrainConfig
+    from learners.mesh_config import MeshTrainConfig
 
     tc = MeshTrainConfig(steps=1000, soft_mean=3.0, soft_mean_until=0.5)
     assert [soft_factor(tc, s, 0.0) for s in (0, 250, 500, 900)] == [1.0, 0.5, 0.0, 0.0]
