@@ -349,7 +349,7 @@ def _machine() -> dict:
             "cores": os.cpu_count(), "torch": torch.__version__}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m learners.diagnose", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="the run's YAML config (task: mesh)")
@@ -367,62 +367,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                     help=IMPORT_HELP)
-    a = ap.parse_args(argv)
-    try:
-        import_modules(a.imports)
-        task, cfg = load(a.config, a.overrides)
-        if not isinstance(cfg, MeshRunConfig):
-            raise ConfigError(f"{a.config}: diagnostics need a mesh config (task: mesh)")
-        if cfg.data.second_view:
-            raise ConfigError("data.second_view: diagnostics measure gradients of the image's "
-                              "likelihood alone; set data.second_view: 0")
-        names = [n.strip() for n in a.estimators.split(",") if n.strip()]
-        unknown = sorted(set(names) - set(estimators.available()))
-        if unknown:
-            raise ConfigError(f"--estimators: unknown {unknown}; "
-                              f"choose from {estimators.available()}")
-        options = parse_options(a.opt, names or estimators.available())
-        if not a.std_scale > 0:
-            raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
-        if a.estimates < 2 or a.ref_estimates < 2:
-            raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
-        if not Path(a.checkpoint).is_file():
-            raise ConfigError(f"--checkpoint {a.checkpoint}: no such file; give a trained run's "
-                              "runs/<name>/checkpoint.pt")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    s = Settings(names, **{f: getattr(a, f) for f in ("estimates", "batch", "samples", "warmup",
-                                                       "ref_estimates", "ref_samples",
-                                                       "oracle_estimates", "oracle_sigma", "std_scale",
-                                                       "seed")}, options=options)
-    torch.set_num_threads(cfg.train.torch_threads)
-    dev = resolve_device(cfg.device)
-    try:
-        state = checkpoint.load(a.checkpoint, map_location=dev, other="give another --checkpoint")
-    except checkpoint.CheckpointError as e:  # torn or foreign
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return ap
+
+
+def _settings(a: argparse.Namespace) -> tuple[MeshRunConfig, Settings]:
+    """The run's config and the diagnostics' settings, or a ``ConfigError`` naming what is
+    wrong, before anything is loaded."""
+    import_modules(a.imports)
+    _, cfg = load(a.config, a.overrides)
+    if not isinstance(cfg, MeshRunConfig):
+        raise ConfigError(f"{a.config}: diagnostics need a mesh config (task: mesh)")
+    if cfg.data.second_view:
+        raise ConfigError("data.second_view: diagnostics measure gradients of the image's "
+                          "likelihood alone; set data.second_view: 0")
+    names = [n.strip() for n in a.estimators.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(estimators.available()))
+    if unknown:
+        raise ConfigError(f"--estimators: unknown {unknown}; choose from {estimators.available()}")
+    options = parse_options(a.opt, names or estimators.available())
+    if not a.std_scale > 0:
+        raise ConfigError(f"--std-scale must be > 0, got {a.std_scale}")
+    if a.estimates < 2 or a.ref_estimates < 2:
+        raise ConfigError("--estimates and --ref-estimates must be >= 2 (variances need two)")
+    if not Path(a.checkpoint).is_file():
+        raise ConfigError(f"--checkpoint {a.checkpoint}: no such file; give a trained run's "
+                          "runs/<name>/checkpoint.pt")
+    fields = ("estimates", "batch", "samples", "warmup", "ref_estimates", "ref_samples",
+              "oracle_estimates", "oracle_sigma", "std_scale", "seed")
+    return cfg, Settings(names, **{f: getattr(a, f) for f in fields}, options=options)
+
+
+def _trained_model(a: argparse.Namespace, cfg: MeshRunConfig, dev) -> tuple[MeshModel, dict]:
+    """The checkpoint's network and state; a ``ConfigError`` when it is torn or does not fit."""
+    state = checkpoint.load(a.checkpoint, map_location=dev, other="give another --checkpoint")
     model = MeshModel(cfg.model, cfg.data.size).to(dev)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        print(f"error: {a.checkpoint} does not fit the model of {a.config} ({e})", file=sys.stderr)
-        return 2
-    run_cfg = state.get("config", {}).get("estimator", {})
-    renderer = MeshRenderer(cfg.data.size, cfg.data.size, 256)
-    try:
-        train, _ = mesh_images.load(cfg.data, render_fn(renderer))
-        rng = np.random.default_rng(s.seed)
-        b = min(s.batch or cfg.train.batch, len(train))
-        idx = rng.choice(len(train), size=b, replace=False)
-        out = diagnose(cfg, model, train.images[idx], renderer, s,
-                       (run_cfg.get("name"), state.get("estimator") or {}),
-                       progress=not a.no_progress)
-    finally:
-        renderer.release()
-    out_dir = Path(a.out) if a.out else Path(a.checkpoint).parent / "diagnose"
-    path = write(out, out_dir)
+        raise ConfigError(f"{a.checkpoint} does not fit the model of {a.config} ({e})") from None
+    return model, state
+
+
+def _print_rows(out: dict, path: Path) -> None:
     cols = ["estimator", "var_mean", "var_max", "var_ratio_vs_reinforce", "snr_mean", "dsnr",
             "cos_oracle", "bias_rel", "bias_noise_floor_rel", "renders_per_estimate"]
     print("  ".join(f"{c:>14}" for c in cols))
@@ -430,6 +416,30 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(f"{_fmt(r.get(c, r.get('error', '')[:14] if c == 'var_mean' else '')):>14}"
                         for c in cols))
     print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        cfg, s = _settings(a)
+        torch.set_num_threads(cfg.train.torch_threads)
+        dev = resolve_device(cfg.device)
+        model, state = _trained_model(a, cfg, dev)
+    except ConfigError as e:  # a checkpoint's own error is one too
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_cfg = state.get("config", {}).get("estimator", {})
+    renderer = MeshRenderer(cfg.data.size, cfg.data.size, 256)
+    try:
+        train, _ = mesh_images.load(cfg.data, render_fn(renderer))
+        rng = np.random.default_rng(s.seed)
+        idx = rng.choice(len(train), size=min(s.batch or cfg.train.batch, len(train)), replace=False)
+        out = diagnose(cfg, model, train.images[idx], renderer, s,
+                       (run_cfg.get("name"), state.get("estimator") or {}),
+                       progress=not a.no_progress)
+    finally:
+        renderer.release()
+    _print_rows(out, write(out, Path(a.out) if a.out else Path(a.checkpoint).parent / "diagnose"))
     return 0
 
 
