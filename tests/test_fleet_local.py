@@ -184,7 +184,11 @@ def test_both_pools_follow_one_contract(local_ray):
             assert pool.stats["completed"] == pool.stats["requested"] == 14
             assert all(isinstance(v, (int, float)) for v in pool.stats.values())
             with pytest.raises(ValueError, match="exactly one of target_idx"):
-                pool.submit(a)
+                pool.submit(a)  # refused before it is requested
+            with pytest.raises(ValueError, match="rejected the request.*actions"):
+                pool.evaluate(a[:, :-1], targets=t)  # refused by the worker: requested, rejected
+            s = pool.stats
+            assert (s["requested"], s["completed"], s["rejected"]) == (24, 14, 10)
     finally:
         for pool in pools:
             pool.close()

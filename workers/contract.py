@@ -12,9 +12,10 @@ backend (another cluster manager, a remote service) needs only these members:
 - ``set_targets(images)``: send the target images once; requests then carry indices.
 - ``close()``: free the workers; the pool is unusable after it.
 - ``stats``: a flat ``dict[str, float]`` of counters the learner logs as ``pool/<key>``. It
-  has at least ``requested``, ``sent``, ``resent``, ``completed`` and ``restarts`` (renders
-  and worker restarts since the start), with ``completed == requested`` once every ticket is
-  collected.
+  has at least ``requested``, ``sent``, ``resent``, ``completed``, ``rejected`` and
+  ``restarts`` (renders and worker restarts since the start), with ``completed + rejected ==
+  requested`` once every ticket is collected: a render a worker refused (``ValueError`` from
+  ``collect``) counts as requested and rejected, on every backend.
 
 A bad request raises ``ValueError`` naming the problem; a backend that can no longer render
 raises ``WorkerError``.
@@ -27,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-BASE_STATS = ("requested", "sent", "resent", "completed", "restarts")
+BASE_STATS = ("requested", "sent", "resent", "completed", "rejected", "restarts")
 
 
 @dataclass

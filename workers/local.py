@@ -30,10 +30,12 @@ class LocalPool:
         t0 = time.monotonic()
         self._rid += 1
         reply = self.worker.evaluate(self._rid, a, targets, target_idx, return_images)
+        self.stats["requested"] += len(a)
+        self.stats["sent"] += len(a)
         if "error" in reply:
+            self.stats["rejected"] += len(a)
             raise ValueError(f"render worker rejected the request: {reply['error']}")
-        for k in ("requested", "sent", "completed"):
-            self.stats[k] += reply["renders"]
+        self.stats["completed"] += reply["renders"]
         reply["t"] = time.monotonic() - t0
         return Ticket(len(a), return_images, submitted_at=t0, payload=reply)
 

@@ -446,6 +446,7 @@ class RenderPool:
         self._median = None
         if "error" in reply:
             b.error = f"render worker (pid {reply['pid']}) rejected the request: {reply['error']}"
+            self.stats["rejected"] += req.n
             return
         if reply["renders"] != req.n:
             raise WorkerError(f"worker {att.slot.name} answered {reply['renders']} renders "
