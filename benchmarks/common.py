@@ -65,6 +65,14 @@ def iou_row(renderer, actions, data, **labels) -> dict:
                if (data.kind == i).any()}}
 
 
+def image_loglik(renderer, actions, images, sigma: float):
+    """(N,) log-likelihood in nats of each image (N, H, W, 3) under the render of its mesh
+    ``actions`` (N, A): the reward a run trains on."""
+    from envs import spaces
+
+    return spaces.gaussian_loglik(images, renderer.render_rays(**spaces.unpack(actions)).rgb, sigma)
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:

@@ -4,7 +4,10 @@ true kind (``rot_err_kind_deg``, as the report scores it, about the model's own 
 kind), the fraction within 20°, the same reads scored against the truths of other images of
 the kind (shuffled: what a shape that says nothing of its turn scores), the read about the
 template's own origin, where the model puts the centre in the kind's frame, and, for kinds with
-an apex, the fraction read back to front (the read apex more than 90° from the true one).
+an apex, the fraction read back to front (the read apex more than 90° from the true one). The
+``with_colours`` columns read the turn off the shape and the seen vertices' colours together
+(``gen3d.mesh_pose.read_turns`` with ``colours``): does the reconstruction's colouring put the
+sides' boundaries where its shape's turn does?
 
     python benchmarks/pose_read.py --run runs/<name> [--n 500] [--json PATH]
 """
@@ -30,6 +33,7 @@ def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> li
     from learners import mesh_eval
 
     lengths = mesh_eval.camera_lengths(actions)
+    colours, seen = mesh_eval.seen_colours(actions)
     rng = np.random.default_rng(seed)
     rows = []
     for j, k in enumerate(data.kinds):
@@ -47,6 +51,10 @@ def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> li
                "about_template_origin_deg": float(np.median(symmetry.rotation_error_deg(
                    truth, mesh_pose.read_turns(lengths[sel], k, n_rot), k))),
                "model_origin": list(origin)}
+        coloured = symmetry.rotation_error_deg(
+            truth, mesh_pose.read_turns(lengths[sel], k, n_rot, origin, colours[sel], seen[sel]), k)
+        row |= {"with_colours_deg": float(np.median(coloured)),
+                "with_colours_below_20": float((coloured < 20).mean())}
         if k in APEX_KINDS:
             row["back_to_front"] = float(((read[:, :, 1] * truth[:, :, 1]).sum(1) < 0).mean())
         rows.append(row)
@@ -60,7 +68,8 @@ def main() -> int:
     with run_images(args.run, args.n) as (_, model, _, _, test):
         rows = pose_rows(mesh_eval.infer_actions(model, test.images), test)
     cols = ["kind", "n", "rot_err_kind_deg", "below_20", "shuffled_truth_deg",
-            "about_template_origin_deg", "model_origin", "back_to_front"]
+            "about_template_origin_deg", "model_origin", "back_to_front", "with_colours_deg",
+            "with_colours_below_20"]
     print(table(rows, cols))
     write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
     return 0

@@ -62,6 +62,15 @@ class ImageColours(nn.Module):
         camera): ambient plus each light's colour times max(n . l, 0)."""
         return self.ambient + (normals @ self.light_dir.T).clamp(min=0) @ self.light_rgb
 
+    def facing(self, verts: Tensor, normals: Tensor) -> Tensor:
+        """(N, V) bool: the vertices that face the camera, whose colours the image holds."""
+        return ((self.eye - verts) * normals).sum(-1) > 0
+
+    def seen(self, lengths: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
+        """(N, 162) bool: the vertices of ray meshes that face the camera (``facing``)."""
+        verts = self.vertices(lengths, rotation, translation)
+        return self.facing(verts, self.normals(verts))
+
     def pixels(self, verts: Tensor) -> Tensor:
         """Continuous (col, row) pixel positions (N, V, 2), the renderer's convention."""
         clip = torch.cat([verts, torch.ones_like(verts[..., :1])], -1) @ self.view_proj.T
@@ -80,7 +89,7 @@ class ImageColours(nn.Module):
         verts = self.vertices(lengths.reshape(-1, lengths.shape[-1]), rotation.reshape(-1, 3),
                               translation.reshape(-1, 3))
         normals = self.normals(verts)
-        seen = ((self.eye - verts) * normals).sum(-1) > 0
+        seen = self.facing(verts, normals)
         grid = self.pixels(verts) / self.size * 2 - 1  # grid_sample's [-1, 1], pixel edges
         # each image's meshes sampled together: no copy of the image per mesh
         sampled = F.grid_sample(images, grid.reshape(len(images), -1, 1, 2), mode="bilinear",

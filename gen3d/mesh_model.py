@@ -230,6 +230,27 @@ class MeshDecoder(nn.Module):
         colours = self.colours(m).reshape(len(m), -1)
         return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
 
+    def params(self, actions: Tensor, seen: Tensor | None = None) -> Tensor:
+        """Parameters m (N, D) whose decoding is closest to ``actions`` (N, A): log lengths and
+        colour logits projected onto the harmonics (colours over the ``seen`` vertices (N, 162)
+        only, where given), the translation inverted exactly. Exact for actions this decoder
+        made; for harmonic shapes and colours without a rotation only."""
+        cfg = self.cfg
+        if cfg.shape != "sh" or cfg.colour != "sh" or cfg.rotation or cfg.rotation_hypotheses:
+            raise ValueError("params: inverts harmonic shapes and colours without a rotation "
+                             "(model.shape: sh, model.colour: sh, model.rotation: false)")
+        sl = geo.ACTION_SLICES
+        a = actions.double()
+        log_len = torch.log(a[:, sl["lengths"]].clamp(min=1e-6) / cfg.base_radius)
+        shape = torch.linalg.lstsq(self.Ys.double(), log_len.T).solution.T
+        trans = torch.atanh((a[:, sl["translation"]] / geo.MAX_TRANSLATION).clamp(-1 + 1e-6, 1 - 1e-6))
+        col = a[:, sl["colours"]].reshape(len(a), geo.N_RAYS, 3).clamp(1e-4, 1 - 1e-4)
+        w = torch.ones(col.shape[:2], dtype=a.dtype) if seen is None else seen.to(a.dtype)
+        yw = self.Yc.double()[None] * w[..., None]  # (N, 162, k): each mesh's weighted rows
+        logit = torch.log(col / (1 - col)) * w[..., None]
+        colour = torch.linalg.lstsq(yw, logit).solution.transpose(1, 2).reshape(len(a), -1)
+        return torch.cat([shape, trans, colour], 1).to(actions.dtype)
+
     def colours(self, m: Tensor) -> Tensor:
         """Per-vertex colours (N, 162, 3) of parameters m (N, D): the colour part alone."""
         return self._colours(m[:, self.slices["colour"]])

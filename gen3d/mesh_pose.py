@@ -21,6 +21,10 @@ template's: the committed networks centre cones and pyramids near their centroid
 sixth of their height below the template's mid-height origin. So the template is read about
 the model's own origin for the kind (``learners.mesh_eval.model_origin``), a fixed change of
 frame per kind.
+
+Given the vertices' colours and which of them the camera sees, ``read_turns`` can also ask
+that the turned template's side boundaries fall where the seen colours change (each object's
+sides are painted distinct colours): a sphere painted as a turned cube reads that turn.
 """
 
 from __future__ import annotations
@@ -50,20 +54,31 @@ def shape_signature(lengths: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64,
-               origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """The rotations tried for ``kind`` (M, 3, 3) and the signatures (M, 162) of its template
-    turned by each (one row for a round kind), as a ray mesh about the object's position holds
-    it, or about ``origin`` in the template's frame."""
+def template_hits(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64,
+                  origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rotations tried for ``kind`` (M, 3, 3) and, for its template turned by each (one row
+    for a round kind), as a ray mesh about the object's position holds it (or about ``origin``
+    in the template's frame): the signatures (M, 162) and the side each ray meets (M, 162)."""
     mesh = prim.primitive(kind)
     verts = mesh.verts - np.asarray(origin, np.float64)
     rots = turns(n, seed)[:1] if kind in ROUND_KINDS else turns(n, seed)
-    rays, sigs = geo.ico_rays().astype(np.float64), []
+    rays, sigs, sides = geo.ico_rays().astype(np.float64), [], []
     for lo in range(0, len(rots), chunk):
         # the template turned by R, along ray d, is the template along R^T d
         dirs = np.einsum("rj,mjk->mrk", rays, rots[lo:lo + chunk])
-        sigs.append(shape_signature(geo.ray_hits(verts, mesh.faces, dirs)[0]))
-    return rots, np.concatenate(sigs)
+        lengths, face = geo.ray_hits(verts, mesh.faces, dirs)
+        sigs.append(shape_signature(lengths))
+        sides.append(mesh.side_ids[np.maximum(face, 0)])
+    return rots, np.concatenate(sigs), np.concatenate(sides)
+
+
+def kind_table(kind: str, n: int = 3000, seed: int = 0, chunk: int = 64,
+               origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The rotations tried for ``kind`` (M, 3, 3) and the signatures (M, 162) of its template
+    turned by each (``template_hits``)."""
+    rots, sigs, _ = template_hits(kind, n, seed, chunk, origin)
+    return rots, sigs
 
 
 def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
@@ -84,15 +99,61 @@ def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np
 
 
 def read_turns(lengths: np.ndarray, kind: str, n: int = 3000,
-               origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray | None:
+               origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+               colours: np.ndarray | None = None, seen: np.ndarray | None = None) -> np.ndarray | None:
     """For ray meshes' lengths (N, 162) about their centres: the rotation (N, 3, 3) of
     ``kind``'s template, about ``origin`` in its frame and turned by one of ``n`` (+24)
-    rotations, closest to each; None for a round kind, whose template has no turn to read."""
+    rotations, closest to each; None for a round kind, whose template has no turn to read.
+
+    With ``colours`` (N, 162, 3) of the vertices and ``seen`` (N, 162) bool, the turn is also
+    one that puts the side boundaries where the seen colours change: the most likely turn
+    under Gaussian residuals of the log lengths and of the seen colours about their side's
+    mean, each of unknown variance (``_profile_cost``)."""
     if kind in ROUND_KINDS:
         return None
-    rots, table = kind_table(kind, n, origin=tuple(float(x) for x in origin))
+    rots, table, sides = template_hits(kind, n, origin=tuple(float(x) for x in origin))
     sig = _signatures(lengths)
-    return rots[((table**2).sum(1)[None] - 2 * sig @ table.T).argmin(1)]
+    d = (table**2).sum(1)[None] - 2 * sig @ table.T
+    if colours is None:
+        return rots[d.argmin(1)]
+    colours, seen = _coloured(colours, seen, len(sig))
+    spread = side_spread(colours, seen, sides, prim.primitive(kind).n_sides)
+    return rots[_profile_cost(d + (sig**2).sum(1)[:, None], spread, seen.sum(1)).argmin(1)]
+
+
+def side_spread(colours: np.ndarray, seen: np.ndarray, sides: np.ndarray, n_sides: int) -> np.ndarray:
+    """(N, M): for each mesh's seen vertex colours (N, 162, 3) and each of M assignments of
+    the vertices to sides (M, 162), the sum over the seen vertices of the squared distance of
+    their colour from their side's mean colour."""
+    w = seen.astype(np.float64)
+    onehot = np.zeros((geo.N_RAYS, len(sides) * n_sides))
+    onehot[np.arange(geo.N_RAYS)[:, None], np.arange(len(sides))[None] * n_sides + sides.T] = 1
+    count = np.maximum(w @ onehot, 1e-12)
+    between = sum(((w * colours[..., c]) @ onehot) ** 2 for c in range(3)) / count
+    total = (w[..., None] * colours**2).sum((1, 2))
+    return np.maximum(total[:, None] - between.reshape(len(w), len(sides), n_sides).sum(-1), 0.0)
+
+
+def _profile_cost(shape_d2: np.ndarray, spread: np.ndarray, n_seen: np.ndarray,
+                  floor: float = 1e-3) -> np.ndarray:
+    """-log likelihood (N, M), up to a constant, of a turn whose squared signature distance is
+    ``shape_d2`` and colour spread ``spread``: each residual's variance set to its own most
+    likely value (floored at ``floor``^2, so an exact fit stays finite), which leaves no
+    weight to tune between lengths and colours."""
+    k = 3 * n_seen[:, None].astype(np.float64)
+    shape = geo.N_RAYS / 2 * np.log(np.maximum(shape_d2, 0) / geo.N_RAYS + floor**2)
+    return shape + k / 2 * np.log(spread / np.maximum(k, 1) + floor**2)
+
+
+def _coloured(colours, seen, n: int) -> tuple[np.ndarray, np.ndarray]:
+    colours = np.asarray(colours, np.float64)
+    seen = np.ones(colours.shape[:2], bool) if seen is None else np.asarray(seen, bool)
+    if colours.shape != (n, geo.N_RAYS, 3) or seen.shape != (n, geo.N_RAYS):
+        raise ValueError(f"colours, seen: need ({n}, {geo.N_RAYS}, 3) and ({n}, {geo.N_RAYS}) for "
+                         f"{n} meshes, got {colours.shape} and {seen.shape}")
+    if not np.isfinite(colours).all():
+        raise ValueError("colours: contains NaN or inf; a turn is read off finite colours only")
+    return colours, seen
 
 
 def _signatures(lengths) -> np.ndarray:

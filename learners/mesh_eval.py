@@ -15,6 +15,7 @@ from envs.renderer import MeshRenderer, Render
 from gen3d import geometry as geo
 from gen3d import mesh_pose, symmetry
 from gen3d.data.mesh_images import MeshImages
+from gen3d.image_colours import ImageColours
 from gen3d.mesh_model import MeshModel, images_to_tensor
 
 
@@ -181,6 +182,15 @@ def camera_lengths(actions: np.ndarray) -> np.ndarray:
         v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i])
         lengths[i] = geo.ray_lengths_of_mesh(v, geo.ico_faces())
     return lengths
+
+
+def seen_colours(actions: np.ndarray, camera: geo.Camera | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each mesh's vertex colours (N, 162, 3) and which vertices face ``camera`` (N, 162): the
+    ones whose colours ``model.read_colours`` reads from the image."""
+    a = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in spaces.unpack(actions).items()}
+    with torch.no_grad():
+        seen = ImageColours(1, camera).seen(a["lengths"], a["rotation"], a["translation"])
+    return a["colours"].reshape(len(actions), geo.N_RAYS, 3).numpy(), seen.numpy()
 
 
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:

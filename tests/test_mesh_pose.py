@@ -121,3 +121,57 @@ def test_a_read_refuses_what_is_not_a_finite_ray_mesh():
             mesh_pose.read_turns(bad, "cube", 50)
         with pytest.raises(ValueError, match=words):
             mesh_pose.read_poses(bad, ["cube"], 50)
+
+
+def _painted_ball(kind: str, rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A ball's lengths (N, 162) and its vertices painted (N, 162, 3) with the side colours of
+    ``kind`` turned by each rotation: the colour of the side each ray meets from the centre."""
+    mesh, palette = prim.primitive(kind), np.random.default_rng(9).uniform(0, 1, (8, 3))
+    faces = [geo.ray_hits(mesh.transformed(r).verts, mesh.faces, geo.ico_rays())[1] for r in rotations]
+    return np.ones((len(rotations), geo.N_RAYS)), np.stack([palette[mesh.side_ids[f]] for f in faces])
+
+
+def test_a_ball_painted_with_a_turned_kinds_sides_reads_that_turn_from_its_colours():
+    """The shape says nothing of the turn (a ball); the boundaries between the side colours
+    say it: all of them, or for a cube the camera's half alone (a pyramid's half may show one
+    side only)."""
+    front = geo.ico_rays()[:, 2] > 0
+    for k, half in (("cube", True), ("pyramid", False), ("cube", False)):
+        truth = geo.random_rotation(np.random.default_rng(10), 12)
+        ball, colours = _painted_ball(k, truth)
+        seen = np.broadcast_to(front if half else True, ball.shape)
+        read = mesh_pose.read_turns(ball, k, N, colours=colours, seen=seen)
+        err = symmetry.rotation_error_deg(truth, read, k)
+        # within the table's spacing: a pyramid's 4 symmetries make it coarser than a cube's 24
+        assert np.median(err) < 16 and err.max() < 25, (k, half, err)
+
+
+def test_one_colour_everywhere_leaves_the_turn_to_the_shape():
+    rng = np.random.default_rng(11)
+    truth = geo.random_rotation(rng, 8)
+    lengths = _ray_meshes("pyramid", truth, rng) ** 0.5
+    grey = np.full((8, geo.N_RAYS, 3), 0.4)
+    np.testing.assert_array_equal(mesh_pose.read_turns(lengths, "pyramid", N, colours=grey),
+                                  mesh_pose.read_turns(lengths, "pyramid", N))
+
+
+def test_a_coloured_read_refuses_colours_that_do_not_fit_the_meshes():
+    ball = np.ones((2, geo.N_RAYS))
+    for colours, words in [(np.zeros((2, geo.N_RAYS)), r"colours, seen: need \(2, 162, 3\)"),
+                           (np.full((2, geo.N_RAYS, 3), np.nan), "NaN or inf")]:
+        with pytest.raises(ValueError, match=words):
+            mesh_pose.read_turns(ball, "cube", 50, colours=colours)
+
+
+def test_the_vertices_a_camera_sees_on_a_ball_are_those_in_front_of_its_tangent_cone():
+    """A unit ball at the origin, the camera at distance 4 on +z: a vertex at direction d faces
+    the camera where d . (eye - d) > 0, that is d_z > 1/4."""
+    from learners.mesh_eval import seen_colours
+
+    rays = geo.ico_rays()
+    clear = np.abs(rays[:, 2] - 0.25) > 0.05  # vertex normals of the 162-mesh are not quite radial
+    grey_ball = spaces.pack(np.ones((1, geo.N_RAYS)), colours=np.full((1, geo.N_RAYS, 3), 0.3))
+    colours, seen = seen_colours(grey_ball)
+    assert geo.Camera().eye == (0.0, 0.0, 4.0)
+    np.testing.assert_array_equal(seen[0][clear], rays[clear, 2] > 0.25)
+    np.testing.assert_allclose(colours, 0.3, atol=1e-6)

@@ -39,6 +39,7 @@ def test_the_truth_reads_its_turns_back_and_a_shuffled_truth_does_not():
         assert row["shuffled_truth_deg"] > 30, row
         assert np.abs(row["model_origin"]).max() < 0.011
         assert row.get("back_to_front", 0.0) == 0.0
+        assert row["with_colours_deg"] == row["rot_err_kind_deg"]  # grey meshes: the shape alone
 
 
 def test_shapes_upside_down_read_back_to_front():
