@@ -1,6 +1,6 @@
 """Is a kind's pose lost to the likelihood or to the search? For a finished run's training
-images of one kind, two starts are refined by the run's own reward, the decoded mesh with its
-decoder's colours rendered against the image (``learners/mesh_refine.py``: no truth):
+images of one kind, three starts are refined by the run's own reward, the decoded mesh with
+its decoder's colours rendered against the image (``learners/mesh_refine.py``: no truth):
 
 - the self-imitation best the run kept for the image, as kept and with its colours read;
 - the truth's own ray mesh (about the model's origin for the kind), with its colours read.
@@ -11,9 +11,9 @@ colour harmonics (``MeshDecoder.params``): the two read starts differ only in th
 Each start and each refined mesh is scored by its log-likelihood (nats per image; and
 ``beats_truth``, the fraction of images where it is at least as likely as the truth's start
 after as many steps), silhouette IoU and the turn read off its shape given the kind
-(``rot_err_kind_deg``). If refinement from the
-truth keeps the true turn and ends more likely than refinement from the bests, the likelihood
-favours the true pose and the run's search does not reach it.
+(``rot_err_kind_deg``). If refinement from the truth keeps the true turn and ends more likely
+than refinement from the bests, the likelihood favours the true pose and the run's search does
+not reach it.
 
     python benchmarks/pose_basins.py --run runs/<name> [--kind pyramid] [--n 60] [--steps 150] [--json PATH]
 """
@@ -74,12 +74,12 @@ def basin_rows(model, r, data, best: torch.Tensor, kind: str, sigma: float, refi
                seed: int = 0) -> list[dict]:
     """Rows for the starts (the bests ``best`` (N, D) and the truth) of ``data``'s images, all
     of ``kind``, before and after ``refine_cfg``."""
-    origin = mesh_eval.model_origin(model.decoder(best).detach().numpy(), data, np.ones(len(data), bool))
+    kept = model.decoder(best).detach().numpy()
+    origin = mesh_eval.model_origin(kept, data, np.ones(len(data), bool))
 
     def evaluate(actions, idx):
         return image_loglik(r, actions, data.images[idx], sigma)
 
-    kept = model.decoder(best).detach().numpy()
     starts = (("bests", best), ("bests, colours read", read_params(model, data, kept)),
               ("truth, colours read", read_params(model, data, truth_actions(data, np.array(origin)))))
     rows = []
@@ -94,18 +94,23 @@ def basin_rows(model, r, data, best: torch.Tensor, kind: str, sigma: float, refi
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = run_parser(__doc__, 60, "training images of the kind with a kept best (the first n)")
     ap.add_argument("--kind", default="pyramid", help="a trained kind with a turn (not the sphere)")
     ap.add_argument("--steps", type=positive_int, default=150, help="refinement steps")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with run_images(args.run, 10**9) as (cfg, model, r, train, _):
         if args.kind not in train.kinds or args.kind in mesh_pose.ROUND_KINDS:
             raise SystemExit(f"--kind: {args.kind!r} is not a trained kind with a turn; pick one "
                              f"of {[k for k in train.kinds if k not in mesh_pose.ROUND_KINDS]}")
-        replay = checkpoint(args.run)["replay"]
+        replay = checkpoint(args.run).get("replay")
+        if replay is None:
+            raise SystemExit(f"--run: {args.run} kept no self-imitation bests (train.self_imitation "
+                             "was 0); pick a run that trained with them")
         kept = torch.isfinite(replay["r"][:len(train)]).numpy()
         idx = np.flatnonzero(kept & (train.kind == train.kinds.index(args.kind)))[:args.n]
+        if not len(idx):
+            raise SystemExit(f"--kind: the run kept no best for any {args.kind} image; pick another kind")
         refine_cfg = RefineConfig(steps=args.steps, samples=16, std=0.02, lr=0.01)
         rows = basin_rows(model, r, train.subset(idx), replay["m"][idx], args.kind, cfg.train.sigma,
                           refine_cfg)

@@ -41,3 +41,28 @@ def test_the_truths_start_reads_its_own_turn_and_a_best_equal_to_it_ties(rendere
     assert start["loglik"] == pytest.approx(truth["loglik"], rel=1e-6) and start["beats_truth"] == 1.0
     assert truth["rot_err_kind_deg"] < 16 and truth["iou"] > 0.7, truth
     assert len(rows) == 6 and all(0 <= r["beats_truth"] <= 1 for r in rows)
+
+
+def test_the_script_reads_a_finished_run_and_names_a_kind_it_cannot_read(tmp_path):
+    import json
+
+    from benchmarks.common import checkpoint
+    from benchmarks.pose_basins import main
+    from gen3d.data import mesh_images
+    from learners.mesh_train import run
+    from tests.test_mesh_train import tiny
+
+    cfg = tiny(tmp_path, steps=6, self_imitation=0.25)
+    cfg.model.colour, cfg.pool.backend = "sh", "local"
+    run(cfg)
+    path = str(tmp_path / "runs/tiny")
+    with pytest.raises(SystemExit, match="'sphere' is not a trained kind with a turn"):
+        main(["--run", path, "--kind", "sphere"])
+    kept = torch.isfinite(checkpoint(path)["replay"]["r"]).numpy()
+    train, _ = mesh_images.load(cfg.data)
+    kind = next(k for j, k in enumerate(train.kinds) if k != "sphere" and (kept & (train.kind == j)).any())
+    assert main(["--run", path, "--kind", kind, "--n", "2", "--steps", "2",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["start"], r["refined"]) for r in rows] == [
+        (s, k) for s in ("bests", "bests, colours read", "truth, colours read") for k in (0, 2)]
