@@ -30,13 +30,6 @@ from learners import config as config_io
 from learners.mesh_train import local_renderer, render_fn
 
 
-def true_rays(data) -> tuple[np.ndarray, np.ndarray]:
-    """Ray lengths (N,162) of each true mesh about its centre, and the centres (N,3)."""
-    lengths = np.stack([geo.ray_lengths_of_mesh(m.verts - t, m.faces)
-                        for m, t in ((data.mesh(i), data.translation[i]) for i in range(len(data)))])
-    return lengths, data.translation.astype(np.float32)
-
-
 def sh_fit(lengths: np.ndarray, degree: int) -> np.ndarray:
     """Least-squares projection of log ray lengths onto harmonics up to ``degree``."""
     y = geo.real_sph_harm(geo.ico_rays(), degree).astype(np.float64)
@@ -53,7 +46,7 @@ def supervised(cfg, train, test, r, minutes: float, seed: int = 0) -> tuple[floa
     torch.manual_seed(seed)
     model = MeshModel(cfg.model, cfg.data.size)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    L, T = true_rays(train)
+    L, T = mesh_eval.true_rays(train)
     logL = torch.from_numpy(np.log(np.maximum(L, 1e-3)))
     Tt = torch.from_numpy(T)
     rng = np.random.default_rng(seed)
@@ -91,7 +84,7 @@ def main(argv=None) -> dict:
     train, test = mesh_images.load(cfg.data, render_fn(r))
     if args.quick:
         test = test.subset(slice(0, 200))
-    L, T = true_rays(test)
+    L, T = mesh_eval.true_rays(test)
     rows = [{"ceiling": "best fixed sphere", "shape": "-",
              "iou": mesh_eval.sphere_floor(r, train, test)[1]},
             {"ceiling": "fit", "shape": "raw", "iou": render_iou(r, L, T, test)},

@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (checkpoint, image_loglik, machine, positive_int, run_images,  # noqa: E402
                                run_parser, table, write_json)
 from envs import spaces  # noqa: E402
-from gen3d import geometry as geo  # noqa: E402
 from gen3d import mesh_pose, symmetry  # noqa: E402
 from gen3d.image_colours import ImageColours  # noqa: E402
 from gen3d.mesh_model import images_to_tensor  # noqa: E402
@@ -41,9 +40,7 @@ from learners.mesh_refine import RefineConfig, refine  # noqa: E402
 
 def truth_actions(data, origin) -> np.ndarray:
     """Actions (N, A) of each true object's ray mesh about ``origin`` in its kind's frame."""
-    centre = data.translation + data.scale[:, None] * np.einsum("nij,j->ni", data.rotation, origin)
-    lengths = np.stack([geo.ray_lengths_of_mesh(data.mesh(i).verts - centre[i], data.mesh(i).faces)
-                        for i in range(len(data))])
+    lengths, centre = mesh_eval.true_rays(data, origin)
     return spaces.pack(lengths, translation=centre)
 
 
@@ -81,7 +78,7 @@ def basin_rows(model, r, data, best: torch.Tensor, kind: str, sigma: float, refi
         return image_loglik(r, actions, data.images[idx], sigma)
 
     starts = (("bests", best), ("bests, colours read", read_params(model, data, kept)),
-              ("truth, colours read", read_params(model, data, truth_actions(data, np.array(origin)))))
+              ("truth, colours read", read_params(model, data, truth_actions(data, origin))))
     rows = []
     for start, m0 in starts:
         m1, _ = refine(m0.float(), model.decoder, evaluate, refine_cfg,

@@ -173,6 +173,17 @@ def model_origin(actions: np.ndarray, data: MeshImages, sel: np.ndarray) -> tupl
     return tuple(float(x) + 0.0 for x in np.round(np.median(local / data.scale[sel, None], 0), 2))
 
 
+def true_rays(data: MeshImages, origin=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Ray lengths (N, 162) of each true mesh about a centre, and the centres (N, 3): the point
+    ``origin`` in its kind's template frame (the template's own origin by default; a model's
+    origin for the kind, ``model_origin``, to hold it as that model would)."""
+    centre = data.translation + data.scale[:, None] * np.einsum(
+        "nij,j->ni", data.rotation, np.asarray(origin, np.float64))
+    lengths = np.stack([geo.ray_lengths_of_mesh(m.verts - c, m.faces)
+                        for m, c in ((data.mesh(i), centre[i]) for i in range(len(data)))])
+    return lengths, centre.astype(np.float32)
+
+
 def camera_lengths(actions: np.ndarray) -> np.ndarray:
     """(N, 162) each mesh's lengths along the camera's rays about its centre (its own turned
     back where it has one)."""
@@ -190,7 +201,7 @@ def seen_colours(actions: np.ndarray, camera: geo.Camera | None = None) -> tuple
     a = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in spaces.unpack(actions).items()}
     with torch.no_grad():
         seen = ImageColours(1, camera).seen(a["lengths"], a["rotation"], a["translation"])
-    return a["colours"].reshape(len(actions), geo.N_RAYS, 3).numpy(), seen.numpy()
+    return a["colours"].numpy(), seen.numpy()
 
 
 def _summary(per_image: dict[str, np.ndarray], sel: np.ndarray) -> dict:

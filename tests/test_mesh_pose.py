@@ -94,7 +94,7 @@ def test_a_cone_held_about_its_centroid_reads_given_the_models_origin_for_its_ki
     origin they read upside down; ``mesh_pose_errors`` finds the model's origin from the inferred centres
     and reads them right."""
     from gen3d.data.mesh_images import MeshImages
-    from learners.mesh_eval import mesh_pose_errors, model_origin
+    from learners.mesh_eval import mesh_pose_errors, model_origin, true_rays
 
     rng = np.random.default_rng(8)
     n, below = 16, np.array([0.0, -0.25, 0.0])
@@ -109,6 +109,9 @@ def test_a_cone_held_about_its_centroid_reads_given_the_models_origin_for_its_ki
                       rot, true_t, scale, np.zeros((n, 6, 3)), ["cone"])
     actions = spaces.pack(lengths, translation=centre)
     assert model_origin(actions, data, np.ones(n, bool)) == pytest.approx((0.0, -0.25, 0.0), abs=0.011)
+    held, held_at = true_rays(data, below)  # the truth held about that origin, as the model holds it
+    np.testing.assert_allclose(held, lengths, atol=1e-5)
+    np.testing.assert_allclose(held_at, centre, atol=1e-6)
     about_template = symmetry.rotation_error_deg(rot, mesh_pose.read_turns(lengths, "cone", N), "cone")
     assert np.median(about_template) > 90
     got = mesh_pose_errors(actions, data, ["cone"], N)["rot_err_kind_deg"]
