@@ -84,6 +84,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def number_list(kind=float):
+    """An argparse type: comma-separated numbers of ``kind``, e.g. ``15,30,45`` -> (15.0, 30.0, 45.0)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"need comma-separated {kind.__name__} numbers such as 1,2,3, got {text!r}") from None
+    return parse
+
+
 def run_parser(doc: str, n: int, n_help: str,
                run_help: str = "a finished run's directory (runs/<name>)") -> argparse.ArgumentParser:
     """The arguments of a benchmark that reads a finished run: ``--run``, ``--n`` (default

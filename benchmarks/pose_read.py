@@ -4,7 +4,9 @@ true kind (``rot_err_kind_deg``, as the report scores it, about the model's own 
 kind), the fraction within 20°, the same reads scored against the truths of other images of
 the kind (shuffled: what a shape that says nothing of its turn scores), the read about the
 template's own origin, where the model puts the centre in the kind's frame, and, for kinds with
-an apex, the fraction read back to front (the read apex more than 90° from the true one). The
+an apex, the fraction read back to front (the read apex more than 90° from the true one) and
+the error split into the axis's tilt and the twist about it (``gen3d.symmetry.axis_and_twist_deg``:
+a pyramid's twist is modulo its quarter turns, at most 45°). The
 ``with_colours`` columns read the turn off the shape and the seen vertices' colours together
 (``gen3d.mesh_pose.read_turns`` with ``colours``): does the reconstruction's colouring put the
 sides' boundaries where its shape's turn does?
@@ -57,6 +59,10 @@ def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> li
                 "with_colours_below_20": float((coloured < 20).mean())}
         if k in APEX_KINDS:
             row["back_to_front"] = float(((read[:, :, 1] * truth[:, :, 1]).sum(1) < 0).mean())
+            tilt, twist = symmetry.axis_and_twist_deg(truth, read, k)
+            row["axis_err_deg"] = float(np.median(tilt))
+            if not np.isnan(twist).all():  # a cone's any turn about its axis is one
+                row["twist_err_deg"] = float(np.median(twist))
         rows.append(row)
     return rows
 
@@ -68,8 +74,8 @@ def main() -> int:
     with run_images(args.run, args.n) as (_, model, _, _, test):
         rows = pose_rows(mesh_eval.infer_actions(model, test.images), test)
     cols = ["kind", "n", "rot_err_kind_deg", "below_20", "shuffled_truth_deg",
-            "about_template_origin_deg", "model_origin", "back_to_front", "with_colours_deg",
-            "with_colours_below_20"]
+            "about_template_origin_deg", "model_origin", "back_to_front", "axis_err_deg",
+            "twist_err_deg", "with_colours_deg", "with_colours_below_20"]
     print(table(rows, cols))
     write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
     return 0

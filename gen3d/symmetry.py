@@ -121,6 +121,45 @@ def rotation_error_deg(r_true: np.ndarray, r_pred: np.ndarray, kind: str) -> np.
     return angle_deg(np.swapaxes(g, -1, -2)[None] @ d[:, None]).min(1)
 
 
+def axis_and_twist_deg(r_true: np.ndarray, r_pred: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation error of a kind whose group turns about y alone (pyramid, cone), in two
+    parts: the angle (N,) in degrees between the true and the predicted axis (the object's y),
+    and the turn about the axis (N,) left once the smallest turn has brought the axes together,
+    modulo the group's turns (in [0, 45] for the pyramid; NaN for the cone, any turn being
+    one)."""
+    r_true, r_pred = _rotations(r_true, "r_true"), _rotations(r_pred, "r_pred")
+    sym = SYMMETRIES.get(kind)
+    if sym is None or sym.end_swap or not (sym.axial or _turns_about_y_only(sym.finite)):
+        raise ValueError(f"axis_and_twist_deg: {kind!r} has no single axis its group turns about; "
+                         "kinds that have: pyramid, cone")
+    d = np.swapaxes(r_true, -1, -2) @ r_pred  # the error in the object's frame
+    axis = d[:, :, 1]  # where the error takes y
+    tilt = np.degrees(np.arctan2(np.hypot(axis[:, 0], axis[:, 2]), axis[:, 1]))
+    if sym.axial:
+        return tilt, np.full(len(d), np.nan)
+    back = _turn_onto_y(axis) @ d  # a turn about y alone
+    twist = np.degrees(np.arctan2(back[:, 0, 2], back[:, 0, 0])) % (360 / len(sym.finite))
+    return tilt, np.minimum(twist, 360 / len(sym.finite) - twist)
+
+
+def _turns_about_y_only(g: np.ndarray) -> bool:
+    return bool(np.allclose(g[:, :, 1], [0.0, 1.0, 0.0]))
+
+
+def _turn_onto_y(v: np.ndarray) -> np.ndarray:
+    """(N,3,3) the smallest rotation taking each unit vector v (N,3) to y (about v x y; about
+    x for v = -y)."""
+    y = np.array([0.0, 1.0, 0.0])
+    cross = np.cross(v, y)
+    sin, cos = np.linalg.norm(cross, axis=1), v @ y
+    k = np.where(sin[:, None] > 1e-9, cross / np.maximum(sin, 1e-12)[:, None], [1.0, 0.0, 0.0])
+    kx = np.zeros((len(v), 3, 3))
+    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    kx -= np.swapaxes(kx, 1, 2)
+    angle = np.arctan2(sin, cos)[:, None, None]
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
 def frame_candidates(n: int = 500, seed: int = 0) -> np.ndarray:
     """Changes of frame to search: the identity, the cube's 24 and ``n`` random rotations."""
     from gen3d.geometry import random_rotation

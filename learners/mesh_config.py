@@ -137,6 +137,14 @@ class MeshTrainConfig:
     """The term's weight falls linearly from ``soft_mean`` to 0 over this fraction of the run
     (the learning rate's clock), and no soft render is made after it: the soft render is not
     GL's, so its bias is left to the early steps, where its low variance speeds learning."""
+    coarse_to_fine: Annotated[float, AtLeast(0), Below(1)] = 0.0
+    """Coarse to fine (0: off): the first this fraction of the run (the learning rate's clock)
+    is cut into equal parts, one per degree from ``coarse_degree`` to ``model.shape_degree``,
+    and in each the shape's harmonics go up to that degree only (progressive conditioning,
+    after Monnier et al., ECCV 2022): the low degrees, which set a shape's pose and depth, are
+    found before the details can settle around them."""
+    coarse_degree: NonNegInt = 1
+    """The first degree of ``coarse_to_fine``."""
     std_final: PosFloat = 1.0
     """The sampling std of p(m | z) is multiplied by a factor that falls linearly from 1 to
     this over the run (the learning rate's clock; 1: off). Late in a run each image's mean is
@@ -251,6 +259,13 @@ class MeshRunConfig:
         if self.train.mirror_images and self.model.rotation_hypotheses:
             raise ValueError("train.mirror_images: model.rotation_hypotheses have no mirror "
                              "map (gen3d.camera_mirrors); set one of them off")
+        m = self.model
+        if self.train.coarse_to_fine and not (m.shape == "sh" and m.shape_symmetry != "mirror"
+                                              and self.train.coarse_degree < m.shape_degree):
+            raise ValueError(f"train.coarse_to_fine: needs model.shape: sh, model.shape_symmetry "
+                             f"not mirror, and train.coarse_degree ({self.train.coarse_degree}) "
+                             f"below model.shape_degree ({m.shape_degree}); got shape {m.shape!r}, "
+                             f"shape_symmetry {m.shape_symmetry!r}")
         if self.train.self_imitation_search_views and not self.data.second_view:
             raise ValueError("train.self_imitation_search_views: it climbs the second view, "
                              "which is off: set data.second_view (e.g. 90)")

@@ -48,6 +48,17 @@ def std_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     return 1 - (1 - tc.std_final) * run_fraction(tc, step, elapsed_s)
 
 
+def shape_degree(tc: MeshTrainConfig, full: int, step: int, elapsed_s: float) -> int:
+    """The shape's highest harmonic degree at ``step`` (``coarse_to_fine``): from
+    ``coarse_degree``, one more in each of ``full - coarse_degree + 1`` equal parts of the
+    first ``coarse_to_fine`` of the run; ``full`` when off."""
+    if not tc.coarse_to_fine:
+        return full
+    parts = full - tc.coarse_degree + 1
+    done = run_fraction(tc, step, elapsed_s) / tc.coarse_to_fine
+    return min(full, tc.coarse_degree + int(done * parts))
+
+
 def soft_factor(tc: MeshTrainConfig, step: int, elapsed_s: float) -> float:
     """The soft-mean term's fraction at ``step``: linear from 1 to 0 at ``soft_mean_until``
     of the run, then 0."""

@@ -33,6 +33,7 @@ from learners.mesh_optim import (
     clipped_step,
     lr_factor,
     make_optimiser,
+    shape_degree,
     size_lazy_parameters,
     soft_factor,
     std_factor,
@@ -105,6 +106,7 @@ class Job:
     rollback: Rollback | None = None
     skipped: int = 0
     skipped_in_row: int = 0
+    degree: int = -1  # the shape's harmonic degree now (train.coarse_to_fine; -1: not set yet)
 
     @property
     def scored_model(self) -> MeshModel:
@@ -211,6 +213,8 @@ def train_loop(job: Job) -> None:
     with job.sk.stop_on_interrupt():
         _steps(job)
     job.sk.stop_clock()
+    if job.cfg.train.coarse_to_fine:  # a run stopped early is still scored at full degree
+        set_degree(job, job.cfg.model.shape_degree)
     if job.sk.interrupted:
         job.save()
         raise job.sk.interrupted_error(job.step, job.sk.log.checkpoint_path)
@@ -245,6 +249,8 @@ def train_step(job: Job) -> tuple[StepResult, float]:
     for g in job.opt.param_groups:
         g["lr"] = tc.lr * job.lr_scale * lr_factor(tc, step, elapsed)
     job.model.std_scale.fill_(std_factor(tc, step, elapsed))
+    if tc.coarse_to_fine:
+        set_degree(job, shape_degree(tc, job.cfg.model.shape_degree, step, elapsed))
     if job.step_fn.soft is not None:
         job.step_fn.soft.weight = tc.soft_mean * soft_factor(tc, step, elapsed)
     kl_weight = min(1.0, step / tc.kl_warmup_steps) if tc.kl_warmup_steps > 0 else 1.0
@@ -264,6 +270,18 @@ def train_step(job: Job) -> tuple[StepResult, float]:
     if job.average is not None:
         job.average.update(job.model)
     return res, kl_weight
+
+
+def set_degree(job: Job, degree: int) -> None:
+    """Let the shape's harmonics up to ``degree`` in (``train.coarse_to_fine``). The bests'
+    harmonics that were out are set to 0 first: the search's steps moved them, unread, and
+    they would change the bests' meshes now that they are read."""
+    if degree == job.degree:
+        return
+    if job.replay is not None:
+        job.replay.m.mul_(job.model.keep)
+    job.model.set_shape_degree(degree)
+    job.degree = degree
 
 
 MAX_SKIPPED_IN_ROW = 20
@@ -303,6 +321,8 @@ def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict
     vals.update({f"pool/{k}": v for k, v in job.source.stats.items()})
     if job.step_fn.soft is not None:
         vals["train/soft_mean_weight"] = job.step_fn.soft.weight
+    if job.cfg.train.coarse_to_fine:
+        vals["train/shape_degree"] = job.degree
     if job.replay is not None:
         seen = torch.isfinite(job.replay.r)
         best = float(job.replay.r[seen].mean()) if seen.any() else None

@@ -61,8 +61,50 @@ def test_the_script_reads_a_finished_run_and_names_a_kind_it_cannot_read(tmp_pat
     kept = torch.isfinite(checkpoint(path)["replay"]["r"]).numpy()
     train, _ = mesh_images.load(cfg.data)
     kind = next(k for j, k in enumerate(train.kinds) if k != "sphere" and (kept & (train.kind == j)).any())
-    assert main(["--run", path, "--kind", kind, "--n", "2", "--steps", "2",
-                 "--json", str(tmp_path / "b.json")]) == 0
+    assert main(["--run", path, "--kind", kind, "--n", "2", "--steps", "2", "--turned", "30",
+                 "--coarse", "1", "--json", str(tmp_path / "b.json")]) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert [(r["start"], r["refined"]) for r in rows] == [
-        (s, k) for s in ("bests", "bests, colours read", "truth, colours read") for k in (0, 2)]
+    starts = ("bests", "bests, colours read", "truth, colours read", "truth turned 30°, colours read",
+              "truth to degree 1, colours read")
+    assert [(r["start"], r["refined"]) for r in rows] == [(s, k) for s in starts for k in (0, 2)]
+
+
+def test_the_truth_turned_by_an_angle_is_that_angle_from_the_truth():
+    from benchmarks.pose_basins import turned_by
+    from gen3d import geometry as geo
+    from gen3d.data.mesh_images import MeshImages
+
+    rot = geo.random_rotation(np.random.default_rng(0), 5)
+    data = MeshImages(images=np.zeros((5, 4, 4, 3), np.uint8), masks=np.zeros((5, 4, 4), bool),
+                      kind=np.zeros(5, int), rotation=rot, translation=np.ones((5, 3)),
+                      scale=np.ones(5), colours=np.zeros((5, 5, 3)), kinds=["pyramid"])
+    for degrees in (15.0, 90.0):
+        turned = turned_by(data, degrees).rotation
+        rel = np.einsum("nji,njk->nik", rot, turned)  # R^T R' for each object
+        angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+        np.testing.assert_allclose(angle, degrees, atol=1e-6)
+    np.testing.assert_array_equal(turned_by(data, 30.0, seed=1).translation, data.translation)
+
+
+def test_the_truth_cut_to_a_degree_keeps_its_low_harmonics_only():
+    from benchmarks.pose_basins import coarse
+
+    model = MeshModel(MeshModelConfig(shape_degree=4), 64)
+    sl = model.decoder.slices["shape"]
+    m = torch.randn(3, model.decoder.dim, generator=torch.Generator().manual_seed(0))
+    cut = coarse(model, m, 2)
+    assert torch.equal(cut[:, :sl.start + 9], m[:, :sl.start + 9])
+    assert torch.equal(cut[:, sl.stop:], m[:, sl.stop:])
+    assert (cut[:, sl.start + 9:sl.stop] == 0).all()
+    with pytest.raises(ValueError, match="degree 5 outside 0..4"):
+        coarse(model, m, 5)
+
+
+def test_a_list_of_numbers_is_read_or_named_wrong():
+    import argparse
+
+    from benchmarks.common import number_list
+
+    assert number_list(float)("15,30, 45") == (15.0, 30.0, 45.0) and number_list(int)("2,4") == (2, 4)
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated int numbers.*'2,x'"):
+        number_list(int)("2,x")

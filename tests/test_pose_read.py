@@ -50,3 +50,13 @@ def test_shapes_upside_down_read_back_to_front():
     for k in ("cone", "pyramid"):
         assert rows[k]["back_to_front"] == 1.0 and rows[k]["rot_err_kind_deg"] > 150, rows[k]
     assert rows["cube"]["rot_err_kind_deg"] < 12  # a half turn is one of the cube's own
+
+
+def test_shapes_turned_about_their_own_axis_read_as_a_twist_with_the_axis_kept():
+    from benchmarks.pose_read import pose_rows
+
+    data, actions = truth_and_actions(geo.axis_angle_to_matrix(np.array([0.0, np.radians(40.0), 0.0])))
+    rows = {r["kind"]: r for r in pose_rows(actions, data, n_rot=1000)}
+    assert rows["pyramid"]["axis_err_deg"] < 10 and rows["pyramid"]["twist_err_deg"] > 30, rows["pyramid"]
+    assert rows["pyramid"]["rot_err_kind_deg"] > 30  # the twist is the error
+    assert rows["cone"]["axis_err_deg"] < 10 and "twist_err_deg" not in rows["cone"]  # a cone's turn is none

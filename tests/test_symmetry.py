@@ -108,3 +108,35 @@ def test_the_error_takes_one_pair_of_matrices_and_refuses_what_it_cannot_score()
     with pytest.raises(ValueError, match=r"\(N,3,3\)"):
         sym.rotation_error_deg(np.eye(2), b, "cube")
     assert np.isnan(sym.rotation_error_deg(a, b, "torus")).all()
+
+
+@pytest.mark.parametrize("tilt,twist,folded", [(30.0, 20.0, 20.0), (10.0, 70.0, 20.0), (0.0, 135.0, 45.0),
+                                               (120.0, 5.0, 5.0)])
+def test_a_pyramids_error_splits_into_its_known_tilt_and_its_twist_modulo_a_quarter_turn(tilt, twist, folded):
+    from gen3d.geometry import axis_angle_to_matrix, random_rotation
+    from gen3d.symmetry import axis_and_twist_deg, rotation_error_deg
+
+    rng = np.random.default_rng(0)
+    truth = random_rotation(rng, 6)
+    heading = rng.uniform(0, 2 * np.pi, 6)  # the tilt about a horizontal axis of any heading
+    tilt_axes = np.stack([np.cos(heading), np.zeros(6), np.sin(heading)], 1) * np.radians(tilt)
+    error = axis_angle_to_matrix(tilt_axes) @ axis_angle_to_matrix(np.array([0.0, np.radians(twist), 0.0]))
+    got_tilt, got_twist = axis_and_twist_deg(truth, truth @ error, "pyramid")
+    np.testing.assert_allclose(got_tilt, tilt, atol=1e-6)
+    np.testing.assert_allclose(got_twist, folded, atol=1e-6)
+    if tilt == 0:  # a twist alone is the whole error
+        np.testing.assert_allclose(rotation_error_deg(truth, truth @ error, "pyramid"), folded, atol=1e-6)
+
+
+def test_a_cones_error_is_its_tilt_alone_and_kinds_without_one_axis_are_refused():
+    from gen3d.geometry import random_rotation
+    from gen3d.symmetry import axis_and_twist_deg, rotation_error_deg
+
+    rng = np.random.default_rng(1)
+    truth, pred = random_rotation(rng, 8), random_rotation(rng, 8)
+    tilt, twist = axis_and_twist_deg(truth, pred, "cone")
+    np.testing.assert_allclose(tilt, rotation_error_deg(truth, pred, "cone"), atol=1e-9)
+    assert np.isnan(twist).all()
+    for kind in ("cube", "cylinder", "prism"):
+        with pytest.raises(ValueError, match="no single axis its group turns about"):
+            axis_and_twist_deg(truth, pred, kind)
