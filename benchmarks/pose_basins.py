@@ -40,7 +40,7 @@ from envs import spaces  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d import mesh_pose, symmetry  # noqa: E402
 from gen3d.image_colours import ImageColours  # noqa: E402
-from gen3d.mesh_model import images_to_tensor  # noqa: E402
+from gen3d.mesh_model import degree_mask, images_to_tensor  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_refine import RefineConfig, refine  # noqa: E402
 
@@ -61,12 +61,12 @@ def turned_by(data, degrees: float, seed: int = 0):
 
 def coarse(model, m: torch.Tensor, degree: int) -> torch.Tensor:
     """Parameters ``m`` with the shape's harmonics above ``degree`` set to zero."""
-    sl = model.decoder.slices["shape"]
-    if not 0 <= degree <= model.decoder.cfg.shape_degree:
-        raise ValueError(f"coarse: degree {degree} outside 0..{model.decoder.cfg.shape_degree}, "
-                         "the model's model.shape_degree")
+    cfg, sl = model.decoder.cfg, model.decoder.slices["shape"]
+    if not 0 <= degree <= cfg.shape_degree:
+        raise ValueError(f"coarse: degree {degree} outside 0..{cfg.shape_degree}, the model's "
+                         "model.shape_degree")
     out = m.clone()
-    out[:, sl.start + (degree + 1) ** 2:sl.stop] = 0
+    out[:, sl] = m[:, sl] * degree_mask(cfg, degree).to(m.dtype)
     return out
 
 
