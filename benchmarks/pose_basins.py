@@ -40,7 +40,7 @@ from envs import spaces  # noqa: E402
 from gen3d import geometry as geo  # noqa: E402
 from gen3d import mesh_pose, symmetry  # noqa: E402
 from gen3d.image_colours import ImageColours  # noqa: E402
-from gen3d.mesh_model import degree_mask, images_to_tensor  # noqa: E402
+from gen3d.mesh_model import images_to_tensor  # noqa: E402
 from learners import mesh_eval  # noqa: E402
 from learners.mesh_refine import RefineConfig, refine  # noqa: E402
 
@@ -59,17 +59,6 @@ def turned_by(data, degrees: float, seed: int = 0):
     return dataclasses.replace(data, rotation=np.einsum("nij,njk->nik", turn, data.rotation))
 
 
-def coarse(model, m: torch.Tensor, degree: int) -> torch.Tensor:
-    """Parameters ``m`` with the shape's harmonics above ``degree`` set to zero."""
-    cfg, sl = model.decoder.cfg, model.decoder.slices["shape"]
-    if not 0 <= degree <= cfg.shape_degree:
-        raise ValueError(f"coarse: degree {degree} outside 0..{cfg.shape_degree}, the model's "
-                         "model.shape_degree")
-    out = m.clone()
-    out[:, sl] = m[:, sl] * degree_mask(cfg, degree).to(m.dtype)
-    return out
-
-
 def truth_starts(model, data, origin, turned=(), degrees=(), seed: int = 0) -> list[tuple[str, torch.Tensor]]:
     """(label, parameters) of the truth's ray mesh with its colours read, as is, turned by each
     of ``turned`` degrees and cut to each of ``degrees``."""
@@ -77,7 +66,7 @@ def truth_starts(model, data, origin, turned=(), degrees=(), seed: int = 0) -> l
     starts = [("truth, colours read", truth)]
     starts += [(f"truth turned {t:g}°, colours read",
                 read_params(model, data, truth_actions(turned_by(data, t, seed), origin))) for t in turned]
-    starts += [(f"truth to degree {d}, colours read", coarse(model, truth, d)) for d in degrees]
+    starts += [(f"truth to degree {d}, colours read", model.decoder.cut(truth, d)) for d in degrees]
     return starts
 
 

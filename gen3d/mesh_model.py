@@ -199,8 +199,6 @@ class MeshDecoder(nn.Module):
             basis = geo.mirror_sph_harm if cfg.shape_symmetry == "mirror" else geo.real_sph_harm
             self.register_buffer("Ys", torch.from_numpy(basis(rays, cfg.shape_degree)).float())
             n_shape = self.Ys.shape[1]
-            # harmonics let in (``set_shape_degree``): a training schedule's, set every step
-            self.register_buffer("shape_keep", torch.ones(n_shape), persistent=False)
         else:
             n_shape = geo.N_RAYS
         if cfg.colour in ("sh", "palette"):
@@ -209,6 +207,9 @@ class MeshDecoder(nn.Module):
             n_col = per * self.Yc.shape[1] + (3 * cfg.palette_size if cfg.colour == "palette" else 0)
         else:
             n_col = 3 * geo.N_RAYS if cfg.colour == "raw" else 3
+        # the highest shape harmonic decoded (``set_shape_degree``): a training schedule's,
+        # set every step, so not saved
+        self.degree = cfg.shape_degree
         self.hypotheses = RotationHypotheses(cfg.rotation_hypotheses) if cfg.rotation_hypotheses else None
         sizes = {"shape": n_shape, "translation": 3, "rotation": 3 if cfg.rotation else 0,
                  "hypotheses": cfg.rotation_hypotheses, "colour": n_col}
@@ -220,9 +221,9 @@ class MeshDecoder(nn.Module):
 
     def forward(self, m: Tensor) -> Tensor:
         lead = m.shape[:-1]
-        m = m.reshape(-1, self.dim)
+        m = self.cut(m.reshape(-1, self.dim))
         s = m[:, self.slices["shape"]]
-        log_len = (s * self.shape_keep) @ self.Ys.T if self.cfg.shape == "sh" else s
+        log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
         lengths = (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
         trans = geo.MAX_TRANSLATION * torch.tanh(m[:, self.slices["translation"]])
         rot = (ball_rotation(m[:, self.slices["rotation"]]) if self.cfg.rotation
@@ -235,12 +236,25 @@ class MeshDecoder(nn.Module):
     def set_shape_degree(self, degree: int) -> None:
         """Decode the shape's harmonics of degree at most ``degree`` only (the rest read as 0);
         ``cfg.shape_degree``: all of them."""
+        self.degree = self._checked(degree)
+
+    def cut(self, m: Tensor, degree: int | None = None) -> Tensor:
+        """Parameters m (..., D) with the shape's harmonics above ``degree`` (the decoder's own
+        by default) set to 0, as the decoder reads them."""
+        degree = self.degree if degree is None else self._checked(degree)
+        if degree == self.cfg.shape_degree:
+            return m
+        sl = self.slices["shape"]
+        stop = sl.start + (degree + 1) ** 2  # real harmonics come degree by degree
+        return torch.cat([m[..., :stop], torch.zeros_like(m[..., stop:sl.stop]), m[..., sl.stop:]], -1)
+
+    def _checked(self, degree: int) -> int:
         cfg = self.cfg
         if cfg.shape != "sh" or cfg.shape_symmetry == "mirror" or not 0 <= degree <= cfg.shape_degree:
-            raise ValueError(f"set_shape_degree: needs shape: sh with all harmonics (not "
+            raise ValueError(f"shape degree: needs shape: sh with all harmonics (not "
                              f"shape_symmetry: mirror) and a degree in 0..{cfg.shape_degree}, got "
                              f"{degree} (shape {cfg.shape!r}, shape_symmetry {cfg.shape_symmetry!r})")
-        self.shape_keep.copy_(degree_mask(self.cfg, degree))
+        return degree
 
     def params(self, actions: Tensor, seen: Tensor | None = None) -> Tensor:
         """Parameters m (N, D) whose decoding is closest to ``actions`` (N, A): log lengths and
@@ -280,14 +294,6 @@ class MeshDecoder(nn.Module):
         logits = c[:, 3 * p:].reshape(-1, p, self.Yc.shape[1]) @ self.Yc.T  # (N, p, 162)
         weights = torch.softmax(self.cfg.palette_sharpness * logits, 1)
         return weights.transpose(1, 2) @ palette
-
-
-def degree_mask(cfg: MeshModelConfig, degree: int) -> Tensor:
-    """(n_shape,) 1 for the shape's real harmonics of degree at most ``degree``, else 0 (they
-    come degree by degree)."""
-    keep = torch.zeros((cfg.shape_degree + 1) ** 2)
-    keep[:(degree + 1) ** 2] = 1
-    return keep
 
 
 def ball_rotation(v: Tensor) -> Tensor:
@@ -354,14 +360,6 @@ class MeshModel(nn.Module):
         # a learner's schedule narrows the search without fighting the learned log-std; set
         # every step, so it is not saved
         self.register_buffer("std_scale", torch.ones(()), persistent=False)
-        # 0 where the decoder reads a shape harmonic as 0 (``set_shape_degree``): there the
-        # mean and the sample are 0 too, so no score-function noise reaches the network
-        self.register_buffer("keep", torch.ones(self.decoder.dim), persistent=False)
-
-    def set_shape_degree(self, degree: int) -> None:
-        """Sample and decode the shape's harmonics up to ``degree`` only (coarse to fine)."""
-        self.decoder.set_shape_degree(degree)
-        self.keep[self.decoder.slices["shape"]] = self.decoder.shape_keep
 
     def attach_renderer(self, render: Callable[[Tensor], Tensor] | None) -> None:
         """The renderer of the ``feedback`` passes: actions (B, A) -> images (B,3,H,W) in
@@ -431,8 +429,10 @@ class MeshModel(nn.Module):
         if noise is None:
             noise = torch.randn(b, k, self.decoder.dim, generator=generator, device=images.device)
         std = self.std()
-        u = u * self.keep
-        m_r = u + std * noise * self.keep
+        # harmonics the decoder leaves out (``MeshDecoder.set_shape_degree``) are 0 in the mean
+        # and the sample: no score-function noise reaches the network through them
+        u = self.decoder.cut(u)
+        m_r = u + self.decoder.cut(std * noise)
         m = m_r.detach()
         with torch.no_grad():
             actions = self.decoder(m)

@@ -149,15 +149,12 @@ def _turns_about_y_only(g: np.ndarray) -> bool:
 def _turn_onto_y(v: np.ndarray) -> np.ndarray:
     """(N,3,3) the smallest rotation taking each unit vector v (N,3) to y (about v x y; about
     x for v = -y)."""
-    y = np.array([0.0, 1.0, 0.0])
-    cross = np.cross(v, y)
-    sin, cos = np.linalg.norm(cross, axis=1), v @ y
-    k = np.where(sin[:, None] > 1e-9, cross / np.maximum(sin, 1e-12)[:, None], [1.0, 0.0, 0.0])
-    kx = np.zeros((len(v), 3, 3))
-    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    kx -= np.swapaxes(kx, 1, 2)
-    angle = np.arctan2(sin, cos)[:, None, None]
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+    from gen3d.geometry import axis_angle_to_matrix
+
+    cross = np.cross(v, [0.0, 1.0, 0.0])
+    sin = np.linalg.norm(cross, axis=1, keepdims=True)
+    axis = np.where(sin > 1e-9, cross / np.maximum(sin, 1e-12), [1.0, 0.0, 0.0])
+    return axis_angle_to_matrix(axis * np.arctan2(sin, v[:, 1:2]))
 
 
 def frame_candidates(n: int = 500, seed: int = 0) -> np.ndarray:

@@ -106,7 +106,6 @@ class Job:
     rollback: Rollback | None = None
     skipped: int = 0
     skipped_in_row: int = 0
-    degree: int = -1  # the shape's harmonic degree now (train.coarse_to_fine; -1: not set yet)
 
     @property
     def scored_model(self) -> MeshModel:
@@ -276,12 +275,12 @@ def set_degree(job: Job, degree: int) -> None:
     """Let the shape's harmonics up to ``degree`` in (``train.coarse_to_fine``). The bests'
     harmonics that were out are set to 0 first: the search's steps moved them, unread, and
     they would change the bests' meshes now that they are read."""
-    if degree == job.degree:
+    dec = job.model.decoder
+    if degree == dec.degree:
         return
     if job.replay is not None:
-        job.replay.m.mul_(job.model.keep)
-    job.model.set_shape_degree(degree)
-    job.degree = degree
+        job.replay.m.copy_(dec.cut(job.replay.m))
+    dec.set_shape_degree(degree)
 
 
 MAX_SKIPPED_IN_ROW = 20
@@ -322,7 +321,7 @@ def step_scalars(job: Job, res: StepResult, kl_weight: float, dt: float) -> dict
     if job.step_fn.soft is not None:
         vals["train/soft_mean_weight"] = job.step_fn.soft.weight
     if job.cfg.train.coarse_to_fine:
-        vals["train/shape_degree"] = job.degree
+        vals["train/shape_degree"] = job.model.decoder.degree
     if job.replay is not None:
         seen = torch.isfinite(job.replay.r)
         best = float(job.replay.r[seen].mean()) if seen.any() else None

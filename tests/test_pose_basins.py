@@ -87,17 +87,15 @@ def test_the_truth_turned_by_an_angle_is_that_angle_from_the_truth():
 
 
 def test_the_truth_cut_to_a_degree_keeps_its_low_harmonics_only():
-    from benchmarks.pose_basins import coarse
-
     model = MeshModel(MeshModelConfig(shape_degree=4), 64)
     sl = model.decoder.slices["shape"]
     m = torch.randn(3, model.decoder.dim, generator=torch.Generator().manual_seed(0))
-    cut = coarse(model, m, 2)
+    cut = model.decoder.cut(m, 2)
     assert torch.equal(cut[:, :sl.start + 9], m[:, :sl.start + 9])
     assert torch.equal(cut[:, sl.stop:], m[:, sl.stop:])
-    assert (cut[:, sl.start + 9:sl.stop] == 0).all()
-    with pytest.raises(ValueError, match="degree 5 outside 0..4"):
-        coarse(model, m, 5)
+    assert (cut[:, sl.start + 9:sl.stop] == 0).all() and model.decoder.degree == 4  # its own: unchanged
+    with pytest.raises(ValueError, match=r"a degree in 0..4, got 5"):
+        model.decoder.cut(m, 5)
 
 
 def test_a_list_of_numbers_is_read_or_named_wrong():
