@@ -38,6 +38,8 @@ MODELS = {
     "palette 6, sh 2": {"colour": "palette", "colour_degree": 2},
     "palette 6, sh 4": {"colour": "palette", "colour_degree": 4},
     "raw (per vertex)": {"colour": "raw"},
+    "sh 2 at the normals": {"colour": "sh", "colour_degree": 2, "colour_at": "normals"},
+    "sh 4 at the normals": {"colour": "sh", "colour_degree": 4, "colour_at": "normals"},
 }
 
 
@@ -52,15 +54,16 @@ def vertex_colours(data) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def fit(dec: MeshDecoder, target: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
-    """Colour parameters (N, n) whose decoded colours are nearest ``target`` (N,162,3)."""
+def fit(dec: MeshDecoder, target: torch.Tensor, steps: int, basis=None, seed: int = 0) -> torch.Tensor:
+    """Colour parameters (N, n) whose decoded colours (with the colour ``basis`` at the
+    vertices, ``MeshDecoder._basis``) are nearest ``target`` (N,162,3)."""
     g = torch.Generator().manual_seed(seed)
     n = dec.slices["colour"].stop - dec.slices["colour"].start
     c = (0.5 * torch.randn(len(target), n, generator=g)).requires_grad_()  # breaks a palette's tie
     opt = torch.optim.Adam([c], lr=0.05)
     for _ in range(steps):
         opt.zero_grad()
-        loss = ((dec._colours(c) - target) ** 2).sum()
+        loss = ((dec._colours(c, basis) - target) ** 2).sum()
         loss.backward()
         opt.step()
     return c.detach()
@@ -87,9 +90,10 @@ def main(argv=None) -> dict:
         for name, kw in MODELS.items():
             t0 = time.time()
             dec = MeshDecoder(MeshModelConfig(**kw))
-            c = fit(dec, target, steps)
+            basis = dec._basis(torch.tensor(lengths, dtype=torch.float32))
+            c = fit(dec, target, steps, basis)
             with torch.no_grad():
-                cols = dec._colours(c)
+                cols = dec._colours(c, basis)
             a = spaces.pack(lengths, None, data.translation, cols.numpy())
             img = r.render_rays(**spaces.unpack(a)).rgb
             rows.append({"model": name, "params": dec.slices["colour"].stop - dec.slices["colour"].start,

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen3d import geometry as geo
+from gen3d.ray_normals import RayNormals
 from gen3d.softras import axis_angle_to_matrix
+
+
+OBJECT_LEVEL = 0.03
+"""A pixel brighter than this in some channel is on the object: the background is black, and
+the darkest side (a palette colour's largest channel 0.75, under the ambient light) is far
+brighter."""
 
 
 class ImageColours(nn.Module):
@@ -38,24 +45,12 @@ class ImageColours(nn.Module):
                             ("light_dir", d), ("light_rgb", c), ("ambient", amb),
                             ("rays", geo.ico_rays())):
             self.register_buffer(name, torch.tensor(np.array(value, np.float32)), persistent=False)
-        faces = np.array(geo.ico_faces(), np.int64)
-        touches = np.zeros((geo.N_RAYS, len(faces)), np.float32)  # vertex i is a corner of face j
-        touches[faces, np.arange(len(faces))[:, None]] = 1
-        self.register_buffer("faces", torch.tensor(faces), persistent=False)
-        self.register_buffer("touches", torch.tensor(touches), persistent=False)
+        self.normals = RayNormals()
 
     def vertices(self, lengths: Tensor, rotation: Tensor, translation: Tensor) -> Tensor:
         """World vertices (N, 162, 3) of ray meshes: ``R (l_i ray_i) + t`` (as the renderer)."""
         local = lengths[..., None] * self.rays
         return local @ axis_angle_to_matrix(rotation).transpose(-1, -2) + translation[:, None]
-
-    def normals(self, verts: Tensor) -> Tensor:
-        """Unit vertex normals (N, V, 3): the area-weighted sum of the faces' normals."""
-        a, b, c = verts[:, self.faces].unbind(2)
-        face_n = torch.cross(b - a, c - a, dim=-1)  # (N, F, 3), length twice the area
-        n = (self.touches @ face_n.transpose(0, 1).reshape(len(self.faces), -1))  # one product
-        n = n.reshape(-1, len(verts), 3).transpose(0, 1)
-        return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
     def shading(self, normals: Tensor) -> Tensor:
         """The renderer's flat shading (..., 3) of a surface with these normals (facing the
@@ -78,10 +73,11 @@ class ImageColours(nn.Module):
         return torch.stack([(ndc[..., 0] + 1) / 2, (1 - ndc[..., 1]) / 2], -1) * self.size
 
     def forward(self, images: Tensor, lengths: Tensor, rotation: Tensor,
-                translation: Tensor) -> tuple[Tensor, Tensor]:
+                translation: Tensor, on_object: bool = False) -> tuple[Tensor, Tensor]:
         """images (B, 3, H, W) in [0, 1] and ray meshes of them, one (B, ...) or K (B, K, ...)
         per image -> (albedo (..., 162, 3) in [0, 1], seen (..., 162) bool: the vertex faces the
-        camera)."""
+        camera, and with ``on_object`` also lands on the object, where the image is brighter
+        than the background's black)."""
         if images.shape[-1] != self.size or images.shape[-2] != self.size:
             raise ValueError(f"images: expected {self.size}x{self.size}, got "
                              f"{tuple(images.shape[-2:])}")
@@ -94,8 +90,23 @@ class ImageColours(nn.Module):
         # each image's meshes sampled together: no copy of the image per mesh
         sampled = F.grid_sample(images, grid.reshape(len(images), -1, 1, 2), mode="bilinear",
                                 padding_mode="zeros", align_corners=False)[..., 0].transpose(1, 2)
-        albedo = (sampled.reshape(verts.shape) / self.shading(normals).clamp(min=1e-3)).clamp(0, 1)
+        sampled = sampled.reshape(verts.shape)
+        albedo = (sampled / self.shading(normals).clamp(min=1e-3)).clamp(0, 1)
+        if on_object:
+            seen = seen & (sampled.amax(-1) > OBJECT_LEVEL)
         return albedo.reshape(*lead, -1, 3), seen.reshape(*lead, -1)
+
+
+def fit_albedo(albedo: Tensor, seen: Tensor, basis: Tensor, ridge: float = 1e-3) -> Tensor:
+    """Colours (N, 162, 3) in [0, 1]: the least-squares fit of ``albedo`` (N, 162, 3) over the
+    ``seen`` vertices (N, 162) by the colour harmonics ``basis`` at the vertices ((162, k) or
+    (N, 162, k)), with a small ``ridge`` so that a mesh seen at few vertices is still solved;
+    every vertex, seen or not, takes the fit's value."""
+    y = basis.expand(len(albedo), -1, -1)
+    yw = y * seen[..., None].to(y.dtype)
+    gram = yw.transpose(1, 2) @ y + ridge * torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    coef = torch.linalg.solve(gram, yw.transpose(1, 2) @ albedo.to(y.dtype))
+    return (y @ coef).clamp(0, 1)
 
 
 def colour_fit(albedo: Tensor, seen: Tensor, decoded: Tensor, scale: float) -> Tensor:

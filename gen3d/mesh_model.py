@@ -25,12 +25,14 @@ axis-angle vector in the ball of radius pi) turns them to the camera's; with
 
 With ``read_colours`` the inferred mesh's colours, where the camera sees it, are read from the
 image at each vertex's projection (``gen3d.image_colours``): q(c | x, m), a point estimate of
-six distinct side colours that a 10-dimensional z cannot carry. Training samples still render
-the decoder's colours: read colours would paint a mesh that overhangs the object with the
-background's black, and the silhouette would stop pulling it in (held-out IoU 0.80 against
-0.91 in one full run, benchmarks/RESULTS.md). The decoder's colours are instead fit to the
-colours read (squared error over 2 s^2, ``colour_prior_std`` = s): an exact gradient the
-score function lacks, to the write head only (z is left to the shape), outside the bound.
+six distinct side colours that a 10-dimensional z cannot carry. Training samples render the
+decoder's colours: read colours as they are would paint a mesh that overhangs the object with
+the background's black, and the silhouette would stop pulling it in (held-out IoU 0.80 against
+0.91 in one full run, benchmarks/RESULTS.md); ``train_colours: read`` paints them instead with
+a smooth fit to the colours read where the mesh lands on the object (``train_actions``). The
+decoder's colours are fit to the colours read (squared error over 2 s^2, ``colour_prior_std``
+= s): an exact gradient the score function lacks, to the write head only (z is left to the
+shape), outside the bound.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from torch import Tensor, nn
 
 from gen3d import geometry as geo
 from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
-from gen3d.image_colours import ImageColours, colour_fit
+from gen3d.harmonics import Harmonics
+from gen3d.image_colours import ImageColours, colour_fit, fit_albedo
 from gen3d.image_symmetries import ImageSymmetries, group
 from gen3d.pose_hypotheses import RotationHypotheses
+from gen3d.ray_normals import RayNormals
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -78,6 +82,26 @@ class MeshModelConfig:
     colour_degree: NonNegInt = 2
     """Highest spherical-harmonic degree of the colours (``sh``) or of the palette's
     assignment logits (``palette``)."""
+    colour_at: Literal["rays", "normals"] = "rays"
+    """Where the colour harmonics (``sh``, ``palette``) are read: at each vertex's ray (a
+    colour field over directions from the centre) or at its surface normal (a colour per
+    surface direction: every vertex of a flat side takes that side's one colour, a crease
+    between sides is a jump). With ``normals`` a primitive's side colours are held exactly by
+    its own facets, so the image's colour pattern is explained by the shape's facets where
+    they are, not painted onto any shape."""
+    train_colours: Literal["decoded", "read"] = "decoded"
+    """The colours training renders use: the decoder's (``decoded``), or ``read`` from the
+    image for each sample's own shape: the albedo at its vertices that face the camera and land
+    on the object, fit by the colour harmonics (``colour_at``) and painted on every vertex. A
+    sample then scores by whether its shape lets one smooth colour function explain the image
+    (with ``colour_at: normals``: whether its facets hold the sides' colours where they are),
+    not by how well the network guessed the colours; a vertex over the background takes the
+    fit's colour, not the background's black, so the silhouette still pulls. Needs
+    ``read_colours`` and ``colour: sh``."""
+    colour_fit_shape: bool = False
+    """With ``colour_at: normals`` and ``read_colours``: the decoder's fit to the colours read
+    also moves the shape (through its normals), an exact gradient towards facets that hold the
+    colours read; off, the fit moves the colours only."""
     palette_size: PosInt = 6
     """Colours in the palette (``palette``): a primitive has up to 6 sides."""
     palette_sharpness: PosFloat = 5.0
@@ -168,6 +192,16 @@ class MeshModelConfig:
         if self.infer_mirrors and self.rotation_hypotheses:
             raise ValueError("infer_mirrors: rotation_hypotheses have no mirror map "
                              "(gen3d.camera_mirrors); set one of them off")
+        if self.colour_at == "normals" and self.colour not in ("sh", "palette"):
+            raise ValueError(f"colour_at: 'normals' reads the colour harmonics at the normals, "
+                             f"so it needs colour: sh or palette, got colour {self.colour!r}")
+        if self.train_colours == "read" and not (self.read_colours and self.colour == "sh"):
+            raise ValueError(f"train_colours: 'read' fits the colours read by the colour "
+                             f"harmonics, so it needs read_colours: true and colour: sh, got "
+                             f"read_colours {self.read_colours}, colour {self.colour!r}")
+        if self.colour_fit_shape and not (self.colour_at == "normals" and self.read_colours):
+            raise ValueError("colour_fit_shape: needs colour_at: normals and read_colours: true "
+                             "(the fit reaches the shape through the normals)")
         if self.palette_size < 1 or self.palette_sharpness <= 0:
             raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
                              f"{self.palette_size} and {self.palette_sharpness}")
@@ -203,6 +237,10 @@ class MeshDecoder(nn.Module):
             n_shape = geo.N_RAYS
         if cfg.colour in ("sh", "palette"):
             self.register_buffer("Yc", torch.from_numpy(geo.real_sph_harm(rays, cfg.colour_degree)))
+            if cfg.colour_at == "normals":
+                self.register_buffer("rays", torch.tensor(rays, dtype=torch.float32), persistent=False)
+                self.normals = RayNormals()
+                self.harmonics = Harmonics(cfg.colour_degree)
             per = 3 if cfg.colour == "sh" else cfg.palette_size
             n_col = per * self.Yc.shape[1] + (3 * cfg.palette_size if cfg.colour == "palette" else 0)
         else:
@@ -222,16 +260,29 @@ class MeshDecoder(nn.Module):
     def forward(self, m: Tensor) -> Tensor:
         lead = m.shape[:-1]
         m = self.cut(m.reshape(-1, self.dim))
-        s = m[:, self.slices["shape"]]
-        log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
-        lengths = (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
+        lengths = self.lengths(m)
         trans = geo.MAX_TRANSLATION * torch.tanh(m[:, self.slices["translation"]])
         rot = (ball_rotation(m[:, self.slices["rotation"]]) if self.cfg.rotation
                else m.new_zeros(len(m), 3))
         if self.hypotheses is not None:
             rot = self.hypotheses(m[:, self.slices["hypotheses"]], rot)
-        colours = self.colours(m).reshape(len(m), -1)
+        colours = self._colours(m[:, self.slices["colour"]], self._basis(lengths)).reshape(len(m), -1)
         return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
+
+    def lengths(self, m: Tensor) -> Tensor:
+        """Ray lengths (N, 162) of parameters m (N, D) (cut to the decoder's degree)."""
+        s = self.cut(m)[:, self.slices["shape"]]
+        log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
+        return (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
+
+    def _basis(self, lengths: Tensor) -> Tensor | None:
+        """The colour harmonics at each vertex: (162, k) at the rays, or (N, 162, k) at the
+        normals of the meshes of these ray ``lengths`` (N, 162) (``colour_at``)."""
+        if self.cfg.colour not in ("sh", "palette"):
+            return None
+        if self.cfg.colour_at == "rays":
+            return self.Yc
+        return self.harmonics(self.normals(lengths[..., None] * self.rays))
 
     def set_shape_degree(self, degree: int) -> None:
         """Decode the shape's harmonics of degree at most ``degree`` only (the rest read as 0);
@@ -272,26 +323,32 @@ class MeshDecoder(nn.Module):
         trans = torch.atanh((a[:, sl["translation"]] / geo.MAX_TRANSLATION).clamp(-1 + 1e-6, 1 - 1e-6))
         col = a[:, sl["colours"]].reshape(len(a), geo.N_RAYS, 3).clamp(1e-4, 1 - 1e-4)
         w = torch.ones(col.shape[:2], dtype=a.dtype) if seen is None else seen.to(a.dtype)
-        yw = self.Yc.double()[None] * w[..., None]  # (N, 162, k): each mesh's weighted rows
+        basis = self._basis(a[:, sl["lengths"]].float()).double()
+        yw = basis.expand(len(a), -1, -1) * w[..., None]  # (N, 162, k): each mesh's weighted rows
         logit = torch.log(col / (1 - col)) * w[..., None]
         colour = torch.linalg.lstsq(yw, logit).solution.transpose(1, 2).reshape(len(a), -1)
         return torch.cat([shape, trans, colour], 1).to(actions.dtype)
 
-    def colours(self, m: Tensor) -> Tensor:
-        """Per-vertex colours (N, 162, 3) of parameters m (N, D): the colour part alone."""
-        return self._colours(m[:, self.slices["colour"]])
+    def colours(self, m: Tensor, shape_from: Tensor | None = None) -> Tensor:
+        """Per-vertex colours (N, 162, 3) of parameters m (N, D); with ``colour_at: normals``
+        read at the normals of the shape of ``shape_from`` (N, D) (m's own by default)."""
+        normals_of = m if shape_from is None else shape_from
+        basis = self._basis(self.lengths(normals_of)) if self.cfg.colour_at == "normals" else None
+        return self._colours(m[:, self.slices["colour"]], basis)
 
-    def _colours(self, c: Tensor) -> Tensor:
-        """Colour parameters (N, n) -> per-vertex colours (N, 162, 3) in (0, 1)."""
-        if self.cfg.colour == "sh":
-            return torch.sigmoid((c.reshape(-1, 3, self.Yc.shape[1]) @ self.Yc.T).transpose(1, 2))
+    def _colours(self, c: Tensor, basis: Tensor | None = None) -> Tensor:
+        """Colour parameters (N, n) -> per-vertex colours (N, 162, 3) in (0, 1); ``basis``: the
+        colour harmonics at the vertices, (162, k) or (N, 162, k) (the rays' by default)."""
         if self.cfg.colour == "raw":
             return torch.sigmoid(c.reshape(-1, geo.N_RAYS, 3))
         if self.cfg.colour == "uniform":
             return torch.sigmoid(c[:, None, :]).expand(-1, geo.N_RAYS, 3)
+        y_t = (self.Yc if basis is None else basis).transpose(-1, -2)
+        if self.cfg.colour == "sh":
+            return torch.sigmoid((c.reshape(-1, 3, self.Yc.shape[1]) @ y_t).transpose(1, 2))
         p = self.cfg.palette_size
         palette = torch.sigmoid(c[:, :3 * p].reshape(-1, p, 3))
-        logits = c[:, 3 * p:].reshape(-1, p, self.Yc.shape[1]) @ self.Yc.T  # (N, p, 162)
+        logits = c[:, 3 * p:].reshape(-1, p, self.Yc.shape[1]) @ y_t  # (N, p, 162)
         weights = torch.softmax(self.cfg.palette_sharpness * logits, 1)
         return weights.transpose(1, 2) @ palette
 
@@ -434,13 +491,15 @@ class MeshModel(nn.Module):
         u = self.decoder.cut(u)
         m_r = u + self.decoder.cut(std * noise)
         m = m_r.detach()
-        with torch.no_grad():
-            actions = self.decoder(m)
+        actions = self.train_actions(m, images)
         fit = None
-        if self.reader is not None:  # rendered as decoded (see the module's docstring)
+        if self.reader is not None:  # the decoder's colours fit to those read (module docstring)
             # one sample per image: its K samples read nearly the same colours
             _, albedo, seen = self._read_colours(actions[:, 0], images)
-            decoded = self.decoder.colours(u_head.reshape(b, k, -1)[:, 0]).reshape(albedo.shape)
+            head = u_head.reshape(b, k, -1)[:, 0]
+            # the shape whose normals the colours are read at: the fit moves it only when asked
+            shape = head if self.cfg.colour_fit_shape else head.detach()
+            decoded = self.decoder.colours(head, shape_from=shape).reshape(albedo.shape)
             fit = colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
         prior = None if self.templates is None else self.template_prior(u[:, 0])
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
@@ -462,6 +521,23 @@ class MeshModel(nn.Module):
                                    actions[..., sl["translation"]])
         colours = torch.where(seen[..., None], albedo, actions[..., sl["colours"]].reshape(albedo.shape))
         return torch.cat([actions[..., :sl["colours"].start], colours.flatten(-2)], -1), albedo, seen
+
+    @torch.no_grad()
+    def train_actions(self, m: Tensor, images: Tensor) -> Tensor:
+        """Renderer actions (B, [K,] A) that training renders of parameters m (B, [K,] D)
+        against ``images`` (B,3,H,W): decoded, with ``train_colours: read`` the colours read."""
+        actions = self.decoder(m)
+        if self.cfg.train_colours == "read":
+            sl = geo.ACTION_SLICES
+            lengths = actions[..., sl["lengths"]]
+            albedo, seen = self.reader(images, lengths, actions[..., sl["rotation"]],
+                                       actions[..., sl["translation"]], on_object=True)
+            flat = lengths.reshape(-1, lengths.shape[-1])
+            colours = fit_albedo(albedo.reshape(len(flat), -1, 3), seen.reshape(len(flat), -1),
+                                 self.decoder._basis(flat))
+            actions = torch.cat([actions[..., :sl["colours"].start],
+                                 colours.reshape(*lengths.shape[:-1], -1)], -1)
+        return actions
 
     def to_actions(self, m: Tensor, images: Tensor | None = None) -> Tensor:
         """Renderer actions (N, A) of mesh parameters m (N, D): decoded, with the seen

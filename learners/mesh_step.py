@@ -249,12 +249,11 @@ class MeshStep:
             sent = _Sent(part, s, self.source.submit(s, idx))
         else:  # rendered against the image itself: its own frame's actions
             with torch.no_grad():
-                actions = self.model.decoder(sym.back(s.m, g))
+                actions = self.model.train_actions(sym.back(s.m, g), x)
             sent = _Sent(part, s, self.source.submit_actions(actions, idx), g)
         if self.replay is not None and self.replay.searches:
             sent.proposals = self.replay.proposals(idx, gen, x)
-            with torch.no_grad():
-                actions = self.model.decoder(sent.proposals)
+            actions = self.model.train_actions(sent.proposals, x)
             sent.proposal_ticket = self.source.submit_actions(actions, idx)
         return sent
 

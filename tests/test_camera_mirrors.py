@@ -17,6 +17,8 @@ VARIANTS = [
     {"shape": "raw", "colour": "raw"},
     {"shape_symmetry": "mirror", "colour": "uniform", "rotation": True},
     {"colour": "palette", "rotation": True, "shape_degree": 4},
+    {"colour_at": "normals"},
+    {"colour": "palette", "colour_at": "normals", "rotation": True, "shape_degree": 4},
 ]
 
 
