@@ -56,7 +56,7 @@ def vertex_colours(data) -> np.ndarray:
 
 def fit(dec: MeshDecoder, target: torch.Tensor, steps: int, basis=None, seed: int = 0) -> torch.Tensor:
     """Colour parameters (N, n) whose decoded colours (with the colour ``basis`` at the
-    vertices, ``MeshDecoder._basis``) are nearest ``target`` (N,162,3)."""
+    vertices, ``MeshDecoder.colour_basis``) are nearest ``target`` (N,162,3)."""
     g = torch.Generator().manual_seed(seed)
     n = dec.slices["colour"].stop - dec.slices["colour"].start
     c = (0.5 * torch.randn(len(target), n, generator=g)).requires_grad_()  # breaks a palette's tie
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         for name, kw in MODELS.items():
             t0 = time.time()
             dec = MeshDecoder(MeshModelConfig(**kw))
-            basis = dec._basis(torch.tensor(lengths, dtype=torch.float32))
+            basis = dec.colour_basis(torch.tensor(lengths, dtype=torch.float32))
             c = fit(dec, target, steps, basis)
             with torch.no_grad():
                 cols = dec._colours(c, basis)

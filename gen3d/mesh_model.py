@@ -266,7 +266,7 @@ class MeshDecoder(nn.Module):
                else m.new_zeros(len(m), 3))
         if self.hypotheses is not None:
             rot = self.hypotheses(m[:, self.slices["hypotheses"]], rot)
-        colours = self._colours(m[:, self.slices["colour"]], self._basis(lengths)).reshape(len(m), -1)
+        colours = self._colours(m[:, self.slices["colour"]], self.colour_basis(lengths)).reshape(len(m), -1)
         return torch.cat([lengths, rot, trans, colours], 1).reshape(*lead, geo.ACTION_DIM)
 
     def lengths(self, m: Tensor) -> Tensor:
@@ -275,7 +275,7 @@ class MeshDecoder(nn.Module):
         log_len = s @ self.Ys.T if self.cfg.shape == "sh" else s
         return (self.cfg.base_radius * torch.exp(log_len.clamp(-6, 1.2))).clamp(max=geo.MAX_LENGTH)
 
-    def _basis(self, lengths: Tensor) -> Tensor | None:
+    def colour_basis(self, lengths: Tensor) -> Tensor | None:
         """The colour harmonics at each vertex: (162, k) at the rays, or (N, 162, k) at the
         normals of the meshes of these ray ``lengths`` (N, 162) (``colour_at``)."""
         if self.cfg.colour not in ("sh", "palette"):
@@ -323,7 +323,7 @@ class MeshDecoder(nn.Module):
         trans = torch.atanh((a[:, sl["translation"]] / geo.MAX_TRANSLATION).clamp(-1 + 1e-6, 1 - 1e-6))
         col = a[:, sl["colours"]].reshape(len(a), geo.N_RAYS, 3).clamp(1e-4, 1 - 1e-4)
         w = torch.ones(col.shape[:2], dtype=a.dtype) if seen is None else seen.to(a.dtype)
-        basis = self._basis(a[:, sl["lengths"]].float()).double()
+        basis = self.colour_basis(a[:, sl["lengths"]].float()).double()
         yw = basis.expand(len(a), -1, -1) * w[..., None]  # (N, 162, k): each mesh's weighted rows
         logit = torch.log(col / (1 - col)) * w[..., None]
         colour = torch.linalg.lstsq(yw, logit).solution.transpose(1, 2).reshape(len(a), -1)
@@ -333,7 +333,7 @@ class MeshDecoder(nn.Module):
         """Per-vertex colours (N, 162, 3) of parameters m (N, D); with ``colour_at: normals``
         read at the normals of the shape of ``shape_from`` (N, D) (m's own by default)."""
         normals_of = m if shape_from is None else shape_from
-        basis = self._basis(self.lengths(normals_of)) if self.cfg.colour_at == "normals" else None
+        basis = self.colour_basis(self.lengths(normals_of)) if self.cfg.colour_at == "normals" else None
         return self._colours(m[:, self.slices["colour"]], basis)
 
     def _colours(self, c: Tensor, basis: Tensor | None = None) -> Tensor:
@@ -534,7 +534,7 @@ class MeshModel(nn.Module):
                                        actions[..., sl["translation"]], on_object=True)
             flat = lengths.reshape(-1, lengths.shape[-1])
             colours = fit_albedo(albedo.reshape(len(flat), -1, 3), seen.reshape(len(flat), -1),
-                                 self.decoder._basis(flat))
+                                 self.decoder.colour_basis(flat))
             actions = torch.cat([actions[..., :sl["colours"].start],
                                  colours.reshape(*lengths.shape[:-1], -1)], -1)
         return actions

@@ -73,7 +73,7 @@ def test_a_turned_cubes_six_side_colours_are_held_exactly_at_its_normals_and_not
         a = torch.tensor(actions, dtype=torch.float32)
         with torch.no_grad():  # fit over the flat vertices, decoded on the cube's own normals
             c = dec.params(a, torch.tensor(flat[None]))[:, dec.slices["colour"]]
-            got = dec._colours(c, dec._basis(a[:, :geo.N_RAYS]))[0].numpy()
+            got = dec._colours(c, dec.colour_basis(a[:, :geo.N_RAYS]))[0].numpy()
         err[at] = np.abs(got[flat] - colours[flat]).max()
     assert err["normals"] < 2e-3  # six values on six normals: within degree 2's reach
     assert err["rays"] > 0.1     # a colour field over directions blurs across each side
