@@ -248,8 +248,7 @@ class MeshStep:
         if g is None:
             sent = _Sent(part, s, self.source.submit(s, idx))
         else:  # rendered against the image itself: its own frame's actions
-            with torch.no_grad():
-                actions = self.model.train_actions(sym.back(s.m, g), x)
+            actions = self.model.train_actions(sym.back(s.m, g), x)
             sent = _Sent(part, s, self.source.submit_actions(actions, idx), g)
         if self.replay is not None and self.replay.searches:
             sent.proposals = self.replay.proposals(idx, gen, x)

@@ -9,7 +9,8 @@ import torch
 from envs import spaces
 from gen3d import geometry as geo
 from gen3d import primitives as prim
-from gen3d.mesh_model import MeshDecoder, MeshModelConfig, ball_rotation
+from gen3d.mesh_decoder import ball_rotation
+from gen3d.mesh_model import MeshDecoder, MeshModelConfig
 
 
 def test_ball_rotation_is_a_smooth_bijection_onto_the_ball_of_radius_pi():
