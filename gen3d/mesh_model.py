@@ -326,9 +326,12 @@ class MeshModel(nn.Module):
         return u, kl, lpz, lqz, u_head
 
     def sample(self, images: Tensor, k: int, noise: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Samples:
+               generator: torch.Generator | None = None, paint: bool = True) -> Samples:
         """K samples of mesh parameters for each image (B,3,H,W) in [0,1]. ``noise`` (B,K,D)
-        for m may come from an estimator (antithetic pairs); z's noise is drawn here."""
+        for m may come from an estimator (antithetic pairs); z's noise is drawn here. The
+        samples' actions are what training renders (``train_actions``); with ``paint`` False
+        they are only decoded, for a caller that renders them in another frame (the images'
+        mirrors), where colours read here would be thrown away."""
         b = len(images)
         feat = self.encoder(images)
         eps_z = torch.randn(b * k, self.cfg.T, self.cfg.z_dim, generator=generator, device=images.device)
@@ -349,7 +352,7 @@ class MeshModel(nn.Module):
         u = self.decoder.cut(u)
         m_r = u + self.decoder.cut(std * noise)
         m = m_r.detach()
-        actions = self.train_actions(m, images)
+        actions = self.train_actions(m, images) if paint else self.decoder(m)
         fit = None
         if self.reader is not None:  # the decoder's colours fit to those read (module docstring)
             # one sample per image: its K samples read nearly the same colours

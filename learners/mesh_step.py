@@ -240,7 +240,7 @@ class MeshStep:
         sym = self.symmetries
         g = sym.draw(len(part), gen, x.device) if sym is not None else None
         s = self.model.sample(x if g is None else sym.images(x, g), k, noise=noise,
-                              generator=gen)
+                              generator=gen, paint=g is None)
         if not torch.isfinite(s.actions).all():
             raise FloatingPointError(
                 f"step {step}: the model produced NaN/inf mesh parameters; the last checkpoint "

@@ -159,3 +159,41 @@ def test_a_vertex_over_the_background_takes_the_fits_colour_not_black(renderer):
     drawn = got[0].max(-1) > 0
     assert (background & drawn).sum() > 200  # the overhang is drawn ...
     assert got[0][background & drawn].max(-1).mean() > 40  # ... and not in black: the silhouette pulls
+
+
+def test_samples_are_painted_with_colours_read_only_where_they_are_rendered():
+    """With colours read in training and the images shown in mirrors, a step renders each
+    sample once, in the image's own frame: the colours are read once per rendered sample
+    (and once per image for the decoder's fit), not also for the mirrored image's samples,
+    which are not rendered."""
+    from types import SimpleNamespace
+
+    from gen3d.estimators import build
+    from gen3d.image_symmetries import ImageSymmetries
+    from learners.mesh_step import MeshStep, RewardSource
+
+    torch.manual_seed(0)
+    model = MeshModel(MeshModelConfig(read_colours=True, train_colours="read", hidden=8,
+                                      channels=4, shape_degree=3), 32)
+    x, gen = torch.rand(3, 3, 32, 32), torch.Generator().manual_seed(0)
+    s = model.sample(x, 4, generator=gen, paint=False)
+    torch.testing.assert_close(s.actions, model.decoder(s.m))
+    painted = model.sample(x, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(painted.actions, model.train_actions(painted.m, x))
+    assert not torch.allclose(painted.actions, model.decoder(painted.m))
+
+    read, forward = [], model.reader.forward
+    model.reader.forward = lambda images, lengths, *a, **kw: read.append(
+        lengths[..., 0].numel()) or forward(images, lengths, *a, **kw)
+
+    class Pool:
+        def submit(self, flat, target_idx):
+            return -np.abs(flat).sum(-1)
+
+        def collect(self, ticket):
+            return SimpleNamespace(rewards=ticket, wait_s=0.0)
+
+    step = MeshStep(model, build("rloo"), RewardSource(Pool()), 1,
+                    symmetries=ImageSymmetries(model.decoder, True, False))
+    step(x, np.arange(3), 4, gen, 0)
+    assert sum(read) == 3 * 4 + 3, read
