@@ -164,8 +164,35 @@ def test_the_three_learners_write_one_checkpoint_layout(tmp_path):
         assert st["step"] == 2 and st["train_s"] > 0 and "trained_s" not in st
 
 
+@pytest.fixture
+def sigint_as_in_a_terminal():
+    """SIGINT raising KeyboardInterrupt, as Python sets it up in a terminal (a process started
+    in the background of a script starts with it ignored); put back after the test."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_started_with_ctrl_c_ignored_leaves_it_ignored():
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sk = SimpleNamespace(interrupted=False)
+        with RunSkeleton.stop_on_interrupt(sk):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not sk.interrupted and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_ends_the_step_checkpoints_and_a_resume_ends_where_an_unbroken_run_does(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, sigint_as_in_a_terminal):
     """SIGINT in the middle of step 3 of 6: the step finishes, the checkpoint says step 3, the
     run raises RunInterrupted naming it and --resume, and resuming gives the weights of a run
     that was never interrupted."""
