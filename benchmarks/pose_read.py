@@ -6,7 +6,8 @@ the kind (shuffled: what a shape that says nothing of its turn scores), the read
 template's own origin, where the model puts the centre in the kind's frame, and, for kinds with
 an apex, the fraction read back to front (the read apex more than 90° from the true one) and
 the error split into the axis's tilt and the twist about it (``gen3d.symmetry.axis_and_twist_deg``:
-a pyramid's twist is modulo its quarter turns, at most 45°). The
+a pyramid's twist is modulo its quarter turns, at most 45°), and the error by how far the true
+axis is from the camera's line of sight (``VIEW_BINS``: end-on, oblique, side-on). The
 ``with_colours`` columns read the turn off the shape and the seen vertices' colours together
 (``gen3d.mesh_pose.read_turns`` with ``colours``): does the reconstruction's colouring put the
 sides' boundaries where its shape's turn does?
@@ -27,6 +28,23 @@ from benchmarks.common import machine, run_images, run_parser, table, write_json
 
 APEX_KINDS = ("cone", "pyramid")
 """Kinds whose template's +y is an apex: back to front is a question for them."""
+
+VIEW_BINS = ((0, 30, "axis_on_view_deg"), (30, 60, "axis_oblique_deg"), (60, 90, "axis_side_on_deg"))
+"""Bins of the angle (degrees) between an apex kind's true axis and the camera's line of
+sight (the z axis; folded, so the apex towards or away from the camera is 0): from one view,
+an apex seen end-on hides its depth, one seen side-on shows it."""
+
+
+def by_view(truth: np.ndarray, err: np.ndarray) -> dict:
+    """The median of errors ``err`` (N,) in each of ``VIEW_BINS`` of the true rotations' (N, 3, 3)
+    axis (their +y) to the line of sight, with the bin's count; NaN for an empty bin."""
+    angle = np.degrees(np.arccos(np.clip(np.abs(truth[:, 2, 1]), 0.0, 1.0)))
+    out = {}
+    for lo, hi, name in VIEW_BINS:
+        sel = (angle >= lo) & (angle < hi) if hi < 90 else angle >= lo
+        out[name] = float(np.median(err[sel])) if sel.any() else float("nan")
+        out[name.replace("_deg", "_n")] = int(sel.sum())
+    return out
 
 
 def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> list[dict]:
@@ -61,6 +79,7 @@ def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> li
             row["back_to_front"] = float(((read[:, :, 1] * truth[:, :, 1]).sum(1) < 0).mean())
             tilt, twist = symmetry.axis_and_twist_deg(truth, read, k)
             row["axis_err_deg"] = float(np.median(tilt))
+            row |= by_view(truth, err)
             if not np.isnan(twist).all():  # a cone's any turn about its axis is one
                 row["twist_err_deg"] = float(np.median(twist))
         rows.append(row)
@@ -75,7 +94,8 @@ def main() -> int:
         rows = pose_rows(mesh_eval.infer_actions(model, test.images), test)
     cols = ["kind", "n", "rot_err_kind_deg", "below_20", "shuffled_truth_deg",
             "about_template_origin_deg", "model_origin", "back_to_front", "axis_err_deg",
-            "twist_err_deg", "with_colours_deg", "with_colours_below_20"]
+            "twist_err_deg", *(name for *_, name in VIEW_BINS), "with_colours_deg",
+            "with_colours_below_20"]
     print(table(rows, cols))
     write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "rows": rows})
     return 0

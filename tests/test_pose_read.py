@@ -60,3 +60,21 @@ def test_shapes_turned_about_their_own_axis_read_as_a_twist_with_the_axis_kept()
     assert rows["pyramid"]["axis_err_deg"] < 10 and rows["pyramid"]["twist_err_deg"] > 30, rows["pyramid"]
     assert rows["pyramid"]["rot_err_kind_deg"] > 30  # the twist is the error
     assert rows["cone"]["axis_err_deg"] < 10 and "twist_err_deg" not in rows["cone"]  # a cone's turn is none
+
+
+def test_the_error_is_split_by_how_far_the_axis_is_from_the_line_of_sight():
+    """Objects whose true axis lies within 30 degrees of the camera's line of sight are held
+    upside down, the rest as they are: the end-on bin reads back to front, the others right."""
+    from benchmarks.pose_read import pose_rows
+
+    data, actions = truth_and_actions(n=40, seed=1)
+    end_on = np.abs(data.rotation[:, 2, 1]) > np.cos(np.radians(30))
+    _, upside_down = truth_and_actions(HALF_TURN_X, n=40, seed=1)
+    actions = np.where(end_on[:, None], upside_down, actions)
+    rows = {r["kind"]: r for r in pose_rows(actions, data, n_rot=1000)}
+    for k in ("cone", "pyramid"):
+        row = rows[k]
+        assert row["axis_on_view_n"] == end_on[data.kind == KINDS.index(k)].sum() > 0, row
+        assert row["axis_on_view_n"] + row["axis_oblique_n"] + row["axis_side_on_n"] == 40
+        assert row["axis_on_view_deg"] > 150 and row["axis_oblique_deg"] < 12, row
+        assert row["axis_side_on_deg"] < 12, row
