@@ -174,11 +174,8 @@ class RunSkeleton:
     def stop_on_interrupt(self):
         """Inside it, a first Ctrl-C (SIGINT) only asks the loop to stop after its step
         (``out_of_time`` turns True), so the run can checkpoint at a step's end; a second one
-        interrupts at once. Outside the main thread it changes nothing, and where SIGINT is
-        ignored (a run started with nohup, or in a script's background) it stays ignored, as
-        Python itself leaves it."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        interrupts at once. Outside the main thread it changes nothing."""
+        if threading.current_thread() is not threading.main_thread():
             yield
             return
 

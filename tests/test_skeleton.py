@@ -175,7 +175,9 @@ def sigint_as_in_a_terminal():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_a_run_started_with_ctrl_c_ignored_leaves_it_ignored():
+def test_ctrl_c_asks_to_stop_even_where_it_was_ignored_and_the_ignore_is_put_back():
+    """A run started in a script's background (SIGINT ignored) still stops at a step's end on
+    ``kill -INT``, and leaves SIGINT as it found it."""
     import os
     import signal
     from types import SimpleNamespace
@@ -184,9 +186,8 @@ def test_a_run_started_with_ctrl_c_ignored_leaves_it_ignored():
     try:
         sk = SimpleNamespace(interrupted=False)
         with RunSkeleton.stop_on_interrupt(sk):
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGINT)
-        assert not sk.interrupted and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert sk.interrupted and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
 
