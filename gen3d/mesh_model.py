@@ -48,8 +48,8 @@ from torch import Tensor, nn
 from gen3d import geometry as geo
 from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.image_colours import ImageColours, colour_fit, fit_albedo
-from gen3d.mesh_decoder import MeshDecoder
 from gen3d.image_symmetries import ImageSymmetries, group
+from gen3d.mesh_decoder import MeshDecoder
 
 LOG_2PI = math.log(2 * math.pi)
 
