@@ -277,3 +277,54 @@ def test_the_egl_devices_of_this_machine_are_listed():
     devs = egl_devices()  # a CPU machine: Mesa's software device at least
     assert devs and [d["index"] for d in devs] == list(range(len(devs)))
     assert any(d["software"] for d in devs)
+
+
+TEMP_DIR_SCRIPT = """
+import os, sys
+from workers import cluster
+cluster.start(cluster.RayConfig(num_cpus=1))
+first = list(cluster._OWNED_TEMP_DIRS)
+alive = all(os.path.isdir(d) for d in first)
+cluster.stop()
+print("stopped", alive, *first, *(os.path.isdir(d) for d in first), flush=True)
+cluster.start(cluster.RayConfig(num_cpus=1))
+print("exiting", *cluster._OWNED_TEMP_DIRS, flush=True)
+"""
+
+
+def _run_script(env: dict) -> dict[str, list[str]]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", TEMP_DIR_SCRIPT], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return {ln.split()[0]: ln.split()[1:] for ln in p.stdout.splitlines()
+            if ln.split()[:1] in (["stopped"], ["exiting"])}
+
+
+def test_a_local_ray_removes_its_temp_dir_on_stop_and_at_exit():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
+    out = _run_script(env)
+    alive, first, still_there = out["stopped"]
+    assert alive == "True" and first.startswith("/tmp/gen3d-ray-") and still_there == "False"
+    (second,) = out["exiting"]
+    assert second != first and not os.path.exists(second)
+
+
+def test_a_temp_dir_the_user_names_in_ray_tmpdir_is_used_and_kept():
+    import os
+    import shutil
+    import tempfile
+
+    mine = tempfile.mkdtemp(prefix="g3mine-", dir="/tmp")  # Ray's socket paths are length-limited
+    try:
+        out = _run_script({**os.environ, "RAY_TMPDIR": mine})
+        assert out["stopped"] == ["True"] and out["exiting"] == []  # nothing of ours to remove
+        assert any(n.startswith("session_") for n in os.listdir(mine))
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)

@@ -6,6 +6,7 @@ worker that renders proves the code was shipped."""
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def head_node(tmp_path_factory):
                              text=True, timeout=60).stdout.strip()
     yield f"{address or '127.0.0.1'}:{port}", Path(tmp)
     _kill_processes_under(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """Starting or joining Ray.
 
-Local by default: ``num_cpus`` from the config, no dashboard, a temp dir of the run's own, and
-every Ray server (GCS, raylet, workers) listening on 127.0.0.1 only. With an address
+Local by default: ``num_cpus`` from the config, no dashboard, a temp dir of the run's own
+(removed with its logs when Ray stops or the process ends; a ``RAY_TMPDIR`` the user sets is
+used and kept instead), and every Ray server (GCS, raylet, workers) listening on 127.0.0.1
+only. With an address
 (``host:port``, ``auto`` or ``ray://...``) the run joins an existing cluster: a token found in
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` turns on Ray's token
 authentication for this driver, and the project's own packages travel to the cluster's nodes
@@ -10,7 +12,9 @@ in Ray's runtime environment.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -55,12 +59,25 @@ def start(cfg: RayConfig) -> None:
     if cfg.address:
         join(cfg)
         return
-    # a short path: Ray's unix sockets live under it and their paths are length-limited
-    tmp = tempfile.mkdtemp(prefix="gen3d-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    tmp = os.environ.get("RAY_TMPDIR") or _own_temp_dir()
     with _loopback_only():
         ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
                  _node_ip_address="127.0.0.1", _temp_dir=tmp, log_to_driver=True,
                  configure_logging=False)
+
+
+_OWNED_TEMP_DIRS: list[str] = []
+
+
+def _own_temp_dir() -> str:
+    """A fresh temp dir for a local Ray, removed by ``stop`` (at the latest at exit: our handler
+    runs before Ray's own, registered at its import, so Ray is shut down first)."""
+    # a short path: Ray's unix sockets live under it and their paths are length-limited
+    tmp = tempfile.mkdtemp(prefix="gen3d-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    if not _OWNED_TEMP_DIRS:
+        atexit.register(stop)
+    _OWNED_TEMP_DIRS.append(tmp)
+    return tmp
 
 
 class _loopback_only:
@@ -168,7 +185,10 @@ def project_runtime_env() -> dict:
 
 
 def stop() -> None:
+    """Shut Ray down and remove the temp dirs (logs included) of the local Rays started here."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
+    while _OWNED_TEMP_DIRS:
+        shutil.rmtree(_OWNED_TEMP_DIRS.pop(), ignore_errors=True)
