@@ -38,7 +38,7 @@ shape), outside the bound.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
@@ -160,6 +160,10 @@ class MeshModelConfig:
     shape's moves a colour logit by hundredths: every mesh stays one averaged grey."""
     init_std_rotation: NonNegFloat = 0.0
     """Initial std of the rotation (radians; 0: ``init_std``)."""
+    init_std_by_degree: list[float] = field(default_factory=list)
+    """Initial std of the shape's harmonics of degree 0, 1, ... in turn (degrees past the
+    list: ``init_std``). The low degrees hold a shape's size and which way it reaches (a
+    pyramid's apex); a wider search there explores them faster than the fine detail."""
     z_bound: PosFloat = 4.0
     """Posterior means are squashed into (-z_bound, z_bound) (prior std units)."""
     init_log_sd_z: FiniteFloat = -2.0
@@ -177,6 +181,7 @@ class MeshModelConfig:
                 raise ValueError(f"{name}: need min_std ({self.min_std}) <= {name}, got {v}")
         if not 0 < self.min_std <= self.init_std:
             raise ValueError("need 0 < min_std <= init_std")
+        self._check_std_by_degree()
         if self.shape_symmetry == "mirror" and not (self.shape == "sh" and self.rotation):
             raise ValueError("shape_symmetry: 'mirror' needs shape: sh and rotation: true (the "
                              f"rotation carries the pose), got shape {self.shape!r}, rotation "
@@ -203,6 +208,20 @@ class MeshModelConfig:
         if self.palette_size < 1 or self.palette_sharpness <= 0:
             raise ValueError(f"palette_size must be >= 1 and palette_sharpness > 0, got "
                              f"{self.palette_size} and {self.palette_sharpness}")
+
+    def _check_std_by_degree(self) -> None:
+        stds = self.init_std_by_degree
+        if not stds:
+            return
+        if self.shape != "sh" or self.shape_symmetry == "mirror" or len(stds) > self.shape_degree + 1:
+            raise ValueError(f"init_std_by_degree: needs shape: sh with all harmonics (not "
+                             f"shape_symmetry: mirror) and at most shape_degree + 1 = "
+                             f"{self.shape_degree + 1} entries, got {len(stds)} (shape "
+                             f"{self.shape!r}, shape_symmetry {self.shape_symmetry!r})")
+        bad = [v for v in stds if not (math.isfinite(v) and v >= self.min_std)]
+        if bad:
+            raise ValueError(f"init_std_by_degree: every entry must be finite and >= min_std "
+                             f"({self.min_std}), got {bad}")
 
 
 class Encoder(nn.Module):
@@ -267,6 +286,8 @@ class MeshModel(nn.Module):
             nn.init.zeros_(self.fb_head.bias)
         self.renderer: Callable[[Tensor], Tensor] | None = None
         std = torch.full((self.decoder.dim,), cfg.init_std)
+        for degree, v in enumerate(cfg.init_std_by_degree):
+            std[self.decoder.slices["shape"].start + np.arange(degree**2, (degree + 1) ** 2)] = v
         for part, v in (("colour", cfg.init_std_colour), ("rotation", cfg.init_std_rotation),
                         ("hypotheses", cfg.init_std_hypotheses)):
             if v:

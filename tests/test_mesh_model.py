@@ -100,6 +100,32 @@ def test_colour_and_rotation_search_their_own_initial_width():
         MeshModelConfig(init_std_colour=0.001)
 
 
+def test_each_degree_of_the_shape_searches_its_own_initial_width():
+    """``init_std_by_degree``: degree l's harmonics (the shape parameters l^2 .. (l+1)^2 - 1)
+    take the l-th width, later degrees ``init_std``; the degree-1 ones are the harmonics linear
+    in the ray's direction (which way the shape reaches)."""
+    import pytest
+
+    from gen3d.mesh_model import MeshModel
+
+    cfg = MeshModelConfig(hidden=16, channels=8, shape_degree=4, init_std=0.02, min_std=0.005,
+                          init_std_by_degree=[0.03, 0.1, 0.05])
+    model = MeshModel(cfg, 32)
+    sl = model.decoder.slices["shape"]
+    s = model.sample(torch.zeros(2, 3, 32, 32), 4000, generator=torch.Generator().manual_seed(0))
+    spread = (s.m - s.mean).detach().reshape(-1, model.decoder.dim).std(0)[sl]
+    want = torch.tensor([0.03] + [0.1] * 3 + [0.05] * 5 + [0.02] * 16) + cfg.min_std
+    torch.testing.assert_close(spread, want, rtol=0.05, atol=0)
+    linear = model.decoder.Ys[:, 1:4].numpy()
+    assert _fit_residual(geo.ico_rays(), linear) < 1e-5
+    assert _fit_residual(geo.ico_rays(), model.decoder.Ys[:, 4:9].numpy()) > 0.1
+    for bad, match in (({"init_std_by_degree": [0.1] * 6}, "at most shape_degree \\+ 1 = 5"),
+                       ({"init_std_by_degree": [0.1, 0.001]}, "finite and >= min_std"),
+                       ({"init_std_by_degree": [0.1], "shape": "raw"}, "needs shape: sh")):
+        with pytest.raises(ValueError, match=match):
+            MeshModelConfig(shape_degree=4, **bad)
+
+
 def _fit_residual(basis: np.ndarray, values: np.ndarray) -> float:
     coef, *_ = np.linalg.lstsq(basis, values, rcond=None)
     return float(np.abs(basis @ coef - values).max())
