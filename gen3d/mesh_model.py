@@ -409,17 +409,24 @@ class MeshModel(nn.Module):
         """Renderer actions (B, [K,] A) that training renders of parameters m (B, [K,] D)
         against ``images`` (B,3,H,W): decoded, with ``train_colours: read`` the colours read."""
         actions = self.decoder(m)
-        if self.cfg.train_colours == "read":
-            sl = geo.ACTION_SLICES
-            lengths = actions[..., sl["lengths"]]
-            albedo, seen = self.reader(images, lengths, actions[..., sl["rotation"]],
-                                       actions[..., sl["translation"]], on_object=True)
-            flat = lengths.reshape(-1, lengths.shape[-1])
-            colours = fit_albedo(albedo.reshape(len(flat), -1, 3), seen.reshape(len(flat), -1),
-                                 self.decoder.colour_basis(flat))
-            actions = torch.cat([actions[..., :sl["colours"].start],
-                                 colours.reshape(*lengths.shape[:-1], -1)], -1)
-        return actions
+        return self.paint(actions, images) if self.cfg.train_colours == "read" else actions
+
+    @torch.no_grad()
+    def paint(self, actions: Tensor, images: Tensor) -> Tensor:
+        """Actions (B, [K,] A) with their colours those ``train_colours: read`` paints: the
+        albedo ``images`` (B,3,H,W) show at the seen vertices on the object, fit by the colour
+        harmonics at every vertex. Needs ``read_colours``."""
+        if self.reader is None:
+            raise ValueError("paint: reads colours from the images, so it needs model.read_colours: true")
+        sl = geo.ACTION_SLICES
+        lengths = actions[..., sl["lengths"]]
+        albedo, seen = self.reader(images, lengths, actions[..., sl["rotation"]],
+                                   actions[..., sl["translation"]], on_object=True)
+        flat = lengths.reshape(-1, lengths.shape[-1])
+        colours = fit_albedo(albedo.reshape(len(flat), -1, 3), seen.reshape(len(flat), -1),
+                             self.decoder.colour_basis(flat))
+        return torch.cat([actions[..., :sl["colours"].start],
+                          colours.reshape(*lengths.shape[:-1], -1)], -1)
 
     def to_actions(self, m: Tensor, images: Tensor | None = None) -> Tensor:
         """Renderer actions (N, A) of mesh parameters m (N, D): decoded, with the seen
