@@ -160,7 +160,7 @@ class MeshModelConfig:
     shape's moves a colour logit by hundredths: every mesh stays one averaged grey."""
     init_std_rotation: NonNegFloat = 0.0
     """Initial std of the rotation (radians; 0: ``init_std``)."""
-    init_std_by_degree: list[float] = field(default_factory=list)
+    init_std_by_degree: list[PosFloat] = field(default_factory=list)
     """Initial std of the shape's harmonics of degree 0, 1, ... in turn (degrees past the
     list: ``init_std``). The low degrees hold a shape's size and which way it reaches (a
     pyramid's apex); a wider search there explores them faster than the fine detail."""
