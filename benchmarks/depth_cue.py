@@ -5,7 +5,8 @@ training paints it (``model.train_colours: read``: the albedo the image shows at
 vertices, fit by the colour harmonics), against the image (nats per image):
 
 - the truth's own ray mesh (about its kind's template origin);
-- the network's answer (``MeshModel.infer``, repainted the same way).
+- the network's answer (``MeshModel.infer``, held on the camera's rays where the model infers
+  a rotation, and repainted the same way).
 
 A silhouette seen along z does not change when the depth does, so whatever the reward pays
 for a squash it pays through the shading of the sides (the lights are fixed, the sides' normals
@@ -53,6 +54,13 @@ def scaled(actions: np.ndarray, factors=(1.0, 1.0, 1.0)) -> np.ndarray:
     return spaces.pack(lengths, a["rotation"], a["translation"], a["colours"])
 
 
+def camera_frame(actions: np.ndarray) -> np.ndarray:
+    """Actions (N, A) as ray meshes with no rotation: a turned mesh's lengths along the
+    camera's rays (its colours are painted afresh before it is scored)."""
+    a = spaces.unpack(actions)
+    return spaces.pack(mesh_eval.camera_lengths(actions), translation=a["translation"])
+
+
 def painted(model, images: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """``actions`` with the colours training paints them (``MeshModel.paint``)."""
     out = model.paint(torch.from_numpy(np.ascontiguousarray(actions, np.float32)), images_to_tensor(images))
@@ -63,7 +71,7 @@ def depth_rows(model, renderer, data, factors, sigma: float) -> list[dict]:
     """Rows (mesh, kind) of each kind's mean log-likelihood change per depth factor."""
     lengths, centre = mesh_eval.true_rays(data)
     meshes = {"truth": spaces.pack(lengths, translation=centre),
-              "network": mesh_eval.infer_actions(model, data.images)}
+              "network": camera_frame(mesh_eval.infer_actions(model, data.images))}
 
     def loglik(actions):
         return image_loglik(renderer, painted(model, data.images, actions), data.images, sigma)

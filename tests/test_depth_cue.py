@@ -48,3 +48,25 @@ def test_painting_as_training_does_needs_colours_read_from_the_image():
     model = MeshModel(MeshModelConfig(read_colours=False), 32)
     with pytest.raises(ValueError, match="needs model.read_colours: true"):
         model.paint(torch.zeros(1, 654), torch.zeros(1, 3, 32, 32))
+
+
+def test_a_turned_answer_is_held_in_the_camera_frame_as_the_shape_turned():
+    """An answer with a rotation (``model.rotation``) becomes a ray mesh with none: a smooth
+    shape elongated along x, turned about z, reads on the camera's rays as the shape turned."""
+    from benchmarks.depth_cue import camera_frame, scaled
+    from envs import spaces
+    from gen3d import geometry as geo
+
+    def shape(d):
+        return 0.5 + 0.3 * d[:, 0] ** 2
+
+    rays = geo.ico_rays().astype(np.float64)
+    turn = np.array([[0.0, 0.0, np.pi / 5]], np.float32)
+    actions = spaces.pack(shape(rays)[None].astype(np.float32), turn, np.array([[0.2, 0, 0]]))
+    got = spaces.unpack(camera_frame(actions))
+    want = shape(rays @ geo.axis_angle_to_matrix(turn[0].astype(np.float64)))  # R^T d, row-wise
+    np.testing.assert_allclose(got["lengths"][0], want, rtol=0.04)  # facets, not the surface
+    back = shape(rays @ geo.axis_angle_to_matrix(-turn[0].astype(np.float64)))  # turned the other way
+    assert np.abs(got["lengths"][0] - want).max() < 0.3 * np.abs(got["lengths"][0] - back).max()
+    assert np.abs(got["rotation"]).max() == 0 and np.allclose(got["translation"], [[0.2, 0, 0]])
+    scaled(camera_frame(actions), (1, 1, 0.5))  # and it can now be squashed
