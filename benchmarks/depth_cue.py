@@ -8,15 +8,16 @@ vertices, fit by the colour harmonics), against the image (nats per image):
 - the network's answer (``MeshModel.infer``, held on the camera's rays where the model infers
   a rotation, and repainted the same way).
 
-A silhouette seen along z does not change when the depth does, so whatever the reward pays
-for a squash it pays through the shading of the sides (the lights are fixed, the sides' normals
-turn with the squash). For scale, the row ``shrunk 5%`` scales the truth's mesh by 0.95 in every
-direction: a change the silhouette shows (about a pixel at the rim of a 40-pixel object).
+A squash reaches the reward two ways: through the outline, since in the camera's perspective
+the near side looks larger than the far one, and through the shading of the sides (the lights
+are fixed, the sides' normals turn with the squash). For scale, the row ``shrunk 5%``
+scales the truth's mesh by 0.95 in every direction: a change the silhouette shows (about a
+pixel at the rim of a 40-pixel object).
 
 Per kind: the mean log-likelihood less the unsquashed mesh's (``d_<factor>``), the fraction
 of images whose unsquashed mesh is the most likely of the factors (``depth_1_best``), and the
 silhouette IoU of the most squashed mesh against the unsquashed one (``sil_iou_squashed``:
-how little of the cost the outline can carry).
+how far the outline moves).
 
     python benchmarks/depth_cue.py --run runs/<name> [--n 300] [--factors 0.5,0.75,1.33,2] [--json PATH]
 """
