@@ -41,25 +41,12 @@ from learners import mesh_eval  # noqa: E402
 
 
 def scaled(actions: np.ndarray, factors=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """Actions (N, A) of ray meshes (no rotation) scaled by ``factors`` along x, y, z about
-    their centres, recast on the rays (the ray mesh closest to the scaled one; a ray longer
-    than the action space allows is cut to ``geo.MAX_LENGTH``)."""
-    a = spaces.unpack(actions)
-    if np.abs(a["rotation"]).max(initial=0) > 0:
-        raise ValueError("scaled: meshes with a rotation; scale their camera-frame lengths "
-                         "(learners.mesh_eval.camera_lengths) instead")
-    verts = geo.ray_mesh(a["lengths"]) * np.asarray(factors, np.float32)
-    faces = geo.ico_faces()
-    lengths = np.stack([geo.ray_lengths_of_mesh(v, faces) for v in verts])
-    lengths = np.minimum(lengths, geo.MAX_LENGTH).astype(np.float32)
-    return spaces.pack(lengths, a["rotation"], a["translation"], a["colours"])
-
-
-def camera_frame(actions: np.ndarray) -> np.ndarray:
-    """Actions (N, A) as ray meshes with no rotation: a turned mesh's lengths along the
-    camera's rays (its colours are painted afresh before it is scored)."""
-    a = spaces.unpack(actions)
-    return spaces.pack(mesh_eval.camera_lengths(actions), translation=a["translation"])
+    """Ray meshes (N, A) held on the camera's rays with no rotation, scaled by ``factors``
+    along the camera's x, y, z about their centres (``mesh_eval.camera_lengths``; a ray longer
+    than the action space allows is cut to ``geo.MAX_LENGTH``). Their colours are not kept:
+    the probe paints every mesh afresh."""
+    lengths = np.minimum(mesh_eval.camera_lengths(actions, factors), geo.MAX_LENGTH)
+    return spaces.pack(lengths.astype(np.float32), translation=spaces.unpack(actions)["translation"])
 
 
 def painted(model, images: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -72,7 +59,9 @@ def depth_rows(model, renderer, data, factors, sigma: float) -> list[dict]:
     """Rows (mesh, kind) of each kind's mean log-likelihood change per depth factor."""
     lengths, centre = mesh_eval.true_rays(data)
     meshes = {"truth": spaces.pack(lengths, translation=centre),
-              "network": camera_frame(mesh_eval.infer_actions(model, data.images))}
+              "network": mesh_eval.infer_actions(model, data.images)}
+    factors = sorted({1.0, *factors})
+    one = factors.index(1.0)
 
     def loglik(actions):
         return image_loglik(renderer, painted(model, data.images, actions), data.images, sigma)
@@ -82,26 +71,26 @@ def depth_rows(model, renderer, data, factors, sigma: float) -> list[dict]:
 
     rows = []
     for name, actions in meshes.items():
-        ll = {f: loglik(scaled(actions, (1.0, 1.0, f))) for f in sorted({1.0, *factors})}
+        versions = [scaled(actions, (1.0, 1.0, f)) for f in factors]
+        ll = np.stack([loglik(v) for v in versions])  # (factors, N)
+        gain = {_col(f): ll[i] - ll[one] for i, f in enumerate(factors) if i != one}
         if name == "truth":
-            ll["shrunk 5%"] = loglik(scaled(actions, (0.95, 0.95, 0.95)))
-        best = np.argmax(np.stack([ll[f] for f in sorted(k for k in ll if k != "shrunk 5%")]), 0)
-        ones = sorted(k for k in ll if k != "shrunk 5%").index(1.0)
-        sil = mesh_eval.iou(mask(scaled(actions, (1.0, 1.0, min(factors)))), mask(scaled(actions)))
+            gain["d_shrunk5"] = loglik(scaled(actions, (0.95, 0.95, 0.95))) - ll[one]
+        is_best = ll.argmax(0) == one
+        sil = mesh_eval.iou(mask(versions[0]), mask(versions[one]))
         for j, k in enumerate(data.kinds):
             sel = data.kind == j
-            if not sel.any():
-                continue
-            row = {"mesh": name, "kind": k, "n": int(sel.sum()), "loglik": float(ll[1.0][sel].mean())}
-            row |= {_col(f): float((ll[f][sel] - ll[1.0][sel]).mean()) for f in ll if f != 1.0}
-            row["depth_1_best"] = float((best[sel] == ones).mean())
-            row["sil_iou_squashed"] = float(sil[sel].mean())
-            rows.append(row)
+            if sel.any():
+                rows.append({"mesh": name, "kind": k, "n": int(sel.sum()),
+                             "loglik": float(ll[one][sel].mean()),
+                             **{c: float(g[sel].mean()) for c, g in gain.items()},
+                             "depth_1_best": float(is_best[sel].mean()),
+                             "sil_iou_squashed": float(sil[sel].mean())})
     return rows
 
 
-def _col(f) -> str:
-    return "d_shrunk5" if f == "shrunk 5%" else f"d_{f:g}"
+def _col(f: float) -> str:
+    return f"d_{f:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--run: {args.run} does not read colours (model.read_colours: false); "
                              "the probe paints as a run with train_colours: read does")
         rows = depth_rows(model, r, test, args.factors, cfg.train.sigma)
-    cols = ["mesh", "kind", "n", "loglik", "d_shrunk5", *(_col(f) for f in sorted(args.factors) if f != 1),
-            "depth_1_best", "sil_iou_squashed"]
+    cols = ["mesh", "kind", "n", "loglik", "d_shrunk5",
+            *(_col(f) for f in sorted(set(args.factors)) if f != 1), "depth_1_best", "sil_iou_squashed"]
     print(table(rows, cols))
     write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n,
                            "factors": list(args.factors), "rows": rows})

@@ -184,13 +184,16 @@ def true_rays(data: MeshImages, origin=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.
     return lengths, centre.astype(np.float32)
 
 
-def camera_lengths(actions: np.ndarray) -> np.ndarray:
+def camera_lengths(actions: np.ndarray, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
     """(N, 162) each mesh's lengths along the camera's rays about its centre (its own turned
-    back where it has one)."""
+    back where it has one), the mesh first scaled by ``scale`` along the camera's x, y, z (the
+    ray mesh closest to the scaled one)."""
     a = spaces.unpack(actions)
     lengths = a["lengths"].copy()
-    for i in np.flatnonzero(np.abs(a["rotation"]).max(1) > 0):
-        v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i])
+    scale = np.asarray(scale, np.float64)
+    recast = np.ones(len(lengths), bool) if (scale != 1).any() else np.abs(a["rotation"]).max(1) > 0
+    for i in np.flatnonzero(recast):
+        v = geo.transform_points(geo.ray_mesh(a["lengths"][i]), a["rotation"][i]) * scale
         lengths[i] = geo.ray_lengths_of_mesh(v, geo.ico_faces())
     return lengths
 

@@ -19,9 +19,6 @@ def test_a_ball_scaled_along_z_is_the_ellipsoid_of_those_radii_on_the_rays():
     np.testing.assert_allclose(got["translation"], [[0.1, 0, 0]])
     same = spaces.unpack(scaled(ball))["lengths"]
     np.testing.assert_allclose(same, r, rtol=1e-5)
-    turned = spaces.pack(np.full((1, geo.N_RAYS), r, np.float32), rotation=np.array([[0.0, 0.3, 0]]))
-    with pytest.raises(ValueError, match="rotation"):
-        scaled(turned, (1, 1, f))
 
 
 def test_the_true_depth_of_cubes_is_more_likely_than_half_or_double_it(renderer):
@@ -50,10 +47,10 @@ def test_painting_as_training_does_needs_colours_read_from_the_image():
         model.paint(torch.zeros(1, 654), torch.zeros(1, 3, 32, 32))
 
 
-def test_a_turned_answer_is_held_in_the_camera_frame_as_the_shape_turned():
-    """An answer with a rotation (``model.rotation``) becomes a ray mesh with none: a smooth
+def test_a_turned_answer_is_held_on_the_cameras_rays_as_the_shape_turned():
+    """An answer with a rotation (``model.rotation``) is scaled in the camera's frame: a smooth
     shape elongated along x, turned about z, reads on the camera's rays as the shape turned."""
-    from benchmarks.depth_cue import camera_frame, scaled
+    from benchmarks.depth_cue import scaled
     from envs import spaces
     from gen3d import geometry as geo
 
@@ -63,10 +60,14 @@ def test_a_turned_answer_is_held_in_the_camera_frame_as_the_shape_turned():
     rays = geo.ico_rays().astype(np.float64)
     turn = np.array([[0.0, 0.0, np.pi / 5]], np.float32)
     actions = spaces.pack(shape(rays)[None].astype(np.float32), turn, np.array([[0.2, 0, 0]]))
-    got = spaces.unpack(camera_frame(actions))
+    got = spaces.unpack(scaled(actions))
     want = shape(rays @ geo.axis_angle_to_matrix(turn[0].astype(np.float64)))  # R^T d, row-wise
     np.testing.assert_allclose(got["lengths"][0], want, rtol=0.04)  # facets, not the surface
     back = shape(rays @ geo.axis_angle_to_matrix(-turn[0].astype(np.float64)))  # turned the other way
     assert np.abs(got["lengths"][0] - want).max() < 0.3 * np.abs(got["lengths"][0] - back).max()
     assert np.abs(got["rotation"]).max() == 0 and np.allclose(got["translation"], [[0.2, 0, 0]])
-    scaled(camera_frame(actions), (1, 1, 0.5))  # and it can now be squashed
+    # squashed along the camera's z after the turn: x and y lengths kept, z halved
+    flat = spaces.unpack(scaled(actions, (1, 1, 0.5)))["lengths"][0]
+    side = np.abs(rays[:, 2]) < 0.1
+    np.testing.assert_allclose(flat[side], got["lengths"][0][side], rtol=0.06)
+    assert (flat[np.abs(rays[:, 2]) > 0.95] < 0.6 * got["lengths"][0][np.abs(rays[:, 2]) > 0.95]).all()

@@ -74,8 +74,8 @@ def _own_temp_dir() -> str:
     runs before Ray's own, registered at its import, so Ray is shut down first)."""
     # a short path: Ray's unix sockets live under it and their paths are length-limited
     tmp = tempfile.mkdtemp(prefix="gen3d-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    if not _OWNED_TEMP_DIRS:
-        atexit.register(stop)
+    atexit.unregister(stop)  # once, however many Rays this process starts
+    atexit.register(stop)
     _OWNED_TEMP_DIRS.append(tmp)
     return tmp
 
