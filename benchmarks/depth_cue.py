@@ -5,6 +5,8 @@ training paints it (``model.train_colours: read``: the albedo the image shows at
 vertices, fit by the colour harmonics), against the image (nats per image):
 
 - the truth's own ray mesh (about its kind's template origin);
+- the same cut to the model's shape harmonics (``rounded``: log ray lengths fit to degree
+  ``model.shape_degree``, the corners rounded as the model's shapes must round them);
 - the network's answer (``MeshModel.infer``, held on the camera's rays where the model infers
   a rotation, and repainted the same way).
 
@@ -55,10 +57,18 @@ def painted(model, images: np.ndarray, actions: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
+def rounded(lengths: np.ndarray, degree: int) -> np.ndarray:
+    """Ray lengths (N, 162) whose logs are fit by real harmonics up to ``degree`` on the rays."""
+    y = geo.real_sph_harm(geo.ico_rays(), degree)
+    log = np.log(np.maximum(lengths, 1e-6))
+    return np.exp(log @ np.linalg.pinv(y).T @ y.T).astype(np.float32)
+
+
 def depth_rows(model, renderer, data, factors, sigma: float) -> list[dict]:
     """Rows (mesh, kind) of each kind's mean log-likelihood change per depth factor."""
     lengths, centre = mesh_eval.true_rays(data)
     meshes = {"truth": spaces.pack(lengths, translation=centre),
+              "rounded": spaces.pack(rounded(lengths, model.cfg.shape_degree), translation=centre),
               "network": mesh_eval.infer_actions(model, data.images)}
     factors = sorted({1.0, *factors})
     one = factors.index(1.0)

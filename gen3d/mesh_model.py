@@ -50,6 +50,7 @@ from gen3d.fields import FiniteFloat, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gen3d.image_colours import ImageColours, colour_fit, fit_albedo
 from gen3d.image_symmetries import ImageSymmetries, group
 from gen3d.mesh_decoder import MeshDecoder
+from gen3d.mirror_prior import MirrorPrior
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -123,6 +124,11 @@ class MeshModelConfig:
     shape. 0: off."""
     template_std: PosFloat = 0.05
     """Std of that prior, in the shape parameters' units (``shape_templates``)."""
+    mirror_std: NonNegFloat = 0.0
+    """Std of a prior that each image's mean shape is mirror symmetric about some plane
+    through its centre (``gen3d.mirror_prior``): what the camera sees of one side says what
+    the hidden side is. In the shape harmonics' units (log ray length, L2 over the sphere);
+    an exact gradient outside the bound, like the colour fit. 0: off."""
     feedback: NonNegInt = 0
     """Correction passes with the renderer in the loop: the mean mesh is rendered (a black
     box, not differentiated) and a second encoder, of the image beside that render, adds a
@@ -189,6 +195,10 @@ class MeshModelConfig:
         if self.shape_templates and not (self.rotation and self.shape == "sh"):
             raise ValueError(f"shape_templates: {self.shape_templates} needs rotation: true and "
                              "shape: sh (templates are object-frame harmonic shapes)")
+        if self.mirror_std and not (self.shape == "sh" and self.shape_symmetry == "none"):
+            raise ValueError(f"mirror_std: {self.mirror_std} mirrors the shape's harmonics, so it "
+                             f"needs shape: sh and shape_symmetry: none, got shape {self.shape!r}, "
+                             f"shape_symmetry {self.shape_symmetry!r}")
         if self.rotation_hypotheses and not self.rotation:
             raise ValueError(f"rotation_hypotheses: {self.rotation_hypotheses} needs rotation: "
                              "true (the hypotheses are rotations)")
@@ -254,7 +264,7 @@ class Samples:
     actions: Tensor    # (B,K,ACTION_DIM) renderer actions, detached
     mean: Tensor       # (B,K,D) each sample's mean of p(m | z), with grad (to score other m)
     colour_fit: Tensor | None = None  # (B,) the decoder's colours' fit to those read (read_colours)
-    shape_prior: Tensor | None = None  # (B,) -log prior of the mean shape under its nearest template
+    shape_prior: Tensor | None = None  # (B,) -log prior of the mean shape (templates, mirror)
     correction_prior: Tensor | None = None  # (B,) -log prior of the feedback's correction
 
 
@@ -277,6 +287,7 @@ class MeshModel(nn.Module):
         n_shape = self.decoder.slices["shape"].stop - self.decoder.slices["shape"].start
         self.templates = (nn.Parameter(0.05 * torch.randn(cfg.shape_templates, n_shape))
                           if cfg.shape_templates else None)
+        self.mirror_prior = MirrorPrior(cfg.shape_degree, cfg.mirror_std) if cfg.mirror_std else None
         nn.init.zeros_(self.write.weight)  # start at the base sphere, grey, centred
         nn.init.zeros_(self.write.bias)
         if cfg.feedback:  # the image and the render of the current mean, side by side
@@ -383,9 +394,30 @@ class MeshModel(nn.Module):
             shape = head if self.cfg.colour_fit_shape else head.detach()
             decoded = self.decoder.colours(head, shape_from=shape).reshape(albedo.shape)
             fit = colour_fit(albedo, seen, decoded, self.cfg.colour_prior_std)
-        prior = None if self.templates is None else self.template_prior(u[:, 0])
+        prior = self.shape_prior(u[:, 0])
         return Samples(m, m_r, self.log_prob(m, u), kl.reshape(b, k), lpz.reshape(b, k),
                        lqz.reshape(b, k), feat.detach(), noise, actions, u, fit, prior, small)
+
+    def shape_prior(self, u: Tensor) -> Tensor | None:
+        """-log prior (N,) of means u (N, D)'s shapes: the templates' and the mirror's, each
+        where it is on; None where neither is."""
+        s = u[:, self.decoder.slices["shape"]]
+        terms = [] if self.templates is None else [self.template_prior(u)]
+        if self.mirror_prior is not None:
+            terms.append(self.mirror_prior(s))
+        return sum(terms) if terms else None
+
+    def mirror_log_prior(self, m: Tensor) -> Tensor:
+        """(B,) the mirror prior's nats of parameters m (B, D), each about its own most nearly
+        symmetric plane; a gradient to m."""
+        return self.mirror_prior(m[:, self.decoder.slices["shape"]])
+
+    @torch.no_grad()
+    def mirror_penalty(self, m: Tensor, about: Tensor) -> Tensor:
+        """(B, J) the mirror prior's nats of parameters m (B, J, D): each image's shapes about
+        the plane that its parameters ``about`` (B, D) are most nearly symmetric about."""
+        sl = self.decoder.slices["shape"]
+        return self.mirror_prior.about(m[..., sl], self.mirror_prior.plane(about[:, sl]))
 
     def template_prior(self, u: Tensor) -> Tensor:
         """-log N(s; T_j, template_std^2) up to a constant, for the nearest template T_j of

@@ -21,10 +21,12 @@ class SoftLineSearch:
     line search whose direction is pathwise, and biased as the soft render is, while GL's
     rewards choose the step, so a best only ever moves to a mesh GL finds more likely. With a
     ``view`` (``learners.pathwise.ViewOracle``) the direction climbs the second view's soft
-    term too, as GL's reward does."""
+    term too, as GL's reward does; with a ``prior`` (parameters (b, D) -> nats (b,), as
+    ``MeshModel.mirror_log_prior``) it climbs the log-likelihood less that, as the rewards
+    do with ``train.mirror_reward``."""
 
-    def __init__(self, oracle, j: int, std: float, view=None):
-        self.oracle, self.j, self.view = oracle, j, view
+    def __init__(self, oracle, j: int, std: float, view=None, prior=None):
+        self.oracle, self.j, self.view, self.prior = oracle, j, view, prior
         self.sizes = std * 2.0 ** (torch.arange(j, dtype=torch.float32) - j // 2)
 
     def proposals(self, best: Tensor, images: Tensor, idx=None) -> Tensor:
@@ -34,6 +36,8 @@ class SoftLineSearch:
         ll = self.oracle.loglik(m[:, None], images).sum()
         if self.view is not None:
             ll = ll + self.view.loglik(m[:, None], idx).sum()
+        if self.prior is not None:
+            ll = ll - self.prior(m).sum()
         (g,) = torch.autograd.grad(ll, m)
         g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
         d = g / g.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)

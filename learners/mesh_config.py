@@ -114,6 +114,18 @@ class MeshTrainConfig:
     likely: a jump no small step makes, for objects whose silhouette hardly tells their front
     from their back (a pyramid's apex towards the camera or away), which a second view
     (``data.second_view``) or the colours of the sides then decide."""
+    self_imitation_search_depth: Annotated[float, AtLeast(0)] = 0.0
+    """With self-imitation: each visit also renders each image's best stretched by this
+    factor along the camera's axis and squashed by it, about its centre
+    (``gen3d.depth_scale``), and keeps either when GL finds it more likely: one view's reward
+    sees depth only through perspective and shading, and no small step scales it. Needs
+    ``model.shape: sh`` without rotation. 0: off (1 would render the best again)."""
+    mirror_reward: bool = False
+    """With ``model.mirror_std``: the mirror prior is also taken off every rendered sample's
+    and every best's GL reward (each image's shapes scored about the plane its mean or best
+    is most nearly symmetric about), so the estimator and the bests' search prefer the
+    symmetric shape among those the image likes alike, and the bests' soft line search climbs
+    the log-likelihood less the prior; the logged rewards and bound include it."""
     mirror_images: bool = False
     """Show each training image as it is, mirrored left-right, up-down, or turned half about
     the camera's axis, at random (``gen3d.camera_mirrors``: symmetries under which the mesh
@@ -178,6 +190,11 @@ class MeshTrainConfig:
         if self.self_imitation_search_flip and not self.self_imitation:
             raise ValueError("self_imitation_search_flip: it moves self-imitation's bests, "
                              "which are off: set train.self_imitation > 0")
+        if self.self_imitation_search_depth and not (self.self_imitation
+                                                     and self.self_imitation_search_depth > 1):
+            raise ValueError(f"self_imitation_search_depth: {self.self_imitation_search_depth} "
+                             "stretches and squashes self-imitation's bests by a factor above 1 "
+                             "(e.g. 1.2); needs train.self_imitation > 0")
         if self.self_imitation_search_views and not self.self_imitation_search_soft:
             raise ValueError("self_imitation_search_views: it turns the soft line search's "
                              "direction, which is off: set train.self_imitation_search_soft")
@@ -190,7 +207,8 @@ class MeshTrainConfig:
         """GL renders a step asks for: K samples per image, and the bests' search steps (a
         search without self-imitation is refused above)."""
         return self.batch * (self.samples + self.self_imitation_search
-                             + int(self.self_imitation_search_flip))
+                             + int(self.self_imitation_search_flip)
+                             + 2 * int(self.self_imitation_search_depth > 0))
 
 
 
@@ -266,6 +284,15 @@ class MeshRunConfig:
                              f"not mirror, and train.coarse_degree ({self.train.coarse_degree}) "
                              f"below model.shape_degree ({m.shape_degree}); got shape {m.shape!r}, "
                              f"shape_symmetry {m.shape_symmetry!r}")
+        if self.train.mirror_reward and not m.mirror_std:
+            raise ValueError("train.mirror_reward: takes model.mirror_std's prior off the "
+                             "rewards, and it is 0: set model.mirror_std (e.g. 0.02)")
+        if self.train.self_imitation_search_depth and not (
+                m.shape == "sh" and m.shape_symmetry == "none" and not m.rotation):
+            raise ValueError("train.self_imitation_search_depth: scales the camera-frame shape's "
+                             f"harmonics, so it needs model.shape: sh, shape_symmetry: none and "
+                             f"rotation: false; got shape {m.shape!r}, shape_symmetry "
+                             f"{m.shape_symmetry!r}, rotation {m.rotation}")
         if self.train.self_imitation_search_views and not self.data.second_view:
             raise ValueError("train.self_imitation_search_views: it climbs the second view, "
                              "which is off: set data.second_view (e.g. 90)")

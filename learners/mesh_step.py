@@ -39,8 +39,9 @@ def surrogate(est: Estimator, s: Samples, images: Tensor, reward: Tensor | None 
     the estimator requires them; ``oracle`` makes the soft ones when it requires those. The
     pathwise KL enters with weight ``kl_weight`` (objective "elbo"); with colours read from
     the image (``model.read_colours``), so does the decoder's fit to them (``s.colour_fit``),
-    with ``model.shape_templates`` the shapes' prior (``s.shape_prior``), and with
-    ``model.feedback_std`` the feedback correction's (``s.correction_prior``)."""
+    with ``model.shape_templates`` or ``model.mirror_std`` the shapes' prior
+    (``s.shape_prior``), and with ``model.feedback_std`` the feedback correction's
+    (``s.correction_prior``)."""
     soft = None
     if "soft_reward" in est.requires:
         if oracle is None:
@@ -207,13 +208,15 @@ class MeshStep:
     soft-mean term at its current ``weight`` (none at 0); ``checkpoint`` is named in the error
     a non-finite loss raises. With ``symmetries`` each image is shown under a random element
     (a camera mirror, a colour order) and the samples are mapped back before they are rendered
-    and offered to the replay."""
+    and offered to the replay. With ``mirror_reward`` the model's mirror prior is taken off
+    the rewards of the samples and of the bests' proposals."""
 
     def __init__(self, model: MeshModel, est: Estimator, source: RewardSource,
                  microbatches: int = 1, replay: SelfImitation | None = None,
                  replay_weight: float = 0.0, checkpoint: Any = None, soft: SoftMean | None = None,
-                 symmetries: ImageSymmetries | None = None):
+                 symmetries: ImageSymmetries | None = None, mirror_reward: bool = False):
         self.model, self.est, self.source = model, est, source
+        self.mirror_reward = mirror_reward
         self.soft, self.symmetries = soft, symmetries
         self.microbatches, self.replay, self.replay_weight = microbatches, replay, replay_weight
         self.checkpoint = checkpoint
@@ -259,11 +262,16 @@ class MeshStep:
     def _backward(self, m: _Sent, x: Tensor, idx: np.ndarray, b: int, step: int,
                   kl_weight: float) -> tuple[Tensor, float]:
         gl, wait = self.source.collect(m.ticket, m.samples.logp)
+        if self.mirror_reward:
+            gl = gl - self.model.mirror_penalty(m.samples.m, m.samples.mean[:, 0])
         loss, r = surrogate(self.est, m.samples, x, gl, self.source.oracle, kl_weight)
         if self.replay is not None:
             if m.proposals is not None:
                 pr, w = self.source.collect(m.proposal_ticket, m.proposals[..., 0])
                 wait += w
+                if self.mirror_reward:
+                    best = self.replay.m[torch.as_tensor(idx, device=pr.device)]
+                    pr = pr - self.model.mirror_penalty(m.proposals, best)
                 self.replay.offer(idx, m.proposals, pr)
             frame = None if m.element is None else (self.symmetries, m.element)
             loss = loss + self.replay_weight * self.replay.loss(self.model, m.samples, r, idx,

@@ -23,6 +23,7 @@ from envs.renderer import MeshRenderer
 from gen3d import camera_mirrors as cm
 from gen3d import estimators
 from gen3d.data import mesh_images
+from gen3d.depth_scale import depth_scale
 from gen3d.image_symmetries import group
 from gen3d.mesh_model import MeshModel, images_to_tensor
 from learners import mesh_eval
@@ -156,8 +157,12 @@ def make_replay(cfg: MeshRunConfig, model: MeshModel, est: estimators.Estimator,
         if view_masks is not None and tc.self_imitation_search_views:
             view = make_view_oracle(cfg, model, view_masks, est=est)
     flip = cm.depth_flip(model.decoder) if tc.self_imitation_search_flip else None
+    prior = model.mirror_log_prior if tc.mirror_reward else None
+    f = tc.self_imitation_search_depth
+    jumps = [depth_scale(model.decoder, f), depth_scale(model.decoder, 1 / f)] if f else []
     return SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std,
-                         tc.self_imitation_search, tc.self_imitation_search_std, oracle, view, flip)
+                         tc.self_imitation_search, tc.self_imitation_search_std, oracle, view, flip,
+                         prior, jumps)
 
 
 def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:
@@ -195,7 +200,7 @@ def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Jo
     soft = SoftMean(make_oracle(cfg, model, est=est), tc.soft_mean) if tc.soft_mean > 0 else None
     sym = group(model.decoder, tc.mirror_images, tc.colour_orders)
     step_fn = MeshStep(model, est, source, tc.microbatches, replay, tc.self_imitation,
-                       sk.log.checkpoint_path, soft, sym)
+                       sk.log.checkpoint_path, soft, sym, tc.mirror_reward)
     return Job(cfg, sk, model, opt, est, est_opt, source, step_fn, replay, average, gen, rng,
                local, train, test, step=sk.start, lr_scale=st.get("lr_scale", 1.0),
                rollback=rollback, curve=list(st.get("curve", [])), skipped=st.get("skipped", 0))

@@ -34,7 +34,7 @@ def test_the_true_depth_of_cubes_is_more_likely_than_half_or_double_it(renderer)
     truth = next(r for r in rows if r["mesh"] == "truth")
     assert truth["n"] == 8 and truth["d_0.5"] < 0 and truth["d_2"] < 0 and truth["depth_1_best"] >= 0.75
     assert 0.5 < truth["sil_iou_squashed"] < 0.99  # in perspective the outline moves with the depth
-    assert [r["mesh"] for r in rows] == ["truth", "network"] and "d_shrunk5" not in rows[1]
+    assert [r["mesh"] for r in rows] == ["truth", "rounded", "network"] and "d_shrunk5" not in rows[2]
 
 
 def test_painting_as_training_does_needs_colours_read_from_the_image():
