@@ -119,7 +119,7 @@ class MeshTrainConfig:
     factor along the camera's axis and squashed by it, about its centre
     (``gen3d.depth_scale``), and keeps either when GL finds it more likely: one view's reward
     sees depth only through perspective and shading, and no small step scales it. Needs
-    ``model.shape: sh`` without rotation. 0: off (1 would render the best again)."""
+    ``model.shape: sh`` without rotation. 0: off; otherwise above 1."""
     mirror_reward: bool = False
     """With ``model.mirror_std``: the mirror prior is also taken off every rendered sample's
     and every best's GL reward (each image's shapes scored about the plane its mean or best
