@@ -59,9 +59,8 @@ def painted(model, images: np.ndarray, actions: np.ndarray) -> np.ndarray:
 
 def rounded(lengths: np.ndarray, degree: int) -> np.ndarray:
     """Ray lengths (N, 162) whose logs are fit by real harmonics up to ``degree`` on the rays."""
-    y = geo.real_sph_harm(geo.ico_rays(), degree)
-    log = np.log(np.maximum(lengths, 1e-6))
-    return np.exp(log @ np.linalg.pinv(y).T @ y.T).astype(np.float32)
+    y, pinv = geo.ray_harmonics(degree)
+    return np.exp(np.log(np.maximum(lengths, 1e-6)) @ pinv.T @ y.T).astype(np.float32)
 
 
 def depth_rows(model, renderer, data, factors, sigma: float) -> list[dict]:

@@ -35,8 +35,7 @@ def log_harmonics(lengths: np.ndarray, degree: int = 6) -> np.ndarray:
     """(N, (degree+1)^2) real harmonics of log ray lengths (N, 162), fit on the rays."""
     from gen3d import geometry as geo
 
-    y = geo.real_sph_harm(geo.ico_rays(), degree)
-    return np.log(np.maximum(lengths, 1e-6)) @ np.linalg.pinv(y).T
+    return np.log(np.maximum(lengths, 1e-6)) @ geo.ray_harmonics(degree)[1].T
 
 
 def asymmetry(coefs: np.ndarray) -> np.ndarray:

@@ -38,8 +38,7 @@ def depth_scale(decoder, factor: float) -> tuple[Tensor, Tensor]:
     rays = geo.ico_rays().astype(np.float64)
     back = rays / np.array([1.0, 1.0, factor])  # S^-1 e
     norm = np.linalg.norm(back, axis=1)
-    y = geo.real_sph_harm(rays, cfg.shape_degree)
-    pinv = np.linalg.pinv(y)
+    pinv = geo.ray_harmonics(cfg.shape_degree)[1]
     a, b = np.eye(decoder.dim), np.zeros(decoder.dim)
     sl = decoder.slices["shape"]
     a[sl, sl] = pinv @ geo.real_sph_harm(back / norm[:, None], cfg.shape_degree)

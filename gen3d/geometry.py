@@ -82,6 +82,17 @@ def ico_faces() -> np.ndarray:
     return icosphere(2)[1]
 
 
+@functools.lru_cache(maxsize=8)
+def ray_harmonics(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real harmonics up to ``degree`` at the 162 rays, Y (162, K), and its least-squares
+    inverse (K, 162), which takes a function's values on the rays to its coefficients (exact
+    for a function of that degree where the rays hold it: degree 6 and below). Read-only."""
+    y = real_sph_harm(ico_rays(), degree)
+    pinv = np.linalg.pinv(y)
+    y.flags.writeable = pinv.flags.writeable = False
+    return y, pinv
+
+
 def ray_mesh(lengths: np.ndarray) -> np.ndarray:
     """Vertices (..., 162, 3) of the mesh whose vertex i lies at ``lengths[..., i] * ray_i``."""
     lengths = np.asarray(lengths, dtype=np.float32)

@@ -18,6 +18,8 @@ on the sphere, so this is the squared L2 distance between f and its mirror, in n
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -38,16 +40,26 @@ def plane_normals(subdivisions: int = 3) -> np.ndarray:
 def mirror_maps(degree: int, normals: np.ndarray) -> np.ndarray:
     """(P, K, K) maps M with f(d - 2 (d.n) n) = Y(d) @ (M @ c) for f(d) = Y(d) @ c, Y the real
     harmonics up to ``degree`` (K = (degree+1)^2), one per unit normal n of ``normals`` (P, 3)."""
-    d = geo.ico_rays().astype(np.float64)  # 162 directions hold degree 6 exactly (the decoder's)
-    y = geo.real_sph_harm(d, degree)
+    y, pinv = geo.ray_harmonics(degree)
     if np.linalg.matrix_rank(y) < y.shape[1]:
         raise ValueError(f"mirror_maps: degree {degree} has more harmonics than the 162 rays hold")
-    pinv = np.linalg.pinv(y)
+    d = geo.ico_rays().astype(np.float64)
     n = np.asarray(normals, np.float64)
     out = np.empty((len(n), y.shape[1], y.shape[1]))
     for i, ni in enumerate(n):
         out[i] = pinv @ geo.real_sph_harm(d - 2 * (d @ ni)[:, None] * ni, degree)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _planes(degree: int) -> tuple[np.ndarray, ...]:
+    """The fine normals, the coarse and fine maps of ``degree``, and each coarse plane's fine
+    neighbours (padded with its first to one width): built once per process (~2 s)."""
+    coarse, fine = plane_normals(3), plane_normals(5)
+    near = np.abs(coarse @ fine.T) > np.cos(np.radians(8.0))
+    width = near.sum(1).max()
+    nbrs = np.stack([np.resize(np.flatnonzero(row), width) for row in near])
+    return fine, mirror_maps(degree, coarse), mirror_maps(degree, fine), nbrs
 
 
 class MirrorPrior(nn.Module):
@@ -62,16 +74,10 @@ class MirrorPrior(nn.Module):
         if not std > 0:
             raise ValueError(f"MirrorPrior: std must be > 0, got {std}")
         self.std = std
-        coarse, fine = plane_normals(3), plane_normals(5)
-        near = np.abs(coarse @ fine.T) > np.cos(np.radians(8.0))
-        width = near.sum(1).max()
-        # each coarse plane's fine neighbours, padded with its first to one width
-        nbrs = np.stack([np.resize(np.flatnonzero(row), width) for row in near])
+        fine, coarse_maps, fine_maps, nbrs = _planes(degree)
         self.register_buffer("normals", torch.tensor(fine, dtype=torch.float32), persistent=False)
-        self.register_buffer("coarse", torch.tensor(mirror_maps(degree, coarse), dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("maps", torch.tensor(mirror_maps(degree, fine), dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("coarse", torch.tensor(coarse_maps, dtype=torch.float32), persistent=False)
+        self.register_buffer("maps", torch.tensor(fine_maps, dtype=torch.float32), persistent=False)
         self.register_buffer("nbrs", torch.tensor(nbrs), persistent=False)
 
     @staticmethod

@@ -156,13 +156,16 @@ def make_replay(cfg: MeshRunConfig, model: MeshModel, est: estimators.Estimator,
         oracle = make_oracle(cfg, model, est=est)
         if view_masks is not None and tc.self_imitation_search_views:
             view = make_view_oracle(cfg, model, view_masks, est=est)
-    flip = cm.depth_flip(model.decoder) if tc.self_imitation_search_flip else None
+    jumps = []
+    if tc.self_imitation_search_flip:
+        flip = cm.depth_flip(model.decoder)
+        jumps.append((flip, torch.zeros(len(flip))))
+    if f := tc.self_imitation_search_depth:
+        jumps += [depth_scale(model.decoder, f), depth_scale(model.decoder, 1 / f)]
     prior = model.mirror_log_prior if tc.mirror_reward else None
-    f = tc.self_imitation_search_depth
-    jumps = [depth_scale(model.decoder, f), depth_scale(model.decoder, 1 / f)] if f else []
     return SelfImitation(n, model.decoder.dim, dev, tc.self_imitation_std,
-                         tc.self_imitation_search, tc.self_imitation_search_std, oracle, view, flip,
-                         prior, jumps)
+                         tc.self_imitation_search, tc.self_imitation_search_std, oracle, view,
+                         jumps, prior)
 
 
 def set_up(cfg: MeshRunConfig, sk: RunSkeleton, est: estimators.Estimator) -> Job:

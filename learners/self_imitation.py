@@ -23,31 +23,30 @@ class SelfImitation:
     from each image's best (a (1 + lambda) evolution strategy per image), or, given the soft
     rasteriser's ``oracle``, steps along its gradient at each best
     (``learners.best_search.SoftLineSearch``, with the second view's soft term ``view``).
-    Given a ``flip`` (D, D) (``gen3d.camera_mirrors.depth_flip``) each visit also renders the
-    best mirrored front to back; given ``jumps``, affine maps (A (D, D), b (D,)) of the
-    parameters (``gen3d.depth_scale``), the best moved by each; given a ``prior`` the soft
-    line search climbs the log-likelihood less it. The network then imitates what they
-    find."""
+    Given ``jumps``, affine maps (A (D, D), b (D,)) of the parameters, each visit also renders
+    the best moved by each: mirrored front to back (``gen3d.camera_mirrors.depth_flip``, b =
+    0), stretched or squashed along the camera's axis (``gen3d.depth_scale``). Given a
+    ``prior`` the soft line search climbs the log-likelihood less it. The network then
+    imitates what they find."""
 
     def __init__(self, n: int, dim: int, dev, train_std: bool = True, search: int = 0,
-                 search_std: float = 0.01, oracle=None, view=None, flip: Tensor | None = None,
-                 prior=None, jumps: list[tuple[Tensor, Tensor]] = ()):
+                 search_std: float = 0.01, oracle=None, view=None,
+                 jumps: list[tuple[Tensor, Tensor]] = (), prior=None):
         self.m = torch.zeros(n, dim, device=dev)
         self.r = torch.full((n,), -float("inf"), device=dev)
         self.train_std = train_std
         self.search, self.search_std = search, search_std
         self.line = SoftLineSearch(oracle, search, search_std, view, prior) if search and oracle else None
-        self.flip = None if flip is None else flip.to(dev)
         self.jumps = [(a.to(dev), b.to(dev)) for a, b in jumps]
 
     @property
     def searches(self) -> bool:
         """Whether each visit renders proposals for the bests."""
-        return self.search > 0 or self.flip is not None or bool(self.jumps)
+        return self.search > 0 or bool(self.jumps)
 
     def proposals(self, idx: np.ndarray, generator: torch.Generator | None = None,
                   images: Tensor | None = None) -> Tensor:
-        """(b, search [+ 1 with a flip] [+ one per jump], D) parameters to render for images ``idx`` (b,)
+        """(b, search + one per jump, D) parameters to render for images ``idx`` (b,)
         (``images`` (b,3,H,W) for the soft line search)."""
         i = torch.as_tensor(idx, device=self.m.device)
         best = self.m[i]
@@ -57,8 +56,6 @@ class SelfImitation:
             noise = torch.randn(len(idx), self.search, self.m.shape[1], generator=generator,
                                 device=self.m.device)
             out = best[:, None] + self.search_std * noise
-        if self.flip is not None:
-            out = torch.cat([out, (best @ self.flip.T)[:, None]], 1)
         for a, b in self.jumps:
             out = torch.cat([out, (best @ a.T + b)[:, None]], 1)
         return out

@@ -97,7 +97,8 @@ def test_a_flip_is_one_more_proposal_the_best_mirrored_front_to_back():
     flip = cm.depth_flip(model.decoder)
     dim = model.decoder.dim
     for search in (0, 3):
-        replay = SelfImitation(4, dim, "cpu", search=search, search_std=0.05, flip=flip)
+        replay = SelfImitation(4, dim, "cpu", search=search, search_std=0.05,
+                               jumps=[(flip, torch.zeros(dim))])
         assert replay.searches
         replay.m.copy_(torch.randn(4, dim, generator=torch.Generator().manual_seed(search)))
         p = replay.proposals(np.array([2, 0]), torch.Generator().manual_seed(0))
@@ -141,7 +142,7 @@ def test_the_replay_searches_with_the_view_term_only_when_asked(tmp_path):
         model = MeshModel(cfg.model, 64)
         replay = make_replay(cfg, model, make_estimator(cfg), 3, "cpu", masks)
         assert (replay.line.view is not None) == views
-        assert replay.flip is None and replay.searches
+        assert replay.jumps == [] and replay.searches
 
 
 def test_a_second_view_doubles_the_renders_a_step_asks_for():
@@ -151,3 +152,25 @@ def test_a_second_view_doubles_the_renders_a_step_asks_for():
     _, two = load("configs/primitives.yaml", ["data.second_view=90"])
     assert one.renders_per_step == one.train.renders_per_step == 16 * (16 + 8)
     assert two.renders_per_step == 2 * one.renders_per_step
+
+
+def test_the_replay_takes_the_flip_and_the_depth_scales_as_its_jumps():
+    from gen3d import camera_mirrors as cm
+    from gen3d.depth_scale import depth_scale
+    from gen3d.mesh_model import MeshModel
+    from learners.config import load
+    from learners.mesh_train import make_estimator, make_replay
+
+    _, cfg = load("configs/primitives.yaml", ["train.self_imitation_search_flip=true",
+                                              "train.self_imitation_search_depth=1.25",
+                                              "model.hidden=8"])
+    model = MeshModel(cfg.model, 64)
+    replay = make_replay(cfg, model, make_estimator(cfg), 3, "cpu")
+    expected = [(cm.depth_flip(model.decoder), torch.zeros(model.decoder.dim)),
+                depth_scale(model.decoder, 1.25), depth_scale(model.decoder, 0.8)]
+    assert len(replay.jumps) == 3
+    for (a, b), (a2, b2) in zip(replay.jumps, expected):
+        torch.testing.assert_close(a, a2)
+        torch.testing.assert_close(b, b2)
+    p = replay.proposals(np.array([0]), torch.Generator().manual_seed(0), torch.zeros(1, 3, 64, 64))
+    assert p.shape[1] == cfg.train.self_imitation_search + 3
