@@ -7,30 +7,14 @@ import contextlib
 import functools
 import json
 import os
-import platform
 from pathlib import Path
+
+from learners import provenance
 
 
 def machine(gl: dict | None = None) -> dict:
-    info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "python": platform.python_version(),
-            "lp_num_threads": os.environ.get("LP_NUM_THREADS")}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
+    """The machine (``learners.provenance.machine``), with the GL renderer where one was made."""
+    info = provenance.machine()
     if gl:
         info["gl"] = gl
     return info

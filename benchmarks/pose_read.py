@@ -10,7 +10,9 @@ a pyramid's twist is modulo its quarter turns, at most 45°), and the error by h
 axis is from the camera's line of sight (``VIEW_BINS``: end-on, oblique, side-on). The
 ``with_colours`` columns read the turn off the shape and the seen vertices' colours together
 (``gen3d.mesh_pose.read_turns`` with ``colours``): does the reconstruction's colouring put the
-sides' boundaries where its shape's turn does?
+sides' boundaries where its shape's turn does? The ``seen_only`` columns read the turn off
+the rays the camera sees alone (``read_turns`` with ``weights``): does the answer's front hold
+its turn better than the whole shape, whose back the image never showed?
 
     python benchmarks/pose_read.py --run runs/<name> [--n 500] [--n-rot 3000] [--json PATH]
 
@@ -76,8 +78,12 @@ def pose_rows(actions: np.ndarray, data, n_rot: int = 3000, seed: int = 0) -> li
                "model_origin": list(origin)}
         coloured = symmetry.rotation_error_deg(
             truth, mesh_pose.read_turns(lengths[sel], k, n_rot, origin, colours[sel], seen[sel]), k)
+        front = symmetry.rotation_error_deg(
+            truth, mesh_pose.read_turns(lengths[sel], k, n_rot, origin, weights=seen[sel]), k)
         row |= {"with_colours_deg": float(np.median(coloured)),
-                "with_colours_below_20": float((coloured < 20).mean())}
+                "with_colours_below_20": float((coloured < 20).mean()),
+                "seen_only_deg": float(np.median(front)),
+                "seen_only_below_20": float((front < 20).mean())}
         if k in APEX_KINDS:
             row["back_to_front"] = float(((read[:, :, 1] * truth[:, :, 1]).sum(1) < 0).mean())
             tilt, twist = symmetry.axis_and_twist_deg(truth, read, k)
@@ -101,7 +107,7 @@ def main() -> int:
     cols = ["kind", "n", "rot_err_kind_deg", "below_20", "shuffled_truth_deg",
             "about_template_origin_deg", "model_origin", "back_to_front", "axis_err_deg",
             "twist_err_deg", *(name for *_, name in VIEW_BINS), "with_colours_deg",
-            "with_colours_below_20"]
+            "with_colours_below_20", "seen_only_deg", "seen_only_below_20"]
     print(table(rows, cols))
     write_json(args.json, {"machine": machine(), "run": args.run, "n": args.n, "n_rot": args.n_rot,
                            "rows": rows})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gen3d.data.vol_procedural import primitives  # noqa: E402
 from gen3d.data.volumes import VolumeDataConfig  # noqa: E402
 from gen3d.volumes.model import VolumeModel, VolumeModelConfig  # noqa: E402
+from learners.provenance import cpu_model  # noqa: E402
 from learners.volume_train import (EvalConfig, TrainConfig, TrainStep,  # noqa: E402
                                    VolumeRunConfig, run)
 
 
 def machine(device: str) -> str:
-    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    cpu = f"{cpu_model()}, {torch.get_num_threads()} threads"
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()} ({cpu}), torch {torch.__version__}"
     return f"CPU {cpu}, torch {torch.__version__}"

@@ -100,10 +100,15 @@ def read_poses(lengths: np.ndarray, kinds: list[str], n: int = 3000) -> tuple[np
 
 def read_turns(lengths: np.ndarray, kind: str, n: int = 3000,
                origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               colours: np.ndarray | None = None, seen: np.ndarray | None = None) -> np.ndarray | None:
+               colours: np.ndarray | None = None, seen: np.ndarray | None = None,
+               weights: np.ndarray | None = None) -> np.ndarray | None:
     """For ray meshes' lengths (N, 162) about their centres: the rotation (N, 3, 3) of
     ``kind``'s template, about ``origin`` in its frame and turned by one of ``n`` (+24)
     rotations, closest to each; None for a round kind, whose template has no turn to read.
+
+    ``weights`` (N, 162), each row non-negative with a positive sum, weigh the rays' squared
+    log-length residuals (the scale fit with the same weights): 0 leaves a ray out, e.g. the
+    half of the shape the camera does not see.
 
     With ``colours`` (N, 162, 3) of the vertices and ``seen`` (N, 162) bool, the turn is also
     one that puts the side boundaries where the seen colours change: the most likely turn
@@ -113,6 +118,10 @@ def read_turns(lengths: np.ndarray, kind: str, n: int = 3000,
         return None
     rots, table, sides = template_hits(kind, n, origin=tuple(float(x) for x in origin))
     sig = _signatures(lengths)
+    if weights is not None:
+        if colours is not None:
+            raise ValueError("read_turns: pass weights or colours, not both")
+        return rots[_weighted_d2(sig, table, _weights(weights, len(sig))).argmin(1)]
     d = (table**2).sum(1)[None] - 2 * sig @ table.T
     if colours is None:
         return rots[d.argmin(1)]
@@ -143,6 +152,24 @@ def _profile_cost(shape_d2: np.ndarray, spread: np.ndarray, n_seen: np.ndarray,
     k = 3 * n_seen[:, None].astype(np.float64)
     shape = geo.N_RAYS / 2 * np.log(np.maximum(shape_d2, 0) / geo.N_RAYS + floor**2)
     return shape + k / 2 * np.log(spread / np.maximum(k, 1) + floor**2)
+
+
+def _weighted_d2(sig: np.ndarray, table: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(N, M): sum_i w_i (sig_i - table_i - c)^2 at each pair's best offset c (the log scale)."""
+    wa = w * sig
+    resid_sum = wa.sum(1, keepdims=True) - w @ table.T
+    return ((wa * sig).sum(1, keepdims=True) - 2 * wa @ table.T + w @ (table**2).T
+            - resid_sum**2 / w.sum(1, keepdims=True))
+
+
+def _weights(weights, n: int) -> np.ndarray:
+    w = np.asarray(weights, np.float64)
+    if w.shape != (n, geo.N_RAYS):
+        raise ValueError(f"weights: need ({n}, {geo.N_RAYS}) for {n} meshes, got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or (w.sum(1) <= 0).any():
+        raise ValueError("weights: each must be finite and >= 0, and each mesh's must sum to "
+                         "more than 0 (a mesh with no ray to read has no turn)")
+    return w
 
 
 def _coloured(colours, seen, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ from learners.device import resolve_device
 from learners.mesh_train import MeshRunConfig, render_fn, size_lazy_parameters
 from learners.mesh_step import surrogate
 from learners.pathwise import Oracle, make_oracle
+from learners.provenance import machine
 
 
 @dataclass
@@ -329,7 +330,7 @@ def write(out: dict, out_dir: Path) -> Path:
         tb.add_text("rows", "\n".join(json.dumps(r) for r in out["rows"]), 0)
     finally:
         tb.close()
-    data = {k: v for k, v in out.items() if k != "var_per_coordinate"} | {"machine": _machine()}
+    data = {k: v for k, v in out.items() if k != "var_per_coordinate"} | {"machine": machine()}
     path = out_dir / "diagnose.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -339,14 +340,6 @@ def write(out: dict, out_dir: Path) -> Path:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _machine() -> dict:
-    import os
-    import platform
-
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch": torch.__version__}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ directory, resume, random state, time limit and report are ``learners.skeleton``
 from __future__ import annotations
 
 import math
-import platform
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -304,18 +303,9 @@ def score(cfg: ImageRunConfig, sk: RunSkeleton, model: ImageVolumeModel,
         "budget": {"steps": step, "train_seconds": round(sk.elapsed, 1),
                    "batch": cfg.train.batch, "n_train": len(train), "n_test": len(test),
                    "T": cfg.model.volume.steps},
-        "machine": machine(sk.device),
     }
     sk.log.scalars(step, {f"eval/{k}": v for k, v in report.items()
                           if isinstance(v, float) and math.isfinite(v)})
     sk.log.image("eval/views", grid, step)
     save_png(sk.log.dir / "views.png", grid)
     return report
-
-
-def machine(device: torch.device) -> str:
-    """A short description of where the run happened."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} "
-            f"threads, torch {torch.__version__}")

@@ -1,6 +1,7 @@
 """What every learner's run shares: seeds, the torch device, the run directory and its log,
 the one resume path, the random state, the time limit, checkpoints, and the end of the run
-(``report.json`` with its budget, and one summary line).
+(``report.json`` with its budget, the machine and digests of the final state, and one summary
+line).
 
 A learner builds ``RunSkeleton``, makes its model and optimisers, hands them to ``track``
 and calls ``restore`` (which does nothing for a fresh run); from then on ``save(step)``
@@ -27,6 +28,7 @@ import torch
 from learners import checkpoint
 from learners.config import as_config_file, to_dict, validate
 from learners.device import resolve_device
+from learners.provenance import digest, machine
 from learners.runlog import RunLog
 
 
@@ -129,6 +131,13 @@ class RunSkeleton:
     def save(self, step: int, **extra: Any) -> Path:
         """Checkpoint every tracked object, the step, the training time, the random state and
         the config (plus ``extra`` keys), atomically."""
+        st = self.tracked_states()
+        st.update(step=step, train_s=self.elapsed, global_rng=global_rng_state(),
+                  config=to_dict(self.cfg), **extra)
+        return self.log.save(st)
+
+    def tracked_states(self) -> dict[str, Any]:
+        """Every tracked object's state under its name, as a checkpoint holds it."""
         st: dict[str, Any] = {}
         for name, obj in self._tracked.items():
             if obj is None:
@@ -137,9 +146,7 @@ class RunSkeleton:
                 st[name] = generator_state(obj)
             else:
                 st[name] = obj.state_dict()
-        st.update(step=step, train_s=self.elapsed, global_rng=global_rng_state(),
-                  config=to_dict(self.cfg), **extra)
-        return self.log.save(st)
+        return st
 
     # ------------------------------------------------------------------ clock
 
@@ -206,9 +213,15 @@ class RunSkeleton:
                 "wall_s": round(time.time() - self._born, 1)}
 
     def finish(self, report: dict[str, Any], step: int, headline: dict[str, float]) -> Path:
-        """Write ``report.json`` (with a ``budget`` section) and print one summary line: the
-        held-out ``headline`` scores and the report's path."""
+        """Write ``report.json`` (with ``budget``, ``machine`` and ``digest`` sections) and
+        print one summary line: the held-out ``headline`` scores and the report's path.
+        ``digest`` has sha1s of the final model weights and of the whole tracked training state
+        (weights, optimisers, generators): two runs ended bit-identical exactly when these
+        match."""
         report["budget"] = report.get("budget", {}) | self.budget(step)
+        report["machine"] = machine(self.device)
+        states = self.tracked_states()
+        report["digest"] = {"model": digest(states.get("model")), "state": digest(states)}
         path = self.log.write_json("report.json", report)
         print(summary_line(self.cfg.name, headline, report["budget"], path), file=sys.stderr,
               flush=True)

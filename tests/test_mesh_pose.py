@@ -178,3 +178,35 @@ def test_the_vertices_a_camera_sees_on_a_ball_are_those_in_front_of_its_tangent_
     assert geo.Camera().eye == (0.0, 0.0, 4.0)
     np.testing.assert_array_equal(seen[0][clear], rays[clear, 2] > 0.25)
     np.testing.assert_allclose(colours, 0.3, atol=1e-6)
+
+
+def test_a_weighted_read_leaves_out_the_rays_weighed_zero():
+    """Pyramids turned by turns in the table, their back half (rays away from the camera)
+    scrambled: read with the front's rays alone they read back exactly, read whole they do
+    not; equal weights read as no weights."""
+    rng = np.random.default_rng(12)
+    rots, _ = mesh_pose.kind_table("pyramid", N)
+    truth = rots[rng.choice(np.arange(24, len(rots)), 10, replace=False)]
+    lengths = _ray_meshes("pyramid", truth, rng)
+    front = np.broadcast_to(geo.ico_rays()[:, 2] > 0, lengths.shape)
+    scrambled = np.where(front, lengths, rng.uniform(0.3, 3.0, lengths.shape))
+    front_read = mesh_pose.read_turns(scrambled, "pyramid", N, weights=front.astype(float))
+    assert symmetry.rotation_error_deg(truth, front_read, "pyramid").max() < 1e-3
+    whole_read = mesh_pose.read_turns(scrambled, "pyramid", N)
+    assert np.median(symmetry.rotation_error_deg(truth, whole_read, "pyramid")) > 20
+    np.testing.assert_array_equal(
+        mesh_pose.read_turns(lengths, "pyramid", N, weights=np.full(lengths.shape, 0.3)),
+        mesh_pose.read_turns(lengths, "pyramid", N))
+
+
+def test_a_weighted_read_refuses_weights_that_leave_nothing_to_read():
+    lengths = np.ones((2, geo.N_RAYS))
+    for w, words in [(np.ones((2, 161)), r"weights: need \(2, 162\)"),
+                     (np.zeros((2, geo.N_RAYS)), "sum to more than 0"),
+                     (-np.ones((2, geo.N_RAYS)), ">= 0"),
+                     (np.full((2, geo.N_RAYS), np.nan), "finite")]:
+        with pytest.raises(ValueError, match=words):
+            mesh_pose.read_turns(lengths, "cube", 50, weights=w)
+    with pytest.raises(ValueError, match="weights or colours"):
+        mesh_pose.read_turns(lengths, "cube", 50, weights=np.ones((2, geo.N_RAYS)),
+                             colours=np.zeros((2, geo.N_RAYS, 3)))

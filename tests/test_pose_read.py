@@ -40,6 +40,7 @@ def test_the_truth_reads_its_turns_back_and_a_shuffled_truth_does_not():
         assert np.abs(row["model_origin"]).max() < 0.011
         assert row.get("back_to_front", 0.0) == 0.0
         assert row["with_colours_deg"] == row["rot_err_kind_deg"]  # grey meshes: the shape alone
+        assert row["seen_only_deg"] < 12 and row["seen_only_below_20"] >= 0.75, row  # the front half
 
 
 def test_shapes_upside_down_read_back_to_front():

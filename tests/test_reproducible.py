@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from learners.provenance import digest
 from tests.test_mesh_train import tiny
 from workers.worker import RenderWorker
 
@@ -67,6 +68,12 @@ def assert_same_run(tmp_path, a: str, b: str, reports: dict) -> None:
     assert reports[b]["elbo_history"] == reports[a]["elbo_history"]
     for key in ("iou", "psnr", "chamfer"):
         assert reports[b]["scores"][key] == reports[a]["scores"][key]
+    # the reports' digests say so too, and are the digests of what the checkpoint holds
+    assert reports[b]["digest"] == reports[a]["digest"]
+    assert reports[a]["digest"]["model"] == digest(want["model"])
+    tracked = {k: want[k] for k in ("model", "opt", "estimator", "est_opt", "gen", "rng",
+                                    "replay", "average", "rollback")}
+    assert reports[a]["digest"]["state"] == digest(tracked)
 
 
 def test_runs_are_bit_identical_with_the_local_pool_and_with_ray_replies_in_any_order(

@@ -232,3 +232,4 @@ def test_ctrl_c_ends_the_step_checkpoints_and_a_resume_ends_where_an_unbroken_ru
     b = torch.load(tmp_path / "b/runs/tiny/checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["scores"]["iou"] == whole["scores"]["iou"]
+    assert resumed["digest"] == whole["digest"]
